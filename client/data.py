@@ -1,0 +1,46 @@
+"""Where a client's training data comes from: its simulation partition or its disk."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fedpriv.config import RunConfig
+from fedpriv.messages import NODE_DATA_DIR, NODE_NUM_PARTITIONS, NODE_PARTITION_ID
+from fedpriv.tasks import ArrayDataset, client_dataset, load_npz_dir, load_task_data
+
+__all__ = ["client_identity", "local_data"]
+
+
+def local_data(cfg: RunConfig, node_config: Mapping[str, Any]) -> ArrayDataset:
+    """The client's own training data.
+
+    A deployed SuperNode names a directory of ``.npz`` files in its node config
+    (``data-dir``); a simulated one gets ``partition-id`` / ``num-partitions`` from the
+    simulation engine and loads its share of the shipped data set.
+    """
+    data_dir = str(node_config.get(NODE_DATA_DIR, "") or "")
+    task = load_task_data(cfg)
+    if data_dir:
+        return load_npz_dir(
+            data_dir,
+            feature_shape=task.feature_shape,
+            num_classes=task.num_classes,
+        )
+    if NODE_PARTITION_ID not in node_config:
+        raise ValueError(
+            "the node config sets neither data-dir (deployment) nor partition-id "
+            "(simulation); set data-dir to a directory of .npz files"
+        )
+    return client_dataset(
+        cfg, int(node_config[NODE_PARTITION_ID]), int(node_config[NODE_NUM_PARTITIONS])
+    )
+
+
+def client_identity(node_config: Mapping[str, Any], node_id: int) -> str:
+    """A stable, human-readable client id: ``client-<partition>`` in simulation."""
+    if NODE_PARTITION_ID in node_config:
+        return f"client-{int(node_config[NODE_PARTITION_ID])}"
+    return f"node-{np.uint64(node_id)}"

@@ -1,0 +1,7 @@
+"""fedpriv: federated, privacy-preserving training on Flower."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

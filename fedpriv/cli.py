@@ -1,0 +1,159 @@
+"""The ``fedpriv`` command line: ``simulate`` (and more as they land)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedpriv.config import ConfigError, RunConfig
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="fedpriv",
+    help="Federated, privacy-preserving training on Flower.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_out = Console()
+_err = Console(stderr=True)
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    _err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise _fail(f"--set takes KEY=VALUE, got {pair!r}")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def _keys_table() -> Table:
+    table = Table(title="run-config keys (scenario files and --set KEY=VALUE)")
+    for col in ("key", "allowed", "default", "meaning"):
+        table.add_column(col)
+    for row in RunConfig.describe():
+        table.add_row(*row)
+    return table
+
+
+@app.callback()
+def _root() -> None:
+    """Federated, privacy-preserving training on Flower."""
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[
+        str | None,
+        typer.Argument(help="A shipped scenario name (see --list) or a scenario .toml file."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", metavar="KEY=VALUE",
+                     help="Override one run-config key; repeatable."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run directory (default runs/<timestamp>-<scenario>)."),
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="List the shipped scenarios and exit.")
+    ] = False,
+    keys: Annotated[
+        bool, typer.Option("--keys", help="List every run-config key and exit.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's own logs.")
+    ] = False,
+) -> None:
+    """Run a federation on Flower's simulation engine and record it in a run directory."""
+    from simulations.scenarios import ScenarioError, list_scenarios, load_scenario
+
+    if list_:
+        table = Table(title="shipped scenarios")
+        table.add_column("name", style="cyan")
+        table.add_column("description")
+        for s in list_scenarios():
+            table.add_row(s.name, s.description)
+        _out.print(table)
+        raise typer.Exit(EXIT_OK)
+    if keys:
+        _out.print(_keys_table())
+        raise typer.Exit(EXIT_OK)
+
+    # Everything the user gave is checked before a directory or Ray exists.
+    try:
+        chosen = load_scenario(scenario)
+        cfg = RunConfig.from_mapping(chosen.values)
+    except ScenarioError as err:
+        raise _fail(str(err)) from None
+    except ConfigError as err:
+        raise _fail(f"scenario {chosen.name!r}: {err}") from None
+    try:
+        cfg = RunConfig.from_mapping(_parse_sets(set_ or []), base=cfg).resolved()
+        _check_feasible(cfg)
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+
+    from server.rundir import RunDirectory, default_run_dir
+    from simulations.driver import simulate as run_sim
+    from simulations.progress import RichReporter, summary_table
+
+    run_dir = RunDirectory(out if out is not None else default_run_dir(chosen.name))
+    try:
+        run_dir.create()
+    except (FileExistsError, OSError) as err:
+        raise _fail(f"--out: {err}") from None
+    run_dir.write_config(cfg.to_flat(), scenario=chosen.name)
+
+    try:
+        run_sim(cfg, run_dir, scenario=chosen.name, reporter=RichReporter(_out),
+                verbose=verbose)
+    except Exception as err:  # the run's own failure: recorded in summary.json
+        _err.print(f"[bold red]run failed:[/] {type(err).__name__}: {err}", highlight=False)
+    summary_path = run_dir.path / RunDirectory.SUMMARY
+    if not summary_path.exists():
+        raise _fail(f"the run ended without a summary; see {run_dir.path}", EXIT_RUN_FAILED)
+    summary = json.loads(summary_path.read_text())
+    _out.print(summary_table(summary))
+    _out.print(f"run directory: {run_dir.path}")
+    raise typer.Exit(EXIT_OK if summary["status"] == "completed" else EXIT_RUN_FAILED)
+
+
+def _check_feasible(cfg: RunConfig) -> None:
+    """Checks that need the data (cheap: the data set ships in a package)."""
+    from fedpriv.tasks import load_task_data
+
+    n = len(load_task_data(cfg).train)
+    if cfg.clients > n:
+        raise ConfigError(
+            "clients", f"must be at most the {n} training examples of {cfg.dataset.value}, "
+            f"got {cfg.clients}"
+        )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        sys.exit(130)

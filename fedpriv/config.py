@@ -1,0 +1,336 @@
+"""The run configuration: one schema for the CLI, the ServerApp and the ClientApp.
+
+Every key of ``[tool.flwr.app.config]`` in ``pyproject.toml`` is a field of
+:class:`RunConfig`; ``fedpriv simulate --set KEY=VALUE`` and scenario files use the
+same (kebab-case) names. Values are checked once, up front, so that bad input never
+reaches Ray: each error names the key, the allowed values and the value given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "Dataset",
+    "Device",
+    "Model",
+    "Partition",
+    "RunConfig",
+    "StrategyName",
+]
+
+
+class ConfigError(ValueError):
+    """A run-config key is unknown or its value is out of its domain."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+class Dataset(enum.StrEnum):
+    """Data sets that ship with fedpriv (no download)."""
+
+    DIGITS = "digits"
+    SYNTHETIC = "synthetic"
+
+
+class Model(enum.StrEnum):
+    """Model families; ``auto`` picks the task's default."""
+
+    AUTO = "auto"
+    MLP = "mlp"
+    CNN = "cnn"
+    LOGREG = "logreg"
+
+
+class Partition(enum.StrEnum):
+    """How the training split is divided among clients; ``auto`` picks the task's."""
+
+    AUTO = "auto"
+    IID = "iid"
+    DIRICHLET = "dirichlet"
+    PATHOLOGICAL = "pathological"
+    NATURAL = "natural"
+
+
+class StrategyName(enum.StrEnum):
+    """Aggregation rules, from Flower's strategy classes."""
+
+    FEDAVG = "fedavg"
+    FEDPROX = "fedprox"
+    FEDADAM = "fedadam"
+
+
+class Device(enum.StrEnum):
+    """Where clients train: CUDA when present (``auto``), or forced."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+# The models each data set supports; the first is its default.
+MODELS_FOR: dict[Dataset, tuple[Model, ...]] = {
+    Dataset.DIGITS: (Model.MLP, Model.CNN, Model.LOGREG),
+    Dataset.SYNTHETIC: (Model.LOGREG, Model.MLP),
+}
+PARTITIONS_FOR: dict[Dataset, tuple[Partition, ...]] = {
+    Dataset.DIGITS: (Partition.DIRICHLET, Partition.IID, Partition.PATHOLOGICAL),
+    Dataset.SYNTHETIC: (Partition.NATURAL,),
+}
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _meta(help_: str, *, lo: float | None = None, hi: float | None = None,
+          lo_open: bool = False, hi_open: bool = False) -> dict[str, Any]:
+    return {"help": help_, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunConfig:
+    """A validated run configuration.
+
+    Field ``clients_per_round`` is the key ``clients-per-round``, and so on: see
+    :meth:`keys`. Construct from untyped input with :meth:`from_mapping`.
+    """
+
+    rounds: int = dataclasses.field(default=15, metadata=_meta(
+        "federated rounds", lo=1))
+    clients: int = dataclasses.field(default=10, metadata=_meta(
+        "number of clients (simulated SuperNodes)", lo=1))
+    clients_per_round: int = dataclasses.field(default=0, metadata=_meta(
+        "clients sampled each round (0: all `clients`)", lo=0))
+    dataset: Dataset = dataclasses.field(default=Dataset.DIGITS, metadata=_meta(
+        "task data set"))
+    model: Model = dataclasses.field(default=Model.AUTO, metadata=_meta(
+        "model family (auto: the data set's default)"))
+    partition: Partition = dataclasses.field(default=Partition.AUTO, metadata=_meta(
+        "how training data is split among clients (auto: dirichlet for digits, "
+        "natural for synthetic)"))
+    alpha: float = dataclasses.field(default=0.5, metadata=_meta(
+        "Dirichlet concentration; smaller means more label skew", lo=0.0, lo_open=True))
+    classes_per_client: int = dataclasses.field(default=2, metadata=_meta(
+        "labels per client for the pathological partition", lo=1, hi=10))
+    synthetic_alpha: float = dataclasses.field(default=1.0, metadata=_meta(
+        "Synthetic(alpha, beta): model heterogeneity across users", lo=0.0))
+    synthetic_beta: float = dataclasses.field(default=1.0, metadata=_meta(
+        "Synthetic(alpha, beta): data heterogeneity across users", lo=0.0))
+    test_fraction: float = dataclasses.field(default=0.2, metadata=_meta(
+        "held-out fraction the server evaluates on", lo=0.0, hi=1.0,
+        lo_open=True, hi_open=True))
+    strategy: StrategyName = dataclasses.field(default=StrategyName.FEDAVG, metadata=_meta(
+        "aggregation rule"))
+    proximal_mu: float = dataclasses.field(default=0.01, metadata=_meta(
+        "FedProx proximal-term weight mu", lo=0.0))
+    server_lr: float = dataclasses.field(default=0.01, metadata=_meta(
+        "FedAdam server learning rate eta", lo=0.0, lo_open=True))
+    local_epochs: int = dataclasses.field(default=5, metadata=_meta(
+        "local epochs per round", lo=1))
+    batch_size: int = dataclasses.field(default=32, metadata=_meta(
+        "client mini-batch size", lo=1))
+    lr: float = dataclasses.field(default=0.05, metadata=_meta(
+        "client learning rate", lo=0.0, lo_open=True))
+    momentum: float = dataclasses.field(default=0.9, metadata=_meta(
+        "client SGD momentum", lo=0.0, hi=1.0, hi_open=True))
+    seed: int = dataclasses.field(default=0, metadata=_meta(
+        "seed for data, partitions, model init and sampling", lo=0))
+    device: Device = dataclasses.field(default=Device.AUTO, metadata=_meta(
+        "client device (auto: cuda when available)"))
+    client_cpus: float = dataclasses.field(default=1.0, metadata=_meta(
+        "simulation: CPUs reserved per client", lo=0.0, lo_open=True))
+    client_gpu_fraction: float = dataclasses.field(default=0.0, metadata=_meta(
+        "simulation: GPU fraction per client (0 with no GPU)", lo=0.0, hi=1.0))
+    fraction_evaluate: float = dataclasses.field(default=0.0, metadata=_meta(
+        "fraction of clients that also evaluate on their local data", lo=0.0, hi=1.0))
+    round_timeout: float = dataclasses.field(default=600.0, metadata=_meta(
+        "seconds the server waits for a round's replies", lo=0.0, lo_open=True))
+    run_dir: str = dataclasses.field(default="", metadata=_meta(
+        "run directory for `flwr run` (empty: runs/<timestamp>-flwr)"))
+
+    # ------------------------------------------------------------------ schema
+    @classmethod
+    def keys(cls) -> dict[str, dataclasses.Field[Any]]:
+        """Map each run-config key (kebab-case) to its dataclass field."""
+        return {_key(f.name): f for f in fields(cls)}
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str, str]]:
+        """Rows of (key, type or allowed values, default, help) for docs and --help."""
+        rows = []
+        for key, f in cls.keys().items():
+            typ = f.type if isinstance(f.type, str) else f.type.__name__
+            allowed = _allowed(f)
+            rows.append((key, allowed or typ, str(_plain(f.default)), f.metadata["help"]))
+        return rows
+
+    # ------------------------------------------------------------- construction
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, base: RunConfig | None = None,
+                     ignore_unknown: bool = False) -> RunConfig:
+        """Build a config from kebab-case keys, coercing strings from ``--set``.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown key (the message lists the valid ones) or a bad value.
+        """
+        known = cls.keys()
+        kwargs: dict[str, Any] = {}
+        for key, raw in values.items():
+            f = known.get(key)
+            if f is None:
+                if ignore_unknown:
+                    continue
+                raise ConfigError(
+                    key, f"unknown key; valid keys are: {', '.join(sorted(known))}"
+                )
+            kwargs[f.name] = _coerce(key, f, raw)
+        start = base if base is not None else cls()
+        return dataclasses.replace(start, **kwargs)
+
+    def __post_init__(self) -> None:
+        for key, f in self.keys().items():
+            _check_range(key, f, getattr(self, f.name))
+        if self.clients_per_round > self.clients:
+            raise ConfigError(
+                "clients-per-round",
+                f"must be in [0, clients={self.clients}] (0: all), "
+                f"got {self.clients_per_round}",
+            )
+        if self.model is not Model.AUTO and self.model not in MODELS_FOR[self.dataset]:
+            allowed = ", ".join(m.value for m in MODELS_FOR[self.dataset])
+            raise ConfigError(
+                "model",
+                f"must be one of {{{allowed}}} for dataset={self.dataset.value}, "
+                f"got {self.model.value!r}",
+            )
+        if (self.partition is not Partition.AUTO
+                and self.partition not in PARTITIONS_FOR[self.dataset]):
+            allowed = ", ".join(p.value for p in PARTITIONS_FOR[self.dataset])
+            raise ConfigError(
+                "partition",
+                f"must be one of {{{allowed}}} for dataset={self.dataset.value}, "
+                f"got {self.partition.value!r}",
+            )
+        if self.device is Device.CPU and self.client_gpu_fraction > 0:
+            raise ConfigError(
+                "client-gpu-fraction",
+                f"must be 0 with device=cpu, got {self.client_gpu_fraction}",
+            )
+
+    # ------------------------------------------------------------------- derived
+    @property
+    def cohort_size(self) -> int:
+        """Clients sampled per round after resolving 0 to all clients."""
+        return self.clients_per_round or self.clients
+
+    @property
+    def resolved_model(self) -> Model:
+        """The model family after resolving ``auto``."""
+        return MODELS_FOR[self.dataset][0] if self.model is Model.AUTO else self.model
+
+    @property
+    def resolved_partition(self) -> Partition:
+        """The partition after resolving ``auto``."""
+        if self.partition is Partition.AUTO:
+            return PARTITIONS_FOR[self.dataset][0]
+        return self.partition
+
+    def resolved(self) -> RunConfig:
+        """A copy with ``auto`` values resolved (what the run directory records)."""
+        return dataclasses.replace(
+            self,
+            model=self.resolved_model,
+            partition=self.resolved_partition,
+            clients_per_round=self.cohort_size,
+        )
+
+    def to_flat(self) -> dict[str, bool | int | float | str]:
+        """Kebab-case keys to plain values (TOML, JSON and Flower ConfigRecord safe)."""
+        return {key: _plain(getattr(self, f.name)) for key, f in self.keys().items()}
+
+
+# ---------------------------------------------------------------------- helpers
+def _enum_type(f: dataclasses.Field[Any]) -> type[enum.Enum] | None:
+    default = f.default
+    return type(default) if isinstance(default, enum.Enum) else None
+
+
+def _allowed(f: dataclasses.Field[Any]) -> str:
+    etype = _enum_type(f)
+    if etype is not None:
+        return "{" + ", ".join(str(m.value) for m in etype) + "}"
+    lo, hi = f.metadata["lo"], f.metadata["hi"]
+    if lo is None and hi is None:
+        return ""
+    left = "(" if f.metadata["lo_open"] else "["
+    right = ")" if f.metadata["hi_open"] or hi is None else "]"
+    return f"{left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{right}"
+
+
+def _plain(value: Any) -> bool | int | float | str:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _coerce(key: str, f: dataclasses.Field[Any], raw: Any) -> Any:
+    etype = _enum_type(f)
+    default = f.default
+    if etype is not None:
+        try:
+            return etype(str(raw).strip().lower())
+        except ValueError:
+            raise ConfigError(
+                key, f"must be one of {_allowed(f)}, got {raw!r}"
+            ) from None
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in {"true", "1", "yes", "on"}:
+            return True
+        if text in {"false", "0", "no", "off"}:
+            return False
+        raise ConfigError(key, f"must be true or false, got {raw!r}")
+    if isinstance(default, int):
+        if isinstance(raw, bool):
+            raise ConfigError(key, f"must be an integer, got {raw!r}")
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        try:
+            return int(str(raw).strip())
+        except ValueError:
+            raise ConfigError(key, f"must be an integer, got {raw!r}") from None
+    if isinstance(default, float):
+        if isinstance(raw, bool):
+            raise ConfigError(key, f"must be a number, got {raw!r}")
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"must be a number, got {raw!r}") from None
+        if math.isnan(value):
+            raise ConfigError(key, f"must be a number, got {raw!r}")
+        return value
+    return str(raw)
+
+
+def _check_range(key: str, f: dataclasses.Field[Any], value: Any) -> None:
+    meta = f.metadata
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is None and hi is None or isinstance(value, (str, enum.Enum)):
+        return
+    bad = (
+        (lo is not None and (value < lo or (meta["lo_open"] and value == lo)))
+        or (hi is not None and (value > hi or (meta["hi_open"] and value == hi)))
+    )
+    if bad:
+        raise ConfigError(key, f"must be in {_allowed(f)}, got {value!r}")

@@ -1,0 +1,82 @@
+"""The arrays a task works on, independent of where they came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["ArrayDataset", "TaskData", "to_loader"]
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayDataset:
+    """Features and integer labels held in memory.
+
+    Attributes
+    ----------
+    x : numpy.ndarray
+        ``(n, *feature_shape)`` float32 features.
+    y : numpy.ndarray
+        ``(n,)`` int64 labels in ``[0, num_classes)``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(
+                f"x and y must have the same number of rows, got {self.x.shape[0]} "
+                f"and {self.y.shape[0]}"
+            )
+        if self.y.ndim != 1:
+            raise ValueError(f"y must be 1-D, got shape {self.y.shape}")
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, idx: np.ndarray) -> ArrayDataset:
+        """Rows ``idx`` as a new data set."""
+        return ArrayDataset(self.x[idx], self.y[idx])
+
+
+@dataclass(frozen=True, slots=True)
+class TaskData:
+    """A task's full data: the pool clients train on and the server's test split.
+
+    Attributes
+    ----------
+    train : ArrayDataset
+        The pool that partitioners divide among clients.
+    test : ArrayDataset
+        The held-out split the server evaluates the global model on.
+    num_classes : int
+        Number of labels.
+    natural_partition : list[numpy.ndarray] | None
+        Row indices of ``train`` per natural user (Synthetic), else ``None``.
+    """
+
+    train: ArrayDataset
+    test: ArrayDataset
+    num_classes: int
+    natural_partition: list[np.ndarray] | None = None
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """Shape of one example's features."""
+        return tuple(self.train.x.shape[1:])
+
+
+def to_loader(
+    data: ArrayDataset, batch_size: int, *, shuffle: bool, generator: torch.Generator
+) -> torch.utils.data.DataLoader:
+    """Wrap arrays in a seeded ``DataLoader``."""
+    ds = torch.utils.data.TensorDataset(
+        torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(data.y, dtype=np.int64)),
+    )
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=shuffle, generator=generator
+    )

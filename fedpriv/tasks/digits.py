@@ -1,0 +1,35 @@
+"""scikit-learn's handwritten digits: 1,797 8x8 images, 10 classes, shipped offline."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.datasets import load_digits as _sk_load_digits
+from sklearn.model_selection import train_test_split
+
+from fedpriv.tasks.data import ArrayDataset, TaskData
+
+__all__ = ["load_digits"]
+
+
+def load_digits(*, test_fraction: float, seed: int) -> TaskData:
+    """Load the digits and split off a stratified held-out test set.
+
+    Pixels (0..16) are scaled to [0, 1]; features are flat ``(64,)`` vectors
+    (the CNN reshapes them to ``(1, 8, 8)``).
+
+    Parameters
+    ----------
+    test_fraction : float
+        Fraction held out for the server's evaluation, in (0, 1).
+    seed : int
+        Seed of the split.
+    """
+    bunch = _sk_load_digits()
+    x = (bunch.data / 16.0).astype(np.float32)  # (1797, 64)
+    y = bunch.target.astype(np.int64)  # (1797,)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    return TaskData(
+        train=ArrayDataset(x_tr, y_tr), test=ArrayDataset(x_te, y_te), num_classes=10
+    )

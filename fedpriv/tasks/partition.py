@@ -1,0 +1,107 @@
+"""Divide a task's training pool among clients with flwr-datasets' partitioners.
+
+The partitioners run on an in-memory ``datasets.Dataset`` (``FederatedDataset``
+would download). Every client computes the same partition from the same seed, so
+each simulated client can load only its own share.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedpriv.config import Partition
+from fedpriv.tasks.data import ArrayDataset
+
+__all__ = ["PartitionError", "partition_indices"]
+
+_MIN_DIRICHLET_SIZE = 2
+
+
+class PartitionError(ValueError):
+    """The requested partition cannot be built from this data."""
+
+
+def partition_indices(
+    data: ArrayDataset,
+    *,
+    scheme: Partition,
+    num_partitions: int,
+    seed: int,
+    alpha: float = 0.5,
+    classes_per_client: int = 2,
+) -> list[np.ndarray]:
+    """Row indices of ``data`` for each of ``num_partitions`` clients.
+
+    Parameters
+    ----------
+    data : ArrayDataset
+        The training pool.
+    scheme : Partition
+        ``IID`` (shuffled equal shares), ``DIRICHLET`` (label proportions per client
+        drawn from Dir(alpha), Hsu et al. 2019), or ``PATHOLOGICAL`` (each client
+        holds ``classes_per_client`` labels, McMahan et al. 2017).
+    num_partitions : int
+        Number of clients.
+    seed : int
+        Seed of the shuffle and the draws.
+    alpha : float
+        Dirichlet concentration (smaller: more label skew).
+    classes_per_client : int
+        Labels per client for ``PATHOLOGICAL``.
+
+    Raises
+    ------
+    PartitionError
+        When there are fewer examples than clients, or no Dirichlet draw gives every
+        client at least two examples.
+    """
+    import datasets  # heavy import: only where partitions are computed
+    from flwr_datasets.partitioner import (
+        DirichletPartitioner,
+        IidPartitioner,
+        PathologicalPartitioner,
+    )
+
+    n = len(data)
+    if num_partitions > n:
+        raise PartitionError(
+            f"clients must be at most the {n} training examples, got {num_partitions}"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    table = datasets.Dataset.from_dict(
+        {"idx": order.tolist(), "label": data.y[order].tolist()}
+    )
+    if scheme is Partition.IID:
+        partitioner = IidPartitioner(num_partitions=num_partitions)
+    elif scheme is Partition.DIRICHLET:
+        partitioner = DirichletPartitioner(
+            num_partitions=num_partitions,
+            partition_by="label",
+            alpha=alpha,
+            min_partition_size=_MIN_DIRICHLET_SIZE,
+            self_balancing=True,
+            seed=seed,
+        )
+    elif scheme is Partition.PATHOLOGICAL:
+        num_labels = int(data.y.max()) + 1
+        if classes_per_client > num_labels:
+            raise PartitionError(
+                f"classes-per-client must be at most {num_labels}, got {classes_per_client}"
+            )
+        partitioner = PathologicalPartitioner(
+            num_partitions=num_partitions,
+            partition_by="label",
+            num_classes_per_partition=classes_per_client,
+            class_assignment_mode="first-deterministic",
+            seed=seed,
+        )
+    else:
+        raise PartitionError(f"partition {scheme.value!r} is not a label partitioner")
+    partitioner.dataset = table
+    try:
+        return [
+            np.asarray(partitioner.load_partition(i)["idx"], dtype=np.int64)
+            for i in range(num_partitions)
+        ]
+    except ValueError as err:
+        raise PartitionError(f"{scheme.value} partition failed: {err}") from err

@@ -1,0 +1,85 @@
+"""Local training and evaluation loops shared by clients, the server and benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedpriv.config import Device
+from fedpriv.tasks.data import ArrayDataset
+
+__all__ = ["evaluate", "resolve_device", "train_epochs"]
+
+
+def resolve_device(device: Device) -> torch.device:
+    """``auto`` means CUDA when available; asking for ``cuda`` without one is an error."""
+    if device is Device.CUDA:
+        if not torch.cuda.is_available():
+            raise RuntimeError("device=cuda was asked for, but no CUDA device is available")
+        return torch.device("cuda")
+    if device is Device.AUTO and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def train_epochs(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    device: torch.device,
+    proximal_mu: float = 0.0,
+    global_params: list[torch.Tensor] | None = None,
+) -> float:
+    """Run ``epochs`` passes of SGD and return the mean training loss.
+
+    With ``proximal_mu > 0`` the loss gains FedProx's proximal term
+    ``(mu / 2) * ||w - w_global||^2`` (Li et al. 2020, Eq. 2).
+    """
+    if proximal_mu > 0 and global_params is None:
+        raise ValueError("global_params are required when proximal_mu > 0")
+    model.train()
+    criterion = nn.CrossEntropyLoss()
+    total, count = 0.0, 0
+    for _ in range(epochs):
+        for xb, yb in loader:
+            if len(yb) == 0:  # Poisson sampling can draw an empty batch
+                continue
+            xb, yb = xb.to(device), yb.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(xb), yb)
+            if proximal_mu > 0:
+                assert global_params is not None
+                prox = sum(
+                    ((w - g) ** 2).sum()
+                    for w, g in zip(model.parameters(), global_params, strict=True)
+                )
+                loss = loss + 0.5 * proximal_mu * prox
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(yb)
+            count += len(yb)
+    return total / count if count else float("nan")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: ArrayDataset, *, device: torch.device, batch_size: int = 512
+) -> tuple[float, float]:
+    """Return (mean cross-entropy loss, accuracy) of ``model`` on ``data``."""
+    if len(data) == 0:
+        raise ValueError("cannot evaluate on an empty data set")
+    model.eval()
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    loss, correct = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        xb = torch.from_numpy(np.ascontiguousarray(data.x[start:start + batch_size])).to(device)
+        yb = torch.from_numpy(np.ascontiguousarray(data.y[start:start + batch_size])).to(device)
+        logits = model(xb)
+        loss += float(criterion(logits, yb))
+        correct += int((logits.argmax(1) == yb).sum())
+    return loss / len(data), correct / len(data)

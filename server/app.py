@@ -1,0 +1,42 @@
+"""The ServerApp that ``flwr run .`` loads (``server.app:app``)."""
+
+from __future__ import annotations
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedpriv.config import RunConfig
+from server.federation import run_federation
+from server.reporting import LogReporter, Reporter
+from server.rundir import RunDirectory, default_run_dir
+
+__all__ = ["app", "make_server_app"]
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Validate the run config, create the run directory and run the federation."""
+    cfg = RunConfig.from_mapping(dict(context.run_config)).resolved()
+    path = cfg.run_dir or default_run_dir(f"flwr-{context.run_id}")
+    run_dir = RunDirectory(path).create()
+    run_dir.write_config(cfg.to_flat(), scenario="flwr-run")
+    run_federation(grid, cfg, run_dir, scenario="flwr-run", reporter=LogReporter())
+
+
+def make_server_app(
+    cfg: RunConfig, run_dir: RunDirectory, *, scenario: str, reporter: Reporter
+) -> ServerApp:
+    """A ServerApp bound to an already validated config and created run directory.
+
+    ``fedpriv simulate`` uses this: the config was checked before Ray started, and the
+    run's progress goes to ``reporter``.
+    """
+    bound = ServerApp()
+
+    @bound.main()
+    def _main(grid: Grid, context: Context) -> None:
+        run_federation(grid, cfg, run_dir, scenario=scenario, reporter=reporter)
+
+    return bound

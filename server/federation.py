@@ -1,0 +1,133 @@
+"""One federated run: the global model, the wrapped strategy, evaluation and records.
+
+Flower's ``Strategy.start`` is the round loop; fedpriv adds central evaluation on the
+held-out split, a metrics line and a checkpoint per round, and a summary however the
+run ends.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from fedpriv.config import RunConfig
+from fedpriv.messages import TRAIN_LOSS
+from fedpriv.tasks import build_task_model, evaluate, load_task_data
+from server.reporting import Reporter
+from server.rundir import RunDirectory
+from server.strategy import FedPrivStrategy
+from strategies import build_strategy
+
+__all__ = ["run_federation"]
+
+# Independent random streams derived from the run's seed.
+_SAMPLING_STREAM = 1
+
+
+def run_federation(
+    grid: Grid,
+    cfg: RunConfig,
+    run_dir: RunDirectory,
+    *,
+    scenario: str,
+    reporter: Reporter,
+) -> dict[str, Any]:
+    """Run ``cfg.rounds`` rounds on ``grid`` and record everything in ``run_dir``.
+
+    Returns
+    -------
+    dict
+        The summary also written to ``summary.json``.
+    """
+    cfg = cfg.resolved()
+    t0 = time.monotonic()
+    data = load_task_data(cfg)
+    model = build_task_model(cfg, data)
+    device = torch.device("cpu")  # server-side evaluation is small; keep the GPU for clients
+
+    strategy = FedPrivStrategy(
+        build_strategy(cfg),
+        cohort_size=cfg.cohort_size,
+        min_nodes=cfg.clients,
+        rng=np.random.default_rng([cfg.seed, _SAMPLING_STREAM]),
+        fraction_evaluate=cfg.fraction_evaluate,
+        node_wait_timeout=cfg.round_timeout,
+    )
+    state: dict[str, Any] = {"rounds": 0, "initial_accuracy": float("nan"),
+                             "final_accuracy": float("nan"), "final_loss": float("nan")}
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        model.load_state_dict(arrays.to_torch_state_dict())
+        loss, acc = evaluate(model, data.test, device=device)
+        if server_round == 0:
+            state["initial_accuracy"] = acc
+            return MetricRecord({"test-loss": loss, "test-accuracy": acc})
+        train = strategy.last_train_metrics
+        record = {
+            "round": server_round,
+            "train_loss": float(train[TRAIN_LOSS]) if train and TRAIN_LOSS in train else None,
+            "test_loss": loss,
+            "test_accuracy": acc,
+            "cohort": len(strategy.last_cohort),
+            "replies": strategy.last_replies,
+            "elapsed_seconds": time.monotonic() - t0,
+        }
+        run_dir.save_model(
+            {k: v.numpy() for k, v in arrays.items()}, server_round=server_round
+        )
+        run_dir.append_metrics(record)
+        state.update(rounds=server_round, final_accuracy=acc, final_loss=loss)
+        reporter.on_round(record)
+        return MetricRecord({"test-loss": loss, "test-accuracy": acc})
+
+    reporter.on_start(scenario=scenario, rounds=cfg.rounds, run_dir=str(run_dir.path))
+    config = ConfigRecord(cfg.to_flat())
+    status, reason = "completed", ""
+    try:
+        strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(model.state_dict()),
+            num_rounds=cfg.rounds,
+            timeout=cfg.round_timeout,
+            train_config=config,
+            evaluate_config=ConfigRecord(cfg.to_flat()),
+            evaluate_fn=evaluate_fn,
+        )
+    except BaseException as err:
+        status, reason = "failed", f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        summary = _summary(cfg, scenario, state, status, reason, time.monotonic() - t0)
+        run_dir.write_summary(summary)
+        reporter.on_finish(summary)
+    return summary
+
+
+def _summary(cfg: RunConfig, scenario: str, state: dict[str, Any], status: str,
+             reason: str, wall: float) -> dict[str, Any]:
+    def num(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    return {
+        "scenario": scenario,
+        "status": status,
+        "reason": reason,
+        "rounds": state["rounds"],
+        "rounds_planned": cfg.rounds,
+        "clients": cfg.clients,
+        "clients_per_round": cfg.cohort_size,
+        "dataset": cfg.dataset.value,
+        "model": cfg.resolved_model.value,
+        "partition": cfg.resolved_partition.value,
+        "strategy": cfg.strategy.value,
+        "initial_accuracy": num(state["initial_accuracy"]),
+        "final_accuracy": num(state["final_accuracy"]),
+        "final_loss": num(state["final_loss"]),
+        "wall_seconds": wall,
+    }

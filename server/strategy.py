@@ -1,0 +1,153 @@
+"""Wrap any Flower strategy with fedpriv's seeded cohort sampling.
+
+Wrap, don't subclass: :class:`FedPrivStrategy` owns *who* takes part in a round and
+delegates *how* updates are combined to the Flower strategy it wraps. Flower's own
+strategies sample with the global ``random`` module; fedpriv samples with a seeded
+``numpy.random.Generator`` so that a run is reproducible and its sampling rate is known
+(privacy accounting depends on it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from logging import INFO
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+__all__ = ["CohortGrid", "FedPrivStrategy", "NotEnoughNodesError"]
+
+
+class NotEnoughNodesError(RuntimeError):
+    """Fewer nodes connected than the run needs, within the wait timeout."""
+
+
+class CohortGrid:
+    """A view of a :class:`flwr.serverapp.Grid` that shows only the sampled cohort.
+
+    The wrapped strategy samples "all nodes it sees" from this view; every other call
+    goes to the real grid.
+    """
+
+    def __init__(self, grid: Grid, node_ids: Sequence[int]) -> None:
+        self._grid = grid
+        self._node_ids = list(node_ids)
+
+    def get_node_ids(self) -> list[int]:
+        """The cohort's node ids."""
+        return list(self._node_ids)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+
+class FedPrivStrategy(Strategy):
+    """Seeded fixed-size cohort sampling around a Flower strategy.
+
+    Parameters
+    ----------
+    inner : Strategy
+        The aggregation rule (FedAvg, FedProx, FedAdam, ...), built to take every node
+        it is shown.
+    cohort_size : int
+        Clients per training round, sampled uniformly without replacement.
+    min_nodes : int
+        Nodes that must be connected before the first round starts.
+    rng : numpy.random.Generator
+        Source of the sampling.
+    fraction_evaluate : float
+        Fraction of connected nodes sent a federated-evaluation message (0: none).
+    node_wait_timeout : float
+        Seconds to wait for ``min_nodes`` before giving up.
+    """
+
+    def __init__(
+        self,
+        inner: Strategy,
+        *,
+        cohort_size: int,
+        min_nodes: int,
+        rng: np.random.Generator,
+        fraction_evaluate: float = 0.0,
+        node_wait_timeout: float = 600.0,
+    ) -> None:
+        if cohort_size < 1:
+            raise ValueError(f"cohort_size must be >= 1, got {cohort_size}")
+        if min_nodes < cohort_size:
+            raise ValueError(f"min_nodes must be >= cohort_size={cohort_size}, got {min_nodes}")
+        self.inner = inner
+        self.cohort_size = cohort_size
+        self.min_nodes = min_nodes
+        self.rng = rng
+        self.fraction_evaluate = fraction_evaluate
+        self.node_wait_timeout = node_wait_timeout
+        self.last_train_metrics: MetricRecord | None = None
+        self.last_cohort: list[int] = []
+        self.last_replies = 0
+
+    # ------------------------------------------------------------------ sampling
+    def _wait_for_nodes(self, grid: Grid) -> list[int]:
+        deadline = time.monotonic() + self.node_wait_timeout
+        while len(nodes := sorted(grid.get_node_ids())) < self.min_nodes:
+            if time.monotonic() > deadline:
+                raise NotEnoughNodesError(
+                    f"{len(nodes)} node(s) connected after {self.node_wait_timeout:.0f}s; "
+                    f"the run needs {self.min_nodes} (run-config key `clients`)"
+                )
+            log(INFO, "Waiting for nodes: %d of %d connected", len(nodes), self.min_nodes)
+            time.sleep(1.0)
+        return nodes
+
+    def sample(self, grid: Grid, size: int) -> list[int]:
+        """``size`` distinct connected node ids, drawn with the seeded generator."""
+        nodes = self._wait_for_nodes(grid)
+        size = min(size, len(nodes))
+        picked = self.rng.choice(len(nodes), size=size, replace=False)
+        return [nodes[i] for i in sorted(picked)]
+
+    # -------------------------------------------------------------- delegation
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample the cohort, then let the inner strategy build its messages."""
+        self.last_cohort = self.sample(grid, self.cohort_size)
+        view = CohortGrid(grid, self.last_cohort)
+        return self.inner.configure_train(server_round, arrays, config, view)  # type: ignore[arg-type]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Delegate to the inner strategy; remember the round's train metrics."""
+        replies = list(replies)
+        self.last_replies = sum(not m.has_error() for m in replies)
+        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        self.last_train_metrics = metrics
+        return arrays, metrics
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Federated evaluation on a sampled fraction of nodes (none by default)."""
+        if self.fraction_evaluate <= 0.0:
+            return []
+        nodes = self._wait_for_nodes(grid)
+        size = max(1, int(round(self.fraction_evaluate * len(nodes))))
+        view = CohortGrid(grid, self.sample(grid, size))
+        return self.inner.configure_evaluate(server_round, arrays, config, view)  # type: ignore[arg-type]
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Delegate to the inner strategy."""
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        """Log the sampling settings and the inner strategy's summary."""
+        log(INFO, "\t├──> fedpriv cohort: %d of >= %d nodes per round (seeded)",
+            self.cohort_size, self.min_nodes)
+        self.inner.summary()

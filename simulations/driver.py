@@ -1,0 +1,102 @@
+"""Run a federation on Flower's simulation engine (Ray), in this process.
+
+The ServerApp runs in a thread of this process (so progress reaches the terminal
+directly); each simulated SuperNode's ClientApp runs in a Ray actor. Ray and Flower are
+kept on loopback and quiet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from fedpriv.config import Device, RunConfig
+from server.reporting import Reporter
+from server.rundir import RunDirectory
+
+__all__ = ["loopback_environment", "simulate"]
+
+# Environment that keeps Ray on 127.0.0.1 and every component from phoning home.
+_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+}
+_DEFAULT_GPU_FRACTION = 0.2
+
+
+def loopback_environment() -> None:
+    """Set the variables that bind Ray to loopback and disable telemetry."""
+    for key, value in _ENV.items():
+        os.environ.setdefault(key, value)
+
+
+class _DropDeprecation(logging.Filter):
+    """Hide Flower's notice that the Python simulation API is deprecated."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "run_simulation" not in record.getMessage()
+
+
+def _backend_config(cfg: RunConfig) -> dict[str, Any]:
+    import torch
+
+    gpus = 0.0
+    if cfg.device is not Device.CPU and torch.cuda.is_available():
+        gpus = cfg.client_gpu_fraction or _DEFAULT_GPU_FRACTION
+    return {
+        "client_resources": {"num_cpus": cfg.client_cpus, "num_gpus": gpus},
+        "init_args": {
+            "num_cpus": os.cpu_count() or 1,
+            "num_gpus": torch.cuda.device_count() if gpus else 0,
+            "_node_ip_address": "127.0.0.1",
+            "include_dashboard": False,
+            "logging_level": logging.ERROR,
+            "log_to_driver": True,
+        },
+    }
+
+
+def simulate(
+    cfg: RunConfig,
+    run_dir: RunDirectory,
+    *,
+    scenario: str,
+    reporter: Reporter,
+    verbose: bool = False,
+) -> None:
+    """Run ``cfg`` on the simulation engine; results land in ``run_dir``.
+
+    ``cfg`` must already be validated and ``run_dir`` created: nothing here re-checks
+    user input. Raises whatever the ServerApp raised if the run failed.
+    """
+    loopback_environment()
+    from flwr.simulation import run_simulation
+
+    from client.app import app as client_app
+    from server.app import make_server_app
+
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    deprecation = _DropDeprecation()
+    flwr_logger.addFilter(deprecation)
+    for handler in flwr_logger.handlers:
+        handler.addFilter(deprecation)
+    if not verbose:
+        flwr_logger.setLevel(logging.WARNING)
+    try:
+        run_simulation(
+            server_app=make_server_app(cfg, run_dir, scenario=scenario, reporter=reporter),
+            client_app=client_app,
+            num_supernodes=cfg.clients,
+            backend_config=_backend_config(cfg),
+            verbose_logging=verbose,
+        )
+    finally:
+        flwr_logger.setLevel(level)
+        flwr_logger.removeFilter(deprecation)
+        for handler in flwr_logger.handlers:
+            handler.removeFilter(deprecation)

@@ -1,0 +1,90 @@
+"""A live terminal display of a simulation: a progress bar, one line per round, a summary."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+__all__ = ["RichReporter", "summary_table"]
+
+
+def _fmt(x: Any, spec: str = ".4f") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return format(x, spec)
+
+
+class RichReporter:
+    """Shows progress with rich; safe to call from the ServerApp's thread."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def on_start(self, *, scenario: str, rounds: int, run_dir: str) -> None:
+        """Start the progress bar."""
+        self.console.print(f"[bold]fedpriv[/] scenario [cyan]{scenario}[/] → {run_dir}")
+        self._progress = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._task = self._progress.add_task("rounds (Ray starting)", total=rounds)
+        self._progress.start()
+
+    def on_round(self, record: Mapping[str, Any]) -> None:
+        """Print the round's line and advance the bar."""
+        line = (
+            f"round {record['round']:>3}  train loss {_fmt(record.get('train_loss'))}  "
+            f"test acc {_fmt(record['test_accuracy'])}  "
+            f"clients {record.get('replies', '-')}/{record.get('cohort', '-')}  "
+            f"{record['elapsed_seconds']:6.1f}s"
+        )
+        if self._progress is None:
+            self.console.print(line)
+            return
+        self._progress.console.print(line)
+        self._progress.update(self._task, advance=1, description="rounds")
+
+    def on_finish(self, summary: Mapping[str, Any]) -> None:
+        """Stop the bar (the CLI prints the summary table)."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def summary_table(summary: Mapping[str, Any]) -> Table:
+    """The final summary of a run as a two-column table."""
+    table = Table(title="run summary", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    rows = [
+        ("scenario", summary.get("scenario")),
+        ("status", summary.get("status") + (f" ({summary['reason']})"
+                                             if summary.get("reason") else "")),
+        ("rounds", f"{summary.get('rounds')}/{summary.get('rounds_planned')}"),
+        ("clients", f"{summary.get('clients_per_round')} of {summary.get('clients')} per round"),
+        ("task", f"{summary.get('dataset')} / {summary.get('model')} / "
+                 f"{summary.get('partition')} / {summary.get('strategy')}"),
+        ("initial accuracy", _fmt(summary.get("initial_accuracy"))),
+        ("final accuracy", _fmt(summary.get("final_accuracy"))),
+        ("wall time", f"{_fmt(summary.get('wall_seconds'), '.1f')} s"),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table

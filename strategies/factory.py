@@ -1,0 +1,40 @@
+"""Build the Flower strategy a run config names.
+
+fedpriv wraps these (see ``server/strategy.py``) for cohort sampling, privacy and
+secure aggregation; the aggregation rule itself is Flower's.
+"""
+
+from __future__ import annotations
+
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+
+from fedpriv.config import RunConfig, StrategyName
+from fedpriv.messages import ARRAYS, CONFIG, NUM_EXAMPLES
+
+__all__ = ["build_strategy"]
+
+
+def build_strategy(cfg: RunConfig) -> Strategy:
+    """The Flower strategy for ``cfg.strategy``.
+
+    Sampling is done by fedpriv's wrapper, which hands the strategy a grid that shows
+    only the round's cohort; so the strategy is built to take every node it sees.
+    """
+    common = {
+        "fraction_train": 1.0,
+        "fraction_evaluate": 1.0,
+        "min_train_nodes": 1,
+        "min_evaluate_nodes": 1,
+        "min_available_nodes": 1,
+        "weighted_by_key": NUM_EXAMPLES,
+        "arrayrecord_key": ARRAYS,
+        "configrecord_key": CONFIG,
+    }
+    if cfg.strategy is StrategyName.FEDAVG:
+        return FedAvg(**common)
+    if cfg.strategy is StrategyName.FEDPROX:
+        return FedProx(**common, proximal_mu=cfg.proximal_mu)
+    if cfg.strategy is StrategyName.FEDADAM:
+        # Reddi et al. 2021 (Adaptive Federated Optimization), Algorithm 2.
+        return FedAdam(**common, eta=cfg.server_lr, eta_l=cfg.lr)
+    raise ValueError(f"strategy must be one of fedavg, fedprox, fedadam, got {cfg.strategy!r}")

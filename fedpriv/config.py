@@ -275,7 +275,14 @@ def _allowed(f: dataclasses.Field[Any]) -> str:
         return ""
     left = "(" if f.metadata["lo_open"] else "["
     right = ")" if f.metadata["hi_open"] or hi is None else "]"
-    return f"{left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{right}"
+    lo_text = "-inf" if lo is None else f"{lo:g}"
+    hi_text = "inf" if hi is None else f"{hi:g}"
+    return f"{left}{lo_text}, {hi_text}{right}"
+
+
+def _show(value: Any) -> str:
+    """A value as the user would have typed it: ``0`` rather than ``0.0``."""
+    return f"{value:g}" if isinstance(value, float) else repr(value)
 
 
 def _plain(value: Any) -> bool | int | float | str:
@@ -333,4 +340,4 @@ def _check_range(key: str, f: dataclasses.Field[Any], value: Any) -> None:
         or (hi is not None and (value > hi or (meta["hi_open"] and value == hi)))
     )
     if bad:
-        raise ConfigError(key, f"must be in {_allowed(f)}, got {value!r}")
+        raise ConfigError(key, f"must be in {_allowed(f)}, got {_show(value)}")

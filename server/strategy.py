@@ -97,7 +97,9 @@ class FedPrivStrategy(Strategy):
             if time.monotonic() > deadline:
                 raise NotEnoughNodesError(
                     f"{len(nodes)} node(s) connected after {self.node_wait_timeout:.0f}s; "
-                    f"the run needs {self.min_nodes} (run-config key `clients`)"
+                    f"the run needs {self.min_nodes} (run-config key `clients`); with "
+                    f"`flwr run`, match it to the federation, e.g. --federation-config "
+                    f"'num-supernodes={self.min_nodes}', or lower `clients`"
                 )
             log(INFO, "Waiting for nodes: %d of %d connected", len(nodes), self.min_nodes)
             time.sleep(1.0)

@@ -1,0 +1,66 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedpriv.config import ConfigError, Dataset, Model, Partition, RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_app_config_in_pyproject_matches_runconfig_defaults():
+    # flwr run reads [tool.flwr.app.config]; fedpriv simulate reads RunConfig.
+    app_cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    assert app_cfg["config"] == RunConfig().to_flat()
+
+
+def test_string_values_from_set_are_coerced():
+    cfg = RunConfig.from_mapping({"rounds": "3", "alpha": "0.25", "dataset": "synthetic",
+                                  "device": "cpu", "model": "logreg"})
+    assert cfg.rounds == 3 and cfg.alpha == 0.25
+    assert cfg.dataset is Dataset.SYNTHETIC and cfg.model is Model.LOGREG
+
+
+@pytest.mark.parametrize(("key", "value", "fragment"), [
+    ("rounds", "0", "rounds: must be in [1, inf), got 0"),
+    ("rounds", "-3", "got -3"),
+    ("rounds", "two", "rounds: must be an integer, got 'two'"),
+    ("alpha", "0", "alpha: must be in (0, inf), got 0"),
+    ("alpha", "nan", "alpha"),
+    ("dataset", "nope", "dataset: must be one of {digits, synthetic}, got 'nope'"),
+    ("strategy", "krum", "strategy: must be one of {fedavg, fedprox, fedadam}, got 'krum'"),
+    ("test-fraction", "1", "test-fraction: must be in (0, 1)"),
+])
+def test_bad_values_name_key_domain_and_value(key, value, fragment):
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_mapping({key: value})
+    assert fragment in str(err.value)
+    assert err.value.key == key
+
+
+def test_unknown_key_lists_the_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_mapping({"bogus": "1"})
+    msg = str(err.value)
+    assert msg.startswith("bogus: unknown key")
+    for key in RunConfig.keys():
+        assert key in msg
+
+
+def test_model_must_fit_dataset():
+    with pytest.raises(ConfigError, match="model"):
+        RunConfig.from_mapping({"dataset": "synthetic", "model": "cnn"}).resolved()
+
+
+def test_resolved_fills_auto_and_round_trips_through_flat_keys():
+    cfg = RunConfig.from_mapping({"dataset": "synthetic"}).resolved()
+    assert cfg.resolved_model is Model.LOGREG
+    assert cfg.resolved_partition is Partition.NATURAL
+    assert RunConfig.from_mapping(cfg.to_flat()) == cfg
+
+
+def test_cohort_size_zero_means_everyone():
+    assert RunConfig.from_mapping({"clients": 7}).cohort_size == 7
+    assert RunConfig.from_mapping({"clients": 7, "clients-per-round": 3}).cohort_size == 3
+    with pytest.raises(ConfigError, match="clients-per-round"):
+        RunConfig.from_mapping({"clients": 3, "clients-per-round": 5}).resolved()

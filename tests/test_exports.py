@@ -1,0 +1,27 @@
+"""Every package declares ``__all__`` and every exported name exists."""
+
+import importlib
+
+import pytest
+
+PACKAGES = ["fedpriv", "fedpriv.config", "fedpriv.messages", "fedpriv.tasks", "server",
+            "server.rundir", "server.strategy", "server.federation", "client", "client.app",
+            "strategies", "simulations", "simulations.scenarios"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_names_import(name):
+    module = importlib.import_module(name)
+    assert hasattr(module, "__all__"), f"{name} has no __all__"
+    for exported in module.__all__:
+        assert hasattr(module, exported), f"{name}.{exported}"
+
+
+def test_server_and_client_never_import_each_other():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for side, other in (("server", "client"), ("client", "server")):
+        for f in (root / side).rglob("*.py"):
+            text = f.read_text()
+            assert f"from {other}" not in text and f"import {other}" not in text, f

@@ -33,11 +33,21 @@ class LogReporter:
 
     def on_round(self, record: Mapping[str, Any]) -> None:
         """Log one round's line."""
-        log(INFO, "fedpriv: round %d: train loss %.4f, test accuracy %.4f (%.1fs)",
-            record["round"], record.get("train_loss", float("nan")),
-            record["test_accuracy"], record["elapsed_seconds"])
+        log(INFO, "fedpriv: round %d: train loss %s, test accuracy %.4f (%.1fs)%s",
+            record["round"], _num(record.get("train_loss")), record["test_accuracy"],
+            record["elapsed_seconds"], _privacy(record))
 
     def on_finish(self, summary: Mapping[str, Any]) -> None:
         """Log the run's outcome."""
-        log(INFO, "fedpriv: %s after %d rounds: final accuracy %.4f",
-            summary["status"], summary["rounds"], summary["final_accuracy"])
+        log(INFO, "fedpriv: %s after %d rounds: final accuracy %s%s",
+            summary["status"], summary["rounds"], _num(summary.get("final_accuracy")),
+            f" ({summary['reason']})" if summary.get("reason") else "")
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _privacy(record: Mapping[str, Any]) -> str:
+    eps = record.get("epsilon")
+    return "" if eps is None else f", epsilon {eps:.3f}"

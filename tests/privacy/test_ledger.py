@@ -1,0 +1,108 @@
+import math
+import sqlite3
+
+import pytest
+
+from fedpriv.privacy import DpSgdEvent, GaussianSumEvent, LedgerError, PrivacyLedger
+
+EV = GaussianSumEvent(noise_multiplier=1.0, sampling_rate=0.1, clip=1.0)
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    led = PrivacyLedger.create(tmp_path / "l.sqlite", run_id="run-1", scope="federation",
+                               delta=1e-5, max_epsilon=8.0)
+    for r in range(1, 5):
+        led.append(r, EV)
+    yield led
+    led.close()
+
+
+def raw(path, sql, *args):
+    conn = sqlite3.connect(path)
+    conn.execute(sql, args)
+    conn.commit()
+    conn.close()
+
+
+def test_round_trip_survives_reopen(ledger):
+    head = ledger.head()
+    path = ledger.path
+    ledger.close()
+    with PrivacyLedger.open(path) as again:
+        assert again.verify(head).ok
+        assert [r for r, _ in again.events()] == [1, 2, 3, 4]
+        assert again.events()[0][1] == EV
+        assert (again.delta, again.max_epsilon, again.scope) == (1e-5, 8.0, "federation")
+
+
+def test_unlimited_budget_is_stored_in_the_chain(tmp_path):
+    with PrivacyLedger.create(tmp_path / "u.sqlite", run_id="r", scope="c", delta=1e-6,
+                              max_epsilon=math.inf) as led:
+        assert math.isinf(led.max_epsilon) and led.verify().ok
+
+
+def test_editing_one_byte_is_detected_and_named(ledger):
+    ledger.close()
+    raw(ledger.path, "UPDATE entries SET params = replace(params, '0.1', '0.2') WHERE seq = 3")
+    with PrivacyLedger.open(ledger.path) as led:
+        report = led.verify()
+    assert not report.ok and report.broken_seq == 3 and "modified" in report.reason
+
+
+def test_editing_the_budget_in_genesis_is_detected(ledger):
+    ledger.close()
+    raw(ledger.path, "UPDATE entries SET params = replace(params, '8.0', '80.0') WHERE seq = 1")
+    with PrivacyLedger.open(ledger.path) as led:
+        assert led.verify().broken_seq == 1
+
+
+def test_recomputing_the_hash_of_an_edit_still_breaks_the_link(ledger):
+    entries = ledger.entries()
+    ledger.close()
+    forged = entries[2].__class__(**{**{f: getattr(entries[2], f) for f in
+                                        entries[2].__slots__}, "round": 99, "hash": ""})
+    raw(ledger.path, "UPDATE entries SET round = 99, hash = ? WHERE seq = 3",
+        forged.expected_hash())
+    with PrivacyLedger.open(ledger.path) as led:
+        report = led.verify()
+    assert not report.ok and report.broken_seq == 4 and "link" in report.reason
+
+
+def test_deleting_an_entry_is_detected(ledger):
+    ledger.close()
+    raw(ledger.path, "DELETE FROM entries WHERE seq = 2")
+    with PrivacyLedger.open(ledger.path) as led:
+        report = led.verify()
+    assert not report.ok and report.broken_seq == 2 and "missing" in report.reason
+
+
+def test_truncating_the_tail_needs_the_recorded_head(ledger):
+    head = ledger.head()
+    ledger.close()
+    raw(ledger.path, "DELETE FROM entries WHERE seq = 5")
+    with PrivacyLedger.open(ledger.path) as led:
+        assert led.verify().ok  # a chain alone cannot see a missing tail...
+        report = led.verify(head)  # ...the head kept in summary.json can
+    assert not report.ok and "head is entry 4" in report.reason
+
+
+def test_rejected_append_writes_nothing(ledger):
+    before = ledger.head()
+    with pytest.raises(ValueError, match="round must be >= 1"):
+        ledger.append(0, EV)
+    with pytest.raises(ValueError, match="noise_multiplier"):
+        ledger.append(5, DpSgdEvent(noise_multiplier=0.0, sampling_rate=0.1, steps=1,
+                                    clip=1.0))
+    assert ledger.head() == before and ledger.verify().ok
+
+
+def test_create_refuses_existing_and_open_refuses_non_ledgers(ledger, tmp_path):
+    with pytest.raises(LedgerError, match="exists already"):
+        PrivacyLedger.create(ledger.path, run_id="r", scope="s", delta=1e-5, max_epsilon=1)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 10)
+    with pytest.raises(LedgerError, match="not a privacy ledger"):
+        PrivacyLedger.open(junk)
+    with pytest.raises(LedgerError, match="no ledger"):
+        PrivacyLedger.open(tmp_path / "missing.sqlite")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -122,6 +123,8 @@ def simulate(
         run_dir.create()
     except (FileExistsError, OSError) as err:
         raise _fail(f"--out: {err}") from None
+    # Simulated clients keep their own ledgers under the run directory.
+    cfg = dataclasses.replace(cfg, run_dir=str(run_dir.path.resolve()))
     run_dir.write_config(cfg.to_flat(), scenario=chosen.name)
 
     try:
@@ -136,6 +139,55 @@ def simulate(
     _out.print(summary_table(summary))
     _out.print(f"run directory: {run_dir.path}")
     raise typer.Exit(EXIT_OK if summary["status"] == "completed" else EXIT_RUN_FAILED)
+
+
+@app.command()
+def audit(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made with a dp-mode.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON (for machines).")
+    ] = False,
+) -> None:
+    """Verify every privacy ledger of a run and recompute its epsilon independently.
+
+    Exit 0 when every hash chain verifies, the run's reported epsilon matches, and no
+    budget is exceeded; 1 otherwise (the problems name the ledger entry or client).
+    Writes audit.json, audit.md and audit.png into the run directory.
+    """
+    from fedpriv.audit import audit_run, write_report
+
+    if not run_dir.is_dir():
+        raise _fail(f"RUN_DIR: {str(run_dir)!r} is not a directory")
+    report = audit_run(run_dir)
+    written = write_report(report, run_dir) if report.scopes else []
+    if as_json:
+        _out.print_json(json.dumps(report.to_json()))
+    else:
+        _out.print(_audit_table(report))
+        for path in written:
+            _out.print(f"wrote {path}")
+        if report.ok:
+            _out.print("[bold green]audit passed[/]: every chain verifies, no budget exceeded")
+        for problem in report.problems:
+            _err.print(f"[bold red]problem:[/] {problem}", highlight=False)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_RUN_FAILED)
+
+
+def _audit_table(report: Any) -> Table:
+    table = Table(title=f"privacy audit: {report.run_dir}")
+    for col in ("scope", "chain", "ε PLD", "ε RDP", "δ", "budget", "rounds", "mechanism"):
+        table.add_column(col)
+    for s in report.scopes:
+        table.add_row(
+            s.scope, "ok" if s.chain_ok else f"[red]broken at entry {s.broken_seq}[/]",
+            "-" if s.epsilon_pld is None else f"{s.epsilon_pld:.4f}",
+            "-" if s.epsilon_rdp is None else f"{s.epsilon_rdp:.4f}",
+            "-" if s.delta is None else f"{s.delta:g}",
+            "∞" if s.max_epsilon is None else f"{s.max_epsilon:g}"
+            + (" [red]exceeded[/]" if s.over_budget else ""),
+            str(s.rounds), ", ".join(s.mechanisms),
+        )
+    return table
 
 
 def _check_feasible(cfg: RunConfig) -> None:

@@ -16,13 +16,16 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 __all__ = [
+    "ClipMode",
     "ConfigError",
     "Dataset",
     "Device",
+    "DpMode",
     "Model",
     "Partition",
     "RunConfig",
     "StrategyName",
+    "default_count_stddev",
 ]
 
 
@@ -74,6 +77,26 @@ class Device(enum.StrEnum):
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"
+
+
+class DpMode(enum.StrEnum):
+    """What differential privacy protects.
+
+    ``record``: each training example of a client (DP-SGD on the client, Abadi et al.
+    2016). ``user``: a client's whole contribution to a round (DP-FedAvg, McMahan et al.
+    2018). ``none``: no formal guarantee.
+    """
+
+    NONE = "none"
+    RECORD = "record"
+    USER = "user"
+
+
+class ClipMode(enum.StrEnum):
+    """User-level clipping: a fixed norm, or adaptive to a quantile (Andrew et al. 2021)."""
+
+    FIXED = "fixed"
+    ADAPTIVE = "adaptive"
 
 
 # The models each data set supports; the first is its default.
@@ -154,6 +177,54 @@ class RunConfig:
         "fraction of clients that also evaluate on their local data", lo=0.0, hi=1.0))
     round_timeout: float = dataclasses.field(default=600.0, metadata=_meta(
         "seconds the server waits for a round's replies", lo=0.0, lo_open=True))
+    # ---------------------------------------------------------------- privacy
+    dp_mode: DpMode = dataclasses.field(default=DpMode.NONE, metadata=_meta(
+        "differential privacy: per example (record), per client (user), or none"))
+    noise_multiplier: float = dataclasses.field(default=1.0, metadata=_meta(
+        "Gaussian noise std / clip norm (sigma / C); ignored when target-epsilon > 0",
+        lo=0.0, lo_open=True))
+    target_epsilon: float = dataclasses.field(default=0.0, metadata=_meta(
+        "calibrate noise-multiplier up front so the whole run spends this epsilon (0: off)",
+        lo=0.0))
+    delta: float = dataclasses.field(default=1e-5, metadata=_meta(
+        "delta of the (epsilon, delta) guarantee", lo=0.0, hi=1.0, lo_open=True,
+        hi_open=True))
+    clip: ClipMode = dataclasses.field(default=ClipMode.FIXED, metadata=_meta(
+        "user-level clipping of client updates"))
+    clip_norm: float = dataclasses.field(default=1.0, metadata=_meta(
+        "clip norm C: per example (record) or per update, initial value if adaptive",
+        lo=0.0, lo_open=True))
+    target_quantile: float = dataclasses.field(default=0.5, metadata=_meta(
+        "adaptive clipping: target fraction of unclipped updates (gamma)", lo=0.0, hi=1.0,
+        lo_open=True, hi_open=True))
+    clip_lr: float = dataclasses.field(default=0.2, metadata=_meta(
+        "adaptive clipping: geometric learning rate (eta_C)", lo=0.0, lo_open=True))
+    clip_count_stddev: float = dataclasses.field(default=0.0, metadata=_meta(
+        "adaptive clipping: noise std of the unclipped count (sigma_b; 0: cohort/20)",
+        lo=0.0))
+    max_epsilon: float = dataclasses.field(default=math.inf, metadata=_meta(
+        "federation privacy budget; the server stops before exceeding it (inf: none)",
+        lo=0.0, lo_open=True))
+    client_max_epsilon: float = dataclasses.field(default=math.inf, metadata=_meta(
+        "each client's own budget; a client refuses rounds that would exceed it",
+        lo=0.0, lo_open=True))
+    ghost_clipping: bool = dataclasses.field(default=True, metadata=_meta(
+        "record-level: Opacus ghost clipping where the model allows it (else hooks)"))
+    # ------------------------------------------------------ secure aggregation
+    secagg: bool = dataclasses.field(default=False, metadata=_meta(
+        "secure aggregation (SecAgg+): the server learns only the cohort's sum"))
+    secagg_degree: int = dataclasses.field(default=0, metadata=_meta(
+        "SecAgg+ neighbours per client k (0: O(log n) default)", lo=0))
+    secagg_threshold: float = dataclasses.field(default=0.5, metadata=_meta(
+        "SecAgg+ Shamir threshold as a fraction of a client's neighbourhood", lo=0.0,
+        hi=1.0, lo_open=True))
+    secagg_clip_range: float = dataclasses.field(default=8.0, metadata=_meta(
+        "SecAgg+ quantisation: update values clipped to [-r, r]", lo=0.0, lo_open=True))
+    secagg_bits: int = dataclasses.field(default=20, metadata=_meta(
+        "SecAgg+ quantisation: bits per value before summing", lo=2, hi=40))
+    dropout_rate: float = dataclasses.field(default=0.0, metadata=_meta(
+        "simulated fraction of sampled clients that vanish mid-round", lo=0.0, hi=1.0,
+        hi_open=True))
     run_dir: str = dataclasses.field(default="", metadata=_meta(
         "run directory for `flwr run` (empty: runs/<timestamp>-flwr)"))
 
@@ -222,6 +293,31 @@ class RunConfig:
                 f"must be one of {{{allowed}}} for dataset={self.dataset.value}, "
                 f"got {self.partition.value!r}",
             )
+        if self.clip is ClipMode.ADAPTIVE and self.dp_mode is not DpMode.USER:
+            raise ConfigError(
+                "clip", f"adaptive clipping needs dp-mode=user, got dp-mode={self.dp_mode}"
+            )
+        if (self.clip is ClipMode.ADAPTIVE and 0 < self.clip_count_stddev
+                and self.clip_count_stddev <= self.noise_multiplier / 2):
+            raise ConfigError(
+                "clip-count-stddev",
+                f"must be > noise-multiplier / 2 = {self.noise_multiplier / 2:g} (Andrew et "
+                f"al. 2021, Theorem 1), got {self.clip_count_stddev:g}",
+            )
+        if self.target_epsilon > 0 and self.dp_mode is DpMode.NONE:
+            raise ConfigError(
+                "target-epsilon",
+                f"needs dp-mode=record or user, got dp-mode=none (target-epsilon="
+                f"{self.target_epsilon:g})",
+            )
+        if self.secagg:
+            raise ConfigError("secagg", "secure aggregation is not available yet, got true")
+        if self.dropout_rate > 0:
+            raise ConfigError(
+                "dropout-rate",
+                f"simulated dropouts come with secure aggregation, not available yet; "
+                f"got {self.dropout_rate:g}",
+            )
         if self.device is Device.CPU and self.client_gpu_fraction > 0:
             raise ConfigError(
                 "client-gpu-fraction",
@@ -258,6 +354,15 @@ class RunConfig:
     def to_flat(self) -> dict[str, bool | int | float | str]:
         """Kebab-case keys to plain values (TOML, JSON and Flower ConfigRecord safe)."""
         return {key: _plain(getattr(self, f.name)) for key, f in self.keys().items()}
+
+
+def default_count_stddev(cfg: RunConfig) -> float:
+    """sigma_b for adaptive clipping when ``clip-count-stddev = 0``.
+
+    Andrew et al. 2021 use m / 20 for cohorts of hundreds; small cohorts need at least
+    2z so that the update noise grows by no more than ~3% (their Theorem 1).
+    """
+    return max(cfg.cohort_size / 20, 2 * cfg.noise_multiplier)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -32,8 +32,23 @@ __all__ = [
     "NODE_NUM_PARTITIONS",
     "NODE_PARTITION_ID",
     "NUM_EXAMPLES",
+    "PRIVACY",
+    "REFUSED",
+    "REFUSED_REASON",
+    "ROUND_CLIP_NORM",
     "SERVER_ROUND",
+    "SUM_COUNT",
+    "SUM_UNCLIPPED",
+    "SUM_WEIGHT",
     "TRAIN_LOSS",
+    "UNCLIPPED",
+    "UPDATE",
+    "UPDATE_SUM",
+    "UPDATE_WEIGHT",
+    "CLIENT_ID",
+    "CLIENT_EPSILON",
+    "DP_EVENT",
+    "LEDGER_HEAD",
     "config_from_record",
 ]
 
@@ -42,21 +57,40 @@ ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
 
+# With user-level DP or secure aggregation a client sends its update instead of its model.
+UPDATE = "update"  # ArrayRecord: Delta = w_local - w_global (clipped / weighted)
+UPDATE_SUM = "update-sum"  # ArrayRecord: a cohort's sum, produced by secure aggregation
+PRIVACY = "privacy"  # ConfigRecord in a train reply: the client's privacy bookkeeping
+
 # Keys the server adds to the run configuration it sends.
 SERVER_ROUND = "server-round"
+ROUND_CLIP_NORM = "round-clip-norm"  # user-level DP: this round's clip C (adaptive)
 
 # Metric keys.
 NUM_EXAMPLES = "num-examples"  # Flower strategies weight by this key
 TRAIN_LOSS = "train-loss"
 EVAL_LOSS = "eval-loss"
 EVAL_ACCURACY = "eval-accuracy"
+UPDATE_WEIGHT = "update-weight"  # w_i the update was multiplied by (1 when unweighted)
+UNCLIPPED = "unclipped"  # b_i = 1 if ||Delta_i|| <= C (Andrew et al. 2021)
+SUM_WEIGHT = "sum-weight"
+SUM_COUNT = "sum-count"
+SUM_UNCLIPPED = "sum-unclipped"
+
+# Keys of the PRIVACY ConfigRecord.
+CLIENT_ID = "client-id"
+REFUSED = "refused"  # True: the client's budget does not allow this round
+REFUSED_REASON = "reason"
+CLIENT_EPSILON = "epsilon"  # the client's own epsilon after this round (PLD)
+DP_EVENT = "event"  # JSON of the DP event the client recorded this round
+LEDGER_HEAD = "ledger-head"  # "<seq>:<sha256>" of the client's ledger after this round
 
 # Node-config keys a SuperNode sets (the simulation engine sets the first two).
 NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"
 NODE_DATA_DIR = "data-dir"
 
-_ROUND_KEYS = frozenset({SERVER_ROUND})
+_ROUND_KEYS = frozenset({SERVER_ROUND, ROUND_CLIP_NORM})
 
 
 def config_from_record(record: Mapping[str, Any]) -> tuple[RunConfig, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -21,6 +23,7 @@ def main(grid: Grid, context: Context) -> None:
     cfg = RunConfig.from_mapping(dict(context.run_config)).resolved()
     path = cfg.run_dir or default_run_dir(f"flwr-{context.run_id}")
     run_dir = RunDirectory(path).create()
+    cfg = dataclasses.replace(cfg, run_dir=str(run_dir.path.resolve()))  # client ledgers
     run_dir.write_config(cfg.to_flat(), scenario="flwr-run")
     run_federation(grid, cfg, run_dir, scenario="flwr-run", reporter=LogReporter())
 

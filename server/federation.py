@@ -16,13 +16,16 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
-from fedpriv.config import RunConfig
+from fedpriv.config import ClipMode, DpMode, RunConfig, default_count_stddev
 from fedpriv.messages import TRAIN_LOSS
+from fedpriv.privacy import AdaptiveClip, SecureGaussian
 from fedpriv.tasks import build_task_model, evaluate, load_task_data
+from server.privacy import BudgetExhausted, FederationPrivacy
 from server.reporting import Reporter
 from server.rundir import RunDirectory
 from server.strategy import FedPrivStrategy
 from strategies import build_strategy
+from strategies.dp_fedavg import DpFedAvg
 
 __all__ = ["run_federation"]
 
@@ -50,14 +53,16 @@ def run_federation(
     data = load_task_data(cfg)
     model = build_task_model(cfg, data)
     device = torch.device("cpu")  # server-side evaluation is small; keep the GPU for clients
-
+    privacy = (FederationPrivacy(cfg, run_dir.path, run_id=run_dir.path.name)
+               if cfg.dp_mode is not DpMode.NONE else None)
     strategy = FedPrivStrategy(
-        build_strategy(cfg),
+        _aggregation(cfg),
         cohort_size=cfg.cohort_size,
         min_nodes=cfg.clients,
         rng=np.random.default_rng([cfg.seed, _SAMPLING_STREAM]),
         fraction_evaluate=cfg.fraction_evaluate,
         node_wait_timeout=cfg.round_timeout,
+        privacy=privacy,
     )
     state: dict[str, Any] = {"rounds": 0, "initial_accuracy": float("nan"),
                              "final_accuracy": float("nan"), "final_loss": float("nan")}
@@ -78,6 +83,8 @@ def run_federation(
             "replies": strategy.last_replies,
             "elapsed_seconds": time.monotonic() - t0,
         }
+        if privacy is not None:
+            record.update(_privacy_record(strategy))
         run_dir.save_model(
             {k: v.numpy() for k, v in arrays.items()}, server_round=server_round
         )
@@ -99,14 +106,49 @@ def run_federation(
             evaluate_config=ConfigRecord(cfg.to_flat()),
             evaluate_fn=evaluate_fn,
         )
+    except BudgetExhausted as err:  # a clean stop: the last model is already saved
+        status, reason = "stopped", str(err)
     except BaseException as err:
         status, reason = "failed", f"{type(err).__name__}: {err}"
         raise
     finally:
         summary = _summary(cfg, scenario, state, status, reason, time.monotonic() - t0)
+        if privacy is not None:
+            summary.update(privacy.summary())
+            summary["epsilon"]["clients_max"] = max(strategy.clients_epsilon.values(),
+                                                    default=None)
+            summary["refused_clients"] = sorted(privacy.excluded_ids)
+            summary["client_ledger_heads"] = dict(sorted(strategy.client_heads.items()))
+            privacy.close()
         run_dir.write_summary(summary)
         reporter.on_finish(summary)
     return summary
+
+
+def _aggregation(cfg: RunConfig) -> Any:
+    """The aggregation rule: Flower's strategy, wrapped in DP-FedAvg for user-level DP."""
+    inner = build_strategy(cfg)
+    if cfg.dp_mode is not DpMode.USER:
+        return inner
+    clip: float | AdaptiveClip = cfg.clip_norm
+    if cfg.clip is ClipMode.ADAPTIVE:
+        sigma_b = cfg.clip_count_stddev or default_count_stddev(cfg)
+        clip = AdaptiveClip(clip=cfg.clip_norm, target_quantile=cfg.target_quantile,
+                            learning_rate=cfg.clip_lr, count_stddev=sigma_b)
+    return DpFedAvg(inner, noise_multiplier=cfg.noise_multiplier, clip=clip,
+                    expected_cohort=cfg.cohort_size, noise=SecureGaussian())
+
+
+def _privacy_record(strategy: FedPrivStrategy) -> dict[str, Any]:
+    out: dict[str, Any] = {"epsilon": strategy.last_epsilon,
+                           "refused": list(strategy.last_refused)}
+    if strategy.clients_epsilon:
+        out["clients_epsilon_max"] = max(strategy.clients_epsilon.values())
+    dp = strategy.inner if isinstance(strategy.inner, DpFedAvg) else None
+    if dp is not None and dp.last_round is not None:
+        out["clip"] = dp.last_round.clip
+        out["unclipped_fraction"] = dp.last_round.unclipped_fraction
+    return out
 
 
 def _summary(cfg: RunConfig, scenario: str, state: dict[str, Any], status: str,
@@ -126,6 +168,7 @@ def _summary(cfg: RunConfig, scenario: str, state: dict[str, Any], status: str,
         "model": cfg.resolved_model.value,
         "partition": cfg.resolved_partition.value,
         "strategy": cfg.strategy.value,
+        "dp_mode": cfg.dp_mode.value,
         "initial_accuracy": num(state["initial_accuracy"]),
         "final_accuracy": num(state["final_accuracy"]),
         "final_loss": num(state["final_loss"]),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from logging import INFO
+from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,19 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
+
+from fedpriv.config import DpMode
+from fedpriv.messages import (
+    CLIENT_EPSILON,
+    CLIENT_ID,
+    LEDGER_HEAD,
+    PRIVACY,
+    REFUSED,
+    REFUSED_REASON,
+)
+from fedpriv.privacy import GaussianSumEvent
+from server.privacy import BudgetExhausted, FederationPrivacy
+from strategies.dp_fedavg import DpFedAvg
 
 __all__ = ["CohortGrid", "FedPrivStrategy", "NotEnoughNodesError"]
 
@@ -75,6 +88,7 @@ class FedPrivStrategy(Strategy):
         rng: np.random.Generator,
         fraction_evaluate: float = 0.0,
         node_wait_timeout: float = 600.0,
+        privacy: FederationPrivacy | None = None,
     ) -> None:
         if cohort_size < 1:
             raise ValueError(f"cohort_size must be >= 1, got {cohort_size}")
@@ -86,9 +100,15 @@ class FedPrivStrategy(Strategy):
         self.rng = rng
         self.fraction_evaluate = fraction_evaluate
         self.node_wait_timeout = node_wait_timeout
+        self.privacy = privacy
         self.last_train_metrics: MetricRecord | None = None
         self.last_cohort: list[int] = []
         self.last_replies = 0
+        self.last_refused: list[str] = []
+        self.last_epsilon: float | None = None
+        self.clients_epsilon: dict[str, float] = {}  # as each client reports its own
+        self.client_heads: dict[str, str] = {}  # "<seq>:<hash>" of each client's ledger
+        self._planned_q = 1.0
 
     # ------------------------------------------------------------------ sampling
     def _wait_for_nodes(self, grid: Grid) -> list[int]:
@@ -105,9 +125,14 @@ class FedPrivStrategy(Strategy):
             time.sleep(1.0)
         return nodes
 
+    def eligible(self, grid: Grid) -> list[int]:
+        """Connected nodes, less those that refused for lack of budget."""
+        excluded = self.privacy.excluded if self.privacy is not None else {}
+        return [n for n in self._wait_for_nodes(grid) if n not in excluded]
+
     def sample(self, grid: Grid, size: int) -> list[int]:
-        """``size`` distinct connected node ids, drawn with the seeded generator."""
-        nodes = self._wait_for_nodes(grid)
+        """``size`` distinct eligible node ids, drawn with the seeded generator."""
+        nodes = self.eligible(grid)
         size = min(size, len(nodes))
         picked = self.rng.choice(len(nodes), size=size, replace=False)
         return [nodes[i] for i in sorted(picked)]
@@ -116,7 +141,19 @@ class FedPrivStrategy(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Sample the cohort, then let the inner strategy build its messages."""
+        """Check the budget, sample the cohort, then let the inner strategy build messages."""
+        if self.privacy is not None:
+            eligible = len(self.eligible(grid))
+            if eligible == 0:
+                raise BudgetExhausted(
+                    f"round {server_round}: every client has exhausted its own budget "
+                    f"(client-max-epsilon); nothing left to train on"
+                )
+            cohort = min(self.cohort_size, eligible)
+            self._planned_q = cohort / eligible
+            dp = self.inner if isinstance(self.inner, DpFedAvg) else None
+            self.privacy.check_budget(server_round, cohort=cohort, eligible=eligible,
+                                      clip=dp.clip if dp is not None else 0.0)
         self.last_cohort = self.sample(grid, self.cohort_size)
         view = CohortGrid(grid, self.last_cohort)
         return self.inner.configure_train(server_round, arrays, config, view)  # type: ignore[arg-type]
@@ -125,11 +162,49 @@ class FedPrivStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Delegate to the inner strategy; remember the round's train metrics."""
-        replies = list(replies)
+        self.last_refused = []
+        replies = [m for m in replies if not self._refused(m)]
         self.last_replies = sum(not m.has_error() for m in replies)
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         self.last_train_metrics = metrics
+        if self.privacy is not None:
+            self._account(server_round, replies)
         return arrays, metrics
+
+    def _refused(self, msg: Message) -> bool:
+        """Note a budget refusal: the node is left out from now on."""
+        if msg.has_error() or PRIVACY not in msg.content.config_records:
+            return False
+        rec = msg.content[PRIVACY]
+        if REFUSED in rec and bool(rec[REFUSED]):
+            node = msg.metadata.src_node_id
+            reason = str(rec.get(REFUSED_REASON, ""))
+            if self.privacy is not None:
+                self.privacy.excluded[node] = reason
+            self.last_refused.append(str(rec.get(CLIENT_ID, node)))
+            log(WARNING, "fedpriv: %s refused to train and is left out from now on: %s",
+                rec.get(CLIENT_ID, node), reason)
+            return True
+        return False
+
+    def _account(self, server_round: int, replies: list[Message]) -> None:
+        assert self.privacy is not None
+        reports = [dict(m.content[PRIVACY]) for m in replies
+                   if not m.has_error() and PRIVACY in m.content.config_records]
+        for rep in reports:
+            if CLIENT_EPSILON in rep:
+                self.clients_epsilon[str(rep[CLIENT_ID])] = float(rep[CLIENT_EPSILON])
+            if LEDGER_HEAD in rep:
+                self.client_heads[str(rep[CLIENT_ID])] = str(rep[LEDGER_HEAD])
+        if self.privacy.cfg.dp_mode is DpMode.USER:
+            dp = self.inner if isinstance(self.inner, DpFedAvg) else None
+            if dp is not None and dp.last_round is not None:
+                self.privacy.record_user_round(server_round, GaussianSumEvent(
+                    noise_multiplier=dp.last_round.noise_multiplier,
+                    sampling_rate=self._planned_q, clip=dp.last_round.clip))
+        else:
+            self.privacy.record_client_events(server_round, reports)
+        self.last_epsilon = self.privacy.federation_epsilon()
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

@@ -55,6 +55,12 @@ class RichReporter:
             f"clients {record.get('replies', '-')}/{record.get('cohort', '-')}  "
             f"{record['elapsed_seconds']:6.1f}s"
         )
+        if "epsilon" in record:
+            line += f"  ε {_fmt(record['epsilon'], '.3f')}"
+            if record.get("clip") is not None:
+                line += f" C {_fmt(record['clip'], '.2f')}"
+            if record.get("refused"):
+                line += f"  refused: {', '.join(record['refused'])}"
         if self._progress is None:
             self.console.print(line)
             return
@@ -82,9 +88,26 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
         ("task", f"{summary.get('dataset')} / {summary.get('model')} / "
                  f"{summary.get('partition')} / {summary.get('strategy')}"),
         ("initial accuracy", _fmt(summary.get("initial_accuracy"))),
+        *_privacy_rows(summary),
         ("final accuracy", _fmt(summary.get("final_accuracy"))),
         ("wall time", f"{_fmt(summary.get('wall_seconds'), '.1f')} s"),
     ]
     for key, value in rows:
         table.add_row(key, str(value))
     return table
+
+
+def _privacy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    eps = summary.get("epsilon")
+    if not eps:
+        return []
+    budget = eps.get("max_epsilon")
+    rows = [
+        ("privacy", f"dp-mode {summary.get('dp_mode')}, delta {eps['delta']:g}"),
+        ("ε federation (PLD)", _fmt(eps.get("federation"), ".3f")
+         + (f" of budget {budget:g}" if budget is not None else "")),
+        ("ε clients (max)", _fmt(eps.get("clients_max"), ".3f")),
+    ]
+    if summary.get("refused_clients"):
+        rows.append(("refused (budget)", f"{len(summary['refused_clients'])} client(s)"))
+    return rows

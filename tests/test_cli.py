@@ -102,3 +102,19 @@ def test_synthetic_scenario_with_fedprox(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scenario"] == "synthetic-1-1" and summary["strategy"] == "fedprox"
     assert summary["clients"] == 30 and summary["rounds"] == 2
+
+
+@pytest.mark.slow
+def test_record_level_dp_run_then_audit(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("simulate", "--set", "rounds=2", "--set", "clients=4",
+                   "--set", "local-epochs=1", "--set", "dp-mode=record",
+                   "--set", "noise-multiplier=1.0", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ε" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    audit = run_cli("audit", str(out), "--json", timeout=120)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    report = json.loads(audit.stdout)
+    fed = max(s["epsilon_pld"] for s in report["scopes"] if "clients" not in s["ledger"])
+    assert fed == pytest.approx(summary["epsilon"]["federation"])

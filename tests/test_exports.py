@@ -6,7 +6,9 @@ import pytest
 
 PACKAGES = ["fedpriv", "fedpriv.config", "fedpriv.messages", "fedpriv.tasks", "server",
             "server.rundir", "server.strategy", "server.federation", "client", "client.app",
-            "strategies", "simulations", "simulations.scenarios"]
+            "strategies", "strategies.updates", "strategies.dp_fedavg", "simulations",
+            "simulations.scenarios", "fedpriv.privacy", "fedpriv.audit", "server.privacy",
+            "client.privacy"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -74,3 +74,26 @@ def test_node_without_data_says_what_to_set(small_cfg):
     model = build_task_model(small_cfg, load_task_data(small_cfg))
     with pytest.raises(ValueError, match="set data-dir"):
         client_app(train_message(small_cfg, model), context({}))
+
+
+def test_client_refuses_a_round_past_its_own_budget(tmp_path):
+    from fedpriv.config import RunConfig
+    from fedpriv.messages import CLIENT_EPSILON, PRIVACY, REFUSED, REFUSED_REASON, UPDATE
+
+    cfg = RunConfig.from_mapping({"clients": 4, "local-epochs": 1, "partition": "iid",
+                                  "dp-mode": "user", "client-max-epsilon": 5.0,
+                                  "run-dir": str(tmp_path)}).resolved()
+    model = build_task_model(cfg, load_task_data(cfg))
+    first = client_app(train_message(cfg, model), context(SIM_NODE))
+    assert not first.content[PRIVACY][REFUSED]
+    assert 0 < first.content[PRIVACY][CLIENT_EPSILON] < 5.0
+    assert UPDATE in first.content.array_records
+    second = client_app(train_message(cfg, model, server_round=2), context(SIM_NODE))
+    privacy = second.content[PRIVACY]
+    assert privacy[REFUSED] and "client-max-epsilon 5" in privacy[REFUSED_REASON]
+    assert not second.content.array_records  # nothing about its data leaves the device
+    ledger = tmp_path / "clients" / "client-1" / "ledger.sqlite"
+    from fedpriv.privacy import PrivacyLedger
+
+    with PrivacyLedger.open(ledger) as led:
+        assert [r for r, _ in led.events()] == [1]  # the refused round spent nothing

@@ -87,7 +87,8 @@ def test_training_reduces_loss_and_fedprox_term_pulls_towards_global():
         ld = to_loader(data.train, 32, shuffle=True, generator=torch.Generator().manual_seed(0))
         train_epochs(m, ld, o, epochs=1, device=torch.device("cpu"),
                      proximal_mu=mu, global_params=g)
-        return sum(float((p.detach() - q).norm() ** 2) for p, q in zip(m.parameters(), g, strict=True))
+        pairs = zip(m.parameters(), g, strict=True)
+        return sum(float((p.detach() - q).norm() ** 2) for p, q in pairs)
 
     assert drift(5.0) < drift(0.0)
 

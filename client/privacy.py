@@ -1,0 +1,209 @@
+"""The client's side of differential privacy: DP-SGD, update clipping, its own ledger.
+
+A device owner must not have to trust the server's bookkeeping, so every client keeps
+its own hash-chained ledger (:class:`fedpriv.privacy.PrivacyLedger`), accounts its own
+epsilon from it, and refuses a round that would take it past its own budget.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedpriv.config import DpMode, RunConfig
+from fedpriv.privacy import (
+    DpEvent,
+    DpSgdEvent,
+    GaussianSumEvent,
+    PrivacyLedger,
+    calibrate_noise_multiplier,
+    clip_by_l2,
+    epsilon,
+)
+from fedpriv.tasks import ArrayDataset, to_loader
+
+__all__ = [
+    "LEDGER_PATH_KEY",
+    "client_ledger",
+    "dp_sgd_train",
+    "budget_refusal",
+    "event_json",
+    "planned_event",
+    "record_noise_multiplier",
+    "user_update",
+]
+
+#: Node-config key naming the client's ledger file (deployment). In simulation the
+#: ledger lives under the run directory: ``RUN_DIR/clients/<client-id>/ledger.sqlite``.
+LEDGER_PATH_KEY = "ledger-path"
+
+
+def client_ledger(cfg: RunConfig, node_config: Mapping[str, Any], client_id: str,
+                  run_id: int) -> PrivacyLedger:
+    """Open (or create) this client's own ledger."""
+    path = str(node_config.get(LEDGER_PATH_KEY, "") or "")
+    if not path:
+        if not cfg.run_dir:
+            raise ValueError(
+                f"no ledger path: set the node config key {LEDGER_PATH_KEY!r} "
+                "(or run-dir in simulation)"
+            )
+        path = str(Path(cfg.run_dir) / "clients" / client_id / "ledger.sqlite")
+    return PrivacyLedger.open_or_create(path, run_id=str(run_id), scope=client_id,
+                                        delta=cfg.delta, max_epsilon=cfg.client_max_epsilon)
+
+
+def _dp_sgd_shape(cfg: RunConfig, n_local: int) -> tuple[float, int]:
+    """(q, steps per round) of Poisson-sampled DP-SGD on ``n_local`` examples."""
+    q = min(1.0, cfg.batch_size / n_local)
+    steps = cfg.local_epochs * max(1, int(round(1.0 / q)))
+    return q, steps
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrated(target: float, delta: float, q: float, steps: int) -> float:
+    return calibrate_noise_multiplier(target, delta, sampling_rate=q, steps=steps)
+
+
+def record_noise_multiplier(cfg: RunConfig, n_local: int) -> float:
+    """Sigma for DP-SGD: ``noise-multiplier``, or calibrated once from ``target-epsilon``.
+
+    The calibration assumes the client takes part in every one of ``rounds`` rounds, so
+    the whole run spends at most ``target-epsilon`` however it is sampled.
+    """
+    if cfg.target_epsilon <= 0:
+        return cfg.noise_multiplier
+    q, steps = _dp_sgd_shape(cfg, n_local)
+    return _calibrated(cfg.target_epsilon, cfg.delta, q, steps * cfg.rounds)
+
+
+def planned_event(cfg: RunConfig, n_local: int, round_clip: float) -> DpEvent:
+    """The DP event this client's participation in one round amounts to.
+
+    Record level: DP-SGD's (sigma, q, steps, C). User level: the server's noisy sum with
+    multiplier z and this round's clip C, accounted by the client *without* sampling
+    amplification (q = 1) since a client cannot verify the server's sampling.
+    """
+    if cfg.dp_mode is DpMode.RECORD:
+        q, steps = _dp_sgd_shape(cfg, n_local)
+        return DpSgdEvent(noise_multiplier=record_noise_multiplier(cfg, n_local),
+                          sampling_rate=q, steps=steps, clip=cfg.clip_norm)
+    if cfg.dp_mode is DpMode.USER:
+        return GaussianSumEvent(noise_multiplier=cfg.noise_multiplier, sampling_rate=1.0,
+                                clip=round_clip)
+    raise ValueError(f"dp-mode must be record or user for a DP event, got {cfg.dp_mode}")
+
+
+def budget_refusal(ledger: PrivacyLedger, event: DpEvent) -> str:
+    """Why this round would exceed the client's budget, or ``""`` if it fits."""
+    spent = [ev for _, ev in ledger.events()]
+    budget = ledger.max_epsilon
+    if math.isinf(budget):
+        return ""
+    projected = epsilon([*spent, event], ledger.delta)
+    if projected > budget:
+        return (f"budget: this round would raise epsilon from {epsilon(spent, ledger.delta):.3f} "
+                f"to {projected:.3f} > client-max-epsilon {budget:g} (delta {ledger.delta:g})")
+    return ""
+
+
+def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
+                 event: DpSgdEvent, device: torch.device, generator: torch.Generator,
+                 proximal_mu: float = 0.0) -> float:
+    """Run ``event.steps`` steps of DP-SGD with Opacus and return the mean training loss.
+
+    Abadi et al. 2016, Algorithm 1: Poisson sampling with rate q, per-example clipping to
+    C, Gaussian noise sigma*C. The noise generator is seeded from ``os.urandom``, never
+    from the run's seed (which the server knows); Opacus' ``secure_mode`` would need
+    torchcsprng, which has no build for this torch.
+    Opacus' ghost clipping (fast gradient clipping; Li et al. 2022, Bu et al. 2023)
+    computes per-example gradient norms without materialising per-example gradients;
+    ``ghost-clipping = false`` (or a FedProx term, which ghost clipping cannot take)
+    uses the standard per-example hooks. Opacus' own accountant is not used: epsilon
+    comes from the ledger, once per round.
+    """
+    from opacus import PrivacyEngine
+
+    ghost = cfg.ghost_clipping and proximal_mu == 0.0
+    global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu else None
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    loader = to_loader(data, cfg.batch_size, shuffle=True, generator=generator)
+    criterion = nn.CrossEntropyLoss()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # secure_mode and RNG notices
+        engine = PrivacyEngine(accountant="rdp")
+        made = engine.make_private(
+            module=model, optimizer=optimizer, criterion=criterion, data_loader=loader,
+            noise_multiplier=event.noise_multiplier, max_grad_norm=event.clip,
+            poisson_sampling=True, noise_generator=_os_seeded(device),
+            grad_sample_mode="ghost" if ghost else "hooks",
+        )
+    if ghost:
+        dp_model, dp_opt, dp_criterion, dp_loader = made
+    else:
+        dp_model, dp_opt, dp_loader = made
+        dp_criterion = criterion
+    dp_model.train()
+    with warnings.catch_warnings():
+        # Opacus' ghost clipping trips torch's full-backward-hook notice on every step.
+        warnings.filterwarnings("ignore", message="Full backward hook", category=UserWarning)
+        return _dp_steps(dp_model, dp_opt, dp_criterion, dp_loader, model, event.steps,
+                         device, global_params, proximal_mu)
+
+
+def _dp_steps(dp_model: nn.Module, dp_opt: Any, dp_criterion: Any, dp_loader: Any,
+              model: nn.Module, n_steps: int, device: torch.device,
+              global_params: list[torch.Tensor] | None, proximal_mu: float) -> float:
+    total, count, steps = 0.0, 0, 0
+    while steps < n_steps:
+        for xb, yb in dp_loader:
+            if steps >= n_steps:
+                break
+            steps += 1
+            xb, yb = xb.to(device), yb.to(device)
+            dp_opt.zero_grad(set_to_none=True)
+            if len(yb) == 0:  # Poisson sampling drew no example: a noise-only step
+                dp_opt.step()
+                continue
+            loss = dp_criterion(dp_model(xb), yb)
+            if global_params is not None:
+                prox = sum(((w - g) ** 2).sum() for w, g in
+                           zip(model.parameters(), global_params, strict=True))
+                loss = loss + 0.5 * proximal_mu * prox
+            loss.backward()
+            dp_opt.step()
+            total += float(loss.detach()) * len(yb)
+            count += len(yb)
+    return total / count if count else float("nan")
+
+
+def _os_seeded(device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int.from_bytes(os.urandom(8), "little"))
+
+
+def user_update(local: Mapping[str, torch.Tensor], global_: Mapping[str, torch.Tensor],
+                clip: float) -> tuple[dict[str, np.ndarray], bool]:
+    """Delta = w_local - w_global clipped to norm C (McMahan et al. 2018, Algorithm 1).
+
+    Returns the clipped update and b = 1[||Delta|| <= C] for adaptive clipping.
+    """
+    keys = list(global_.keys())
+    delta = [local[k].detach().cpu().numpy().astype(np.float32)
+             - global_[k].detach().cpu().numpy().astype(np.float32) for k in keys]
+    clipped, _, unclipped = clip_by_l2(delta, clip)
+    return dict(zip(keys, clipped, strict=True)), unclipped
+
+
+def event_json(event: DpEvent) -> str:
+    """The event as compact JSON (it travels in the reply's PRIVACY record)."""
+    return json.dumps(event.to_dict(), sort_keys=True)

@@ -1,0 +1,132 @@
+"""The federation's privacy bookkeeping: its ledger, its epsilon and its budget.
+
+User-level DP: one event per round for the federation scope, the sampled Gaussian sum
+with rate q = m / N (m clients sampled from the N eligible; accounted as Poisson
+sampling with that rate, the usual approximation of McMahan et al. 2018 and TFF).
+Record-level DP: every client's own DP-SGD event is mirrored under the client's id; the
+federation's record-level epsilon is the largest client's, since clients hold disjoint
+data (parallel composition).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from fedpriv.config import DpMode, RunConfig
+from fedpriv.privacy import (
+    DpEvent,
+    GaussianSumEvent,
+    PrivacyLedger,
+    epsilon,
+    event_from_dict,
+)
+
+__all__ = ["BudgetExhausted", "FEDERATION", "FederationPrivacy"]
+
+FEDERATION = "federation"
+
+
+class BudgetExhausted(RuntimeError):
+    """The next round would take the federation past ``max-epsilon``."""
+
+
+class FederationPrivacy:
+    """The server's ledger at ``RUN_DIR/ledger.sqlite`` and the accounting over it."""
+
+    LEDGER = "ledger.sqlite"
+
+    def __init__(self, cfg: RunConfig, run_path: Path, run_id: str) -> None:
+        self.cfg = cfg
+        self.ledger = PrivacyLedger.create(
+            run_path / self.LEDGER, run_id=run_id, scope=FEDERATION, delta=cfg.delta,
+            max_epsilon=cfg.max_epsilon,
+        )
+        self.excluded: dict[int, str] = {}  # node id -> reason (client budget)
+
+    # --------------------------------------------------------------- accounting
+    def scope_epsilons(self, extra: dict[str, DpEvent] | None = None) -> dict[str, float]:
+        """PLD epsilon per scope, optionally with one more event per scope."""
+        extra = extra or {}
+        scopes = set(self.ledger.scopes()) | set(extra)
+        out = {}
+        for scope in sorted(scopes):
+            events = [ev for _, ev in self.ledger.events(scope)]
+            if scope in extra:
+                events.append(extra[scope])
+            out[scope] = epsilon(events, self.cfg.delta)
+        return out
+
+    def federation_epsilon(self, extra: dict[str, DpEvent] | None = None) -> float:
+        """User level: the federation scope's epsilon; record level: the largest client's."""
+        eps = self.scope_epsilons(extra)
+        return max(eps.values(), default=0.0)
+
+    # ------------------------------------------------------------------ budget
+    def next_user_event(self, *, cohort: int, eligible: int, clip: float) -> GaussianSumEvent:
+        """The event the coming user-level round will be."""
+        q = min(1.0, cohort / max(eligible, 1))
+        return GaussianSumEvent(noise_multiplier=self.cfg.noise_multiplier, sampling_rate=q,
+                                clip=clip)
+
+    def check_budget(self, server_round: int, *, cohort: int, eligible: int,
+                     clip: float) -> None:
+        """Raise :class:`BudgetExhausted` when the next round would exceed max-epsilon."""
+        if math.isinf(self.cfg.max_epsilon):
+            return
+        if self.cfg.dp_mode is DpMode.USER:
+            extra: dict[str, DpEvent] = {
+                FEDERATION: self.next_user_event(cohort=cohort, eligible=eligible, clip=clip)
+            }
+        else:  # record level: each client's last event again, the worst case
+            extra = {}
+            for scope in self.ledger.scopes():
+                events = self.ledger.events(scope)
+                extra[scope] = events[-1][1]
+        spent = self.federation_epsilon()
+        projected = self.federation_epsilon(extra)
+        if projected > self.cfg.max_epsilon:
+            raise BudgetExhausted(
+                f"round {server_round} would raise the federation's epsilon from "
+                f"{spent:.3f} to {projected:.3f} > max-epsilon {self.cfg.max_epsilon:g} "
+                f"(delta {self.cfg.delta:g})"
+            )
+
+    # ------------------------------------------------------------------ record
+    def record_user_round(self, server_round: int, event: GaussianSumEvent) -> None:
+        """Append the round's user-level event."""
+        self.ledger.append(server_round, event)
+
+    def record_client_events(self, server_round: int, reports: list[dict[str, Any]]) -> None:
+        """Mirror the DP-SGD events clients report (record level)."""
+        for rep in reports:
+            if rep.get("event"):
+                ev = event_from_dict(json.loads(str(rep["event"])))
+                self.ledger.append(server_round, ev, scope=str(rep["client-id"]))
+
+    def summary(self) -> dict[str, Any]:
+        """``epsilon`` and ``ledger_head`` entries for summary.json."""
+        eps = self.scope_epsilons()
+        clients = {k: v for k, v in eps.items() if k != FEDERATION}
+        seq, digest = self.ledger.head()
+        return {
+            "epsilon": {
+                "federation": self.federation_epsilon(),
+                "clients_max": max(clients.values(), default=None),
+                "delta": self.cfg.delta,
+                "max_epsilon": None if math.isinf(self.cfg.max_epsilon) else self.cfg.max_epsilon,
+                "accountant": "pld",
+            },
+            "ledger_head": {"seq": seq, "hash": digest},
+        }
+
+    @property
+    def excluded_ids(self) -> list[str]:
+        """Node ids (as text) of clients that refused for lack of budget."""
+        return [str(n) for n in self.excluded]
+
+    def close(self) -> None:
+        """Close the ledger."""
+        self.ledger.close()

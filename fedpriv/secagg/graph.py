@@ -1,0 +1,52 @@
+"""The SecAgg+ communication graph: a random k-regular graph over the cohort.
+
+Bell et al. 2020, Section 4: each client shares secrets with and masks against only its
+k = O(log n) neighbours, which cuts the cost from O(n) to O(log n) per client while an
+honest-but-curious server still learns only the sum (for a random graph, with high
+probability the honest clients stay connected after dropouts).
+
+Construction: a random relabelling of the Harary graph H(k, n) (a circulant where each
+client links to the k/2 nearest on each side of a ring, plus the opposite client when k
+is odd). H(k, n) is k-regular when n*k is even; when n and k are both odd no k-regular
+graph exists and k is raised by one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["default_degree", "regular_graph"]
+
+
+def default_degree(n: int) -> int:
+    """K = min(n - 1, 2 * ceil(log2 n) + 1): logarithmic, odd, at least 3 when n > 3."""
+    if n < 2:
+        return 0
+    return min(n - 1, 2 * math.ceil(math.log2(n)) + 1)
+
+
+def regular_graph(ids: list[int], k: int, rng: np.random.Generator) -> dict[int, list[int]]:
+    """Neighbour lists (sorted) of a random k-regular graph over ``ids``.
+
+    ``k >= len(ids) - 1`` gives the complete graph.
+    """
+    n = len(ids)
+    if len(set(ids)) != n:
+        raise ValueError("ids must be distinct")
+    if k < 1 and n > 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if k >= n - 1:
+        return {u: sorted(v for v in ids if v != u) for u in ids}
+    if (n * k) % 2 == 1:
+        k += 1  # no k-regular graph on an odd number of vertices with odd k
+    order = [ids[i] for i in rng.permutation(n)]
+    nbrs: dict[int, set[int]] = {u: set() for u in ids}
+    for pos, u in enumerate(order):
+        for step in range(1, k // 2 + 1):
+            for v in (order[(pos + step) % n], order[(pos - step) % n]):
+                nbrs[u].add(v)
+        if k % 2 == 1:
+            nbrs[u].add(order[(pos + n // 2) % n])
+    return {u: sorted(vs) for u, vs in nbrs.items()}

@@ -21,6 +21,7 @@ from client.privacy import (
     planned_event,
     user_update,
 )
+from client.secagg import advertise, encode_update, mask, maybe_vanish, share, unmask
 from fedpriv.config import DpMode, StrategyName
 from fedpriv.messages import (
     ARRAYS,
@@ -31,6 +32,7 @@ from fedpriv.messages import (
     EVAL_ACCURACY,
     EVAL_LOSS,
     LEDGER_HEAD,
+    MASKED,
     METRICS,
     NODE_PARTITION_ID,
     NUM_EXAMPLES,
@@ -38,6 +40,7 @@ from fedpriv.messages import (
     REFUSED,
     REFUSED_REASON,
     ROUND_CLIP_NORM,
+    SECAGG,
     TRAIN_LOSS,
     UNCLIPPED,
     UPDATE,
@@ -45,6 +48,7 @@ from fedpriv.messages import (
     config_from_record,
 )
 from fedpriv.privacy import DpSgdEvent, epsilon
+from fedpriv.secagg import Quantizer
 from fedpriv.tasks import (
     build_task_model,
     evaluate,
@@ -115,18 +119,26 @@ def train(msg: Message, context: Context) -> Message:
 
     local_state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
     metrics: dict[str, float] = {NUM_EXAMPLES: len(data), TRAIN_LOSS: loss}
-    if cfg.dp_mode is DpMode.USER:
-        update, unclipped = user_update(local_state, global_state, round_clip)
-        content = {UPDATE: numpy_record(update)}
-        metrics.update({UPDATE_WEIGHT: 1.0, UNCLIPPED: float(unclipped)})
-    elif cfg.secagg:
-        # Weighted updates, so the secure sum carries sum_i n_i * Delta_i and sum_i n_i.
-        n = float(len(data))
-        content = {UPDATE: numpy_record({
-            k: (local_state[k].numpy().astype(np.float32)
-                - global_state[k].numpy().astype(np.float32)) * n
-            for k in global_state})}
-        metrics[UPDATE_WEIGHT] = n
+    content: dict[str, ArrayRecord]
+    if cfg.dp_mode is DpMode.USER or SECAGG in msg.content.config_records:
+        if cfg.dp_mode is DpMode.USER:  # clipped, unweighted (McMahan et al. 2018)
+            update, unclipped = user_update(local_state, global_state, round_clip)
+            weight = 1
+        else:  # weighted by the example count inside the sum
+            update = {k: local_state[k].numpy().astype(np.float32)
+                      - global_state[k].numpy().astype(np.float32) for k in global_state}
+            unclipped, weight = False, len(data)
+        if SECAGG in msg.content.config_records:
+            maybe_vanish(cfg, server_round, node_config, stage=3)
+            x = encode_update(
+                update, list(global_state.keys()), weight=weight, unclipped=int(unclipped),
+                quantizer=Quantizer(clip_range=cfg.secagg_clip_range, bits=cfg.secagg_bits),
+                rng=np.random.default_rng(),
+            )
+            content = {MASKED: numpy_record({"y": mask(msg, context, x)})}
+        else:
+            content = {UPDATE: numpy_record(update)}
+            metrics.update({UPDATE_WEIGHT: float(weight), UNCLIPPED: float(unclipped)})
     else:
         content = {ARRAYS: ArrayRecord(local_state)}
 
@@ -140,6 +152,28 @@ def train(msg: Message, context: Context) -> Message:
     return Message(RecordDict({
         **content, METRICS: MetricRecord(metrics), PRIVACY: ConfigRecord(privacy),
     }), reply_to=msg)
+
+
+@app.train("secagg_advertise")
+def secagg_advertise(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 1: the round's public keys."""
+    return Message(advertise(msg, context), reply_to=msg)
+
+
+@app.train("secagg_share")
+def secagg_share(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 2: encrypted secret shares for the neighbours."""
+    cfg, server_round = config_from_record(msg.content[CONFIG])
+    maybe_vanish(cfg, server_round, dict(context.node_config), stage=2)
+    return Message(share(msg, context), reply_to=msg)
+
+
+@app.train("secagg_unmask")
+def secagg_unmask(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 4: shares that let the server remove the masks."""
+    cfg, server_round = config_from_record(msg.content[CONFIG])
+    maybe_vanish(cfg, server_round, dict(context.node_config), stage=4)
+    return Message(unmask(msg, context), reply_to=msg)
 
 
 @app.evaluate()

@@ -310,13 +310,11 @@ class RunConfig:
                 f"needs dp-mode=record or user, got dp-mode=none (target-epsilon="
                 f"{self.target_epsilon:g})",
             )
-        if self.secagg:
-            raise ConfigError("secagg", "secure aggregation is not available yet, got true")
-        if self.dropout_rate > 0:
+        if self.dropout_rate > 0 and not self.secagg:
             raise ConfigError(
                 "dropout-rate",
-                f"simulated dropouts come with secure aggregation, not available yet; "
-                f"got {self.dropout_rate:g}",
+                f"simulated dropouts need secagg=true (they exercise its recovery), got "
+                f"{self.dropout_rate:g}",
             )
         if self.device is Device.CPU and self.client_gpu_fraction > 0:
             raise ConfigError(

@@ -32,7 +32,13 @@ __all__ = [
     "NODE_NUM_PARTITIONS",
     "NODE_PARTITION_ID",
     "NUM_EXAMPLES",
+    "MASKED",
     "PRIVACY",
+    "SECAGG",
+    "SECAGG_ADVERTISE",
+    "SECAGG_SHARE",
+    "SECAGG_STATE",
+    "SECAGG_UNMASK",
     "REFUSED",
     "REFUSED_REASON",
     "ROUND_CLIP_NORM",
@@ -61,6 +67,14 @@ METRICS = "metrics"
 UPDATE = "update"  # ArrayRecord: Delta = w_local - w_global (clipped / weighted)
 UPDATE_SUM = "update-sum"  # ArrayRecord: a cohort's sum, produced by secure aggregation
 PRIVACY = "privacy"  # ConfigRecord in a train reply: the client's privacy bookkeeping
+SECAGG = "secagg"  # ConfigRecord: a secure-aggregation stage's payload (both ways)
+MASKED = "masked"  # ArrayRecord in a secagg train reply: {"y": uint64 masked vector}
+SECAGG_STATE = "secagg-state"  # the client's own round state in its Context.state
+
+# Message types of the secure-aggregation stages (the train message is stage 3).
+SECAGG_ADVERTISE = "train.secagg_advertise"
+SECAGG_SHARE = "train.secagg_share"
+SECAGG_UNMASK = "train.secagg_unmask"
 
 # Keys the server adds to the run configuration it sends.
 SERVER_ROUND = "server-round"

@@ -23,14 +23,17 @@ from fedpriv.tasks import build_task_model, evaluate, load_task_data
 from server.privacy import BudgetExhausted, FederationPrivacy
 from server.reporting import Reporter
 from server.rundir import RunDirectory
+from server.secagg import SecAggStrategy
 from server.strategy import FedPrivStrategy
 from strategies import build_strategy
 from strategies.dp_fedavg import DpFedAvg
+from strategies.update_mean import UpdateMean
 
 __all__ = ["run_federation"]
 
 # Independent random streams derived from the run's seed.
 _SAMPLING_STREAM = 1
+_SECAGG_STREAM = 2
 
 
 def run_federation(
@@ -64,7 +67,7 @@ def run_federation(
         node_wait_timeout=cfg.round_timeout,
         privacy=privacy,
     )
-    state: dict[str, Any] = {"rounds": 0, "initial_accuracy": float("nan"),
+    state: dict[str, Any] = {"secagg_rounds": [], "rounds": 0, "initial_accuracy": float("nan"),
                              "final_accuracy": float("nan"), "final_loss": float("nan")}
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -85,6 +88,10 @@ def run_federation(
         }
         if privacy is not None:
             record.update(_privacy_record(strategy))
+        sa = strategy.layer(SecAggStrategy)
+        if sa is not None:
+            record["secagg"] = dict(sa.last_round)
+            state["secagg_rounds"].append(dict(sa.last_round))
         run_dir.save_model(
             {k: v.numpy() for k, v in arrays.items()}, server_round=server_round
         )
@@ -126,10 +133,20 @@ def run_federation(
 
 
 def _aggregation(cfg: RunConfig) -> Any:
-    """The aggregation rule: Flower's strategy, wrapped in DP-FedAvg for user-level DP."""
-    inner = build_strategy(cfg)
+    """Build the aggregation rule, wrappers around Flower's strategy.
+
+    Innermost first: Flower's strategy; DP-FedAvg for user-level DP (or the weighted mean
+    of updates under secure aggregation); SecAgg+ outermost.
+    """
+    inner = _dp_or_mean(cfg, build_strategy(cfg))
+    if cfg.secagg:
+        inner = SecAggStrategy(inner, cfg, np.random.default_rng([cfg.seed, _SECAGG_STREAM]))
+    return inner
+
+
+def _dp_or_mean(cfg: RunConfig, inner: Any) -> Any:
     if cfg.dp_mode is not DpMode.USER:
-        return inner
+        return UpdateMean(inner) if cfg.secagg else inner
     clip: float | AdaptiveClip = cfg.clip_norm
     if cfg.clip is ClipMode.ADAPTIVE:
         sigma_b = cfg.clip_count_stddev or default_count_stddev(cfg)
@@ -144,11 +161,23 @@ def _privacy_record(strategy: FedPrivStrategy) -> dict[str, Any]:
                            "refused": list(strategy.last_refused)}
     if strategy.clients_epsilon:
         out["clients_epsilon_max"] = max(strategy.clients_epsilon.values())
-    dp = strategy.inner if isinstance(strategy.inner, DpFedAvg) else None
+    dp = strategy.layer(DpFedAvg)
     if dp is not None and dp.last_round is not None:
         out["clip"] = dp.last_round.clip
         out["unclipped_fraction"] = dp.last_round.unclipped_fraction
     return out
+
+
+def _secagg_summary(cfg: RunConfig, rounds: list[dict[str, Any]]) -> dict[str, Any] | bool:
+    if not cfg.secagg:
+        return False
+    return {
+        "enabled": True, "cohort": cfg.cohort_size,
+        "threshold": rounds[-1]["threshold"] if rounds else None,
+        "degree": rounds[-1]["degree"] if rounds else None,
+        "dropouts_recovered": [r.get("dropped", 0) for r in rounds],
+        "rounds_abandoned": sum(1 for r in rounds if "aborted" in r),
+    }
 
 
 def _summary(cfg: RunConfig, scenario: str, state: dict[str, Any], status: str,
@@ -169,6 +198,7 @@ def _summary(cfg: RunConfig, scenario: str, state: dict[str, Any], status: str,
         "partition": cfg.resolved_partition.value,
         "strategy": cfg.strategy.value,
         "dp_mode": cfg.dp_mode.value,
+        "secagg": _secagg_summary(cfg, state["secagg_rounds"]),
         "initial_accuracy": num(state["initial_accuracy"]),
         "final_accuracy": num(state["final_accuracy"]),
         "final_loss": num(state["final_loss"]),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -32,6 +32,8 @@ from fedpriv.messages import (
 from fedpriv.privacy import GaussianSumEvent
 from server.privacy import BudgetExhausted, FederationPrivacy
 from strategies.dp_fedavg import DpFedAvg
+
+T = TypeVar("T")
 
 __all__ = ["CohortGrid", "FedPrivStrategy", "NotEnoughNodesError"]
 
@@ -110,6 +112,15 @@ class FedPrivStrategy(Strategy):
         self.client_heads: dict[str, str] = {}  # "<seq>:<hash>" of each client's ledger
         self._planned_q = 1.0
 
+    def layer(self, cls: type[T]) -> T | None:
+        """The first wrapped strategy of type ``cls`` down the ``inner`` chain."""
+        node: Any = self.inner
+        while node is not None:
+            if isinstance(node, cls):
+                return node
+            node = getattr(node, "inner", None)
+        return None
+
     # ------------------------------------------------------------------ sampling
     def _wait_for_nodes(self, grid: Grid) -> list[int]:
         deadline = time.monotonic() + self.node_wait_timeout
@@ -151,7 +162,7 @@ class FedPrivStrategy(Strategy):
                 )
             cohort = min(self.cohort_size, eligible)
             self._planned_q = cohort / eligible
-            dp = self.inner if isinstance(self.inner, DpFedAvg) else None
+            dp = self.layer(DpFedAvg)
             self.privacy.check_budget(server_round, cohort=cohort, eligible=eligible,
                                       clip=dp.clip if dp is not None else 0.0)
         self.last_cohort = self.sample(grid, self.cohort_size)
@@ -197,7 +208,7 @@ class FedPrivStrategy(Strategy):
             if LEDGER_HEAD in rep:
                 self.client_heads[str(rep[CLIENT_ID])] = str(rep[LEDGER_HEAD])
         if self.privacy.cfg.dp_mode is DpMode.USER:
-            dp = self.inner if isinstance(self.inner, DpFedAvg) else None
+            dp = self.layer(DpFedAvg)
             if dp is not None and dp.last_round is not None:
                 self.privacy.record_user_round(server_round, GaussianSumEvent(
                     noise_multiplier=dp.last_round.noise_multiplier,

@@ -55,6 +55,14 @@ class RichReporter:
             f"clients {record.get('replies', '-')}/{record.get('cohort', '-')}  "
             f"{record['elapsed_seconds']:6.1f}s"
         )
+        sa = record.get("secagg")
+        if sa:
+            line += (f"  secagg {sa.get('survivors', '-')}/{sa.get('cohort', '-')}"
+                     f" t={sa.get('threshold', '-')}")
+            if sa.get("dropped"):
+                line += f" recovered {sa['dropped']}"
+            if sa.get("aborted"):
+                line += " ABANDONED"
         if "epsilon" in record:
             line += f"  ε {_fmt(record['epsilon'], '.3f')}"
             if record.get("clip") is not None:
@@ -89,6 +97,7 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
                  f"{summary.get('partition')} / {summary.get('strategy')}"),
         ("initial accuracy", _fmt(summary.get("initial_accuracy"))),
         *_privacy_rows(summary),
+        *_secagg_rows(summary),
         ("final accuracy", _fmt(summary.get("final_accuracy"))),
         ("wall time", f"{_fmt(summary.get('wall_seconds'), '.1f')} s"),
     ]
@@ -111,3 +120,14 @@ def _privacy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     if summary.get("refused_clients"):
         rows.append(("refused (budget)", f"{len(summary['refused_clients'])} client(s)"))
     return rows
+
+
+def _secagg_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    sa = summary.get("secagg")
+    if not sa:
+        return []
+    recovered = sum(sa.get("dropouts_recovered", []))
+    return [("secure aggregation",
+             f"SecAgg+ on, cohort {sa.get('cohort')}, k {sa.get('degree')}, "
+             f"t {sa.get('threshold')}, {recovered} dropout(s) recovered, "
+             f"{sa.get('rounds_abandoned')} round(s) abandoned")]

@@ -118,3 +118,15 @@ def test_record_level_dp_run_then_audit(tmp_path):
     report = json.loads(audit.stdout)
     fed = max(s["epsilon_pld"] for s in report["scopes"] if "clients" not in s["ledger"])
     assert fed == pytest.approx(summary["epsilon"]["federation"])
+
+
+@pytest.mark.slow
+def test_secure_aggregation_with_dropouts_on_rays_engine(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("simulate", "--set", "rounds=2", "--set", "clients=6",
+                   "--set", "local-epochs=1", "--set", "secagg=true",
+                   "--set", "dropout-rate=0.3", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "secagg" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["secagg"]["enabled"] and summary["rounds"] == 2

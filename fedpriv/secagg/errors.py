@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SecAggAbort", "SecAggError"]
+__all__ = ["SecAggAbort", "SecAggError", "ShareAuthenticationError"]
 
 
 class SecAggError(ValueError):
@@ -12,5 +12,13 @@ class SecAggError(ValueError):
     """
 
 
+class ShareAuthenticationError(SecAggError):
+    """An encrypted share bundle failed AEAD authentication.
+
+    Raised for tampered ciphertexts, a wrong key, or associated data (sender, recipient,
+    round, stage) other than the one it was sealed under: a misrouted or replayed share.
+    """
+
+
 class SecAggAbort(RuntimeError):
-    """The round cannot complete (too few clients left); the global model stays as it was."""
+    """The round cannot complete (too few clients left); the model stays as it was."""

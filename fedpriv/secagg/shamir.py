@@ -1,10 +1,23 @@
-"""t-of-n Shamir secret sharing of 32-byte secrets over GF(p), p = 2^521 - 1.
+"""t-of-k Shamir secret sharing of 32-byte secrets over GF(p), p = 2^521 - 1.
 
-Shamir 1979, "How to Share a Secret": the secret is f(0) of a random polynomial of degree
-t - 1; share i is (i, f(i)). Any t shares give f(0) by Lagrange interpolation; any t - 1
-are consistent with every secret (information-theoretically hiding). The Mersenne prime
-2^521 - 1 exceeds every 256-bit secret, so one polynomial carries the whole secret.
-Coefficients come from ``secrets`` (the OS CSPRNG).
+Shamir 1979, "How to Share a Secret"; used in Bonawitz et al. 2017 (CCS), Section 4
+("SS.share / SS.recon") and Bell et al. 2020 (CCS), Algorithm 1, to share each client's
+self-mask seed ``b_u`` and masking key ``s_sk_u`` among its k neighbours. The secret is
+f(0) of a random polynomial of degree t - 1; share i is (i, f(i)). Any t shares give f(0)
+by Lagrange interpolation; any t - 1 are consistent with every secret.
+
+Choice of field: the Mersenne prime 2^521 - 1 exceeds every 256-bit secret, so one
+polynomial carries the whole secret. Coefficients come from :mod:`secrets` (OS CSPRNG).
+
+Detection of a wrong answer (instead of returning one silently):
+
+1. fewer than ``threshold`` distinct shares -> :class:`SecAggError`;
+2. redundancy: a genuine secret is < 2^256, while interpolating through shares of a
+   polynomial of higher degree (too few shares for the real threshold, or shares of
+   different secrets) gives f(0) + a uniform field element, which is >= 2^256 except with
+   probability 2^-265 -> :class:`SecAggError`;
+3. when more than ``threshold`` shares arrive, the secret is rebuilt from the first and
+   from the last ``threshold`` of them and the two must agree.
 """
 
 from __future__ import annotations
@@ -14,11 +27,22 @@ from collections.abc import Sequence
 
 from fedpriv.secagg.errors import SecAggError
 
-__all__ = ["PRIME", "Share", "combine", "split"]
+__all__ = [
+    "PRIME",
+    "SHARE_BYTES",
+    "Share",
+    "combine",
+    "share_from_bytes",
+    "share_to_bytes",
+    "split",
+]
 
 PRIME = (1 << 521) - 1
 Share = tuple[int, int]  # (x, f(x))
 _SECRET_BYTES = 32
+_X_BYTES = 2
+_Y_BYTES = 66  # ceil(521 / 8)
+SHARE_BYTES = _X_BYTES + _Y_BYTES
 
 
 def split(secret: bytes, threshold: int, num: int) -> list[Share]:
@@ -28,6 +52,8 @@ def split(secret: bytes, threshold: int, num: int) -> list[Share]:
     """
     if len(secret) != _SECRET_BYTES:
         raise ValueError(f"secret must be {_SECRET_BYTES} bytes, got {len(secret)}")
+    if not 1 <= num < 1 << (8 * _X_BYTES):
+        raise ValueError(f"num must be in [1, 65535], got {num}")
     if not 1 <= threshold <= num:
         raise ValueError(f"threshold must be in [1, num={num}], got {threshold}")
     coeffs = [int.from_bytes(secret, "big")] + [secrets.randbelow(PRIME)
@@ -41,27 +67,63 @@ def split(secret: bytes, threshold: int, num: int) -> list[Share]:
     return shares
 
 
+def _interpolate_at_zero(pts: Sequence[Share]) -> int:
+    secret = 0
+    for i, yi in pts:
+        num, den = 1, 1
+        for j, _ in pts:
+            if j != i:
+                num = num * (-j) % PRIME
+                den = den * (i - j) % PRIME
+        secret = (secret + yi * num * pow(den, -1, PRIME)) % PRIME
+    return secret
+
+
 def combine(shares: Sequence[Share], threshold: int) -> bytes:
     """The secret from at least ``threshold`` shares (distinct x), by Lagrange at 0.
 
     Raises
     ------
     SecAggError
-        With fewer than ``threshold`` distinct shares (the secret is undetermined), or a
-        result that is not a 32-byte secret (shares from different secrets).
+        With fewer than ``threshold`` distinct shares, conflicting shares for one x, or
+        shares that fail the checks of the module docstring (too few for the real
+        threshold, or from different secrets).
     """
-    pts = dict(shares)
+    if threshold < 1:
+        raise ValueError(f"threshold must be >= 1, got {threshold}")
+    pts: dict[int, int] = {}
+    for x, y in shares:
+        if not (1 <= x < PRIME and 0 <= y < PRIME):
+            raise SecAggError(f"share ({x}, ...) is outside the field")
+        if pts.setdefault(x, y) != y:
+            raise SecAggError(f"two different shares for x = {x}")
     if len(pts) < threshold:
         raise SecAggError(f"need {threshold} shares to reconstruct, got {len(pts)}")
-    xs = list(pts)[:threshold]
-    secret = 0
-    for i in xs:
-        num, den = 1, 1
-        for j in xs:
-            if j != i:
-                num = num * (-j) % PRIME
-                den = den * (i - j) % PRIME
-        secret = (secret + pts[i] * num * pow(den, -1, PRIME)) % PRIME
+    items = sorted(pts.items())
+    secret = _interpolate_at_zero(items[:threshold])
+    if len(items) > threshold and _interpolate_at_zero(items[-threshold:]) != secret:
+        raise SecAggError("shares are inconsistent: two threshold subsets disagree "
+                          "(shares of different secrets, or a higher threshold)")
     if secret >= 1 << (8 * _SECRET_BYTES):
-        raise SecAggError("shares do not reconstruct a 32-byte secret (inconsistent shares)")
+        raise SecAggError("shares do not reconstruct a 32-byte secret (too few for the "
+                          "polynomial's degree, or shares of different secrets)")
     return secret.to_bytes(_SECRET_BYTES, "big")
+
+
+def share_to_bytes(share: Share) -> bytes:
+    """Fixed-width encoding: x (2 bytes) || y (66 bytes), big-endian."""
+    x, y = share
+    if not (1 <= x < 1 << (8 * _X_BYTES) and 0 <= y < PRIME):
+        raise SecAggError(f"share ({x}, ...) is outside the encodable range")
+    return x.to_bytes(_X_BYTES, "big") + y.to_bytes(_Y_BYTES, "big")
+
+
+def share_from_bytes(blob: bytes) -> Share:
+    """Inverse of :func:`share_to_bytes`."""
+    if len(blob) != SHARE_BYTES:
+        raise SecAggError(f"a share must be {SHARE_BYTES} bytes, got {len(blob)}")
+    x = int.from_bytes(blob[:_X_BYTES], "big")
+    y = int.from_bytes(blob[_X_BYTES:], "big")
+    if x < 1 or y >= PRIME:
+        raise SecAggError("share is outside the field")
+    return x, y

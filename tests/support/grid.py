@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 
-from flwr.app import Context, Message, Metadata, RecordDict
+from flwr.app import Context, Error, Message, Metadata, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -102,7 +102,11 @@ class LoopbackGrid(Grid):
             if self._drop is not None and self._drop(inbound):
                 continue
             ctx = self._contexts[inbound.metadata.dst_node_id]
-            reply = self._app(inbound, ctx)
+            try:
+                reply = self._app(inbound, ctx)
+            except Exception as err:  # the runtime turns a ClientApp failure into an error
+                reply = Message(Error(code=0, reason=f"{type(err).__name__}: {err}"),
+                                reply_to=inbound)
             self._replies[inbound.metadata.message_id] = reply
         return ids
 

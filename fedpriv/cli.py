@@ -175,10 +175,12 @@ def audit(
 
 def _audit_table(report: Any) -> Table:
     table = Table(title=f"privacy audit: {report.run_dir}")
-    for col in ("scope", "chain", "ε PLD", "ε RDP", "δ", "budget", "rounds", "mechanism"):
+    for col in ("ledger", "scope", "chain", "ε PLD", "ε RDP", "δ", "budget", "rounds",
+                "mechanism"):
         table.add_column(col)
     for s in report.scopes:
         table.add_row(
+            "client's own" if Path(s.ledger).parent.parent.name == "clients" else "server",
             s.scope, "ok" if s.chain_ok else f"[red]broken at entry {s.broken_seq}[/]",
             "-" if s.epsilon_pld is None else f"{s.epsilon_pld:.4f}",
             "-" if s.epsilon_rdp is None else f"{s.epsilon_rdp:.4f}",

@@ -12,7 +12,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.data import client_identity, local_data
+from client.data import client_identity, local_data, node_overrides
 from client.privacy import (
     budget_refusal,
     client_ledger,
@@ -82,6 +82,7 @@ def train(msg: Message, context: Context) -> Message:
     """
     cfg, server_round = config_from_record(msg.content[CONFIG])
     node_config = dict(context.node_config)
+    cfg = node_overrides(cfg, node_config)
     data = local_data(cfg, node_config)
     device = resolve_device(cfg.device)
     model = build_task_model(cfg, load_task_data(cfg))

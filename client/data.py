@@ -11,7 +11,26 @@ from fedpriv.config import RunConfig
 from fedpriv.messages import NODE_DATA_DIR, NODE_NUM_PARTITIONS, NODE_PARTITION_ID
 from fedpriv.tasks import ArrayDataset, client_dataset, load_npz_dir, load_task_data
 
-__all__ = ["client_identity", "local_data"]
+__all__ = ["client_identity", "local_data", "node_overrides"]
+
+#: Node-config keys a device owner sets that take precedence over the server's run config.
+NODE_DEVICE = "device"
+NODE_MAX_EPSILON = "client-max-epsilon"
+
+
+def node_overrides(cfg: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
+    """The run config as this node applies it: its own device and privacy budget.
+
+    The budget is the stricter of the node's and the server's: a device owner's limit
+    cannot be raised by the server.
+    """
+    values: dict[str, Any] = {}
+    if NODE_DEVICE in node_config:
+        values["device"] = node_config[NODE_DEVICE]
+    if NODE_MAX_EPSILON in node_config:
+        own = float(node_config[NODE_MAX_EPSILON])
+        values["client-max-epsilon"] = min(own, cfg.client_max_epsilon)
+    return RunConfig.from_mapping(values, base=cfg) if values else cfg
 
 
 def local_data(cfg: RunConfig, node_config: Mapping[str, Any]) -> ArrayDataset:

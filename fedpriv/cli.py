@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +34,7 @@ EXIT_BAD_INPUT = 2
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    _err.print(f"[bold red]error:[/] {message}", highlight=False)
+    _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -48,8 +50,9 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
 
 def _keys_table() -> Table:
     table = Table(title="run-config keys (scenario files and --set KEY=VALUE)")
-    for col in ("key", "allowed", "default", "meaning"):
-        table.add_column(col)
+    table.add_column("key", no_wrap=True)
+    for col in ("allowed", "default", "meaning"):
+        table.add_column(col, overflow="fold")
     for row in RunConfig.describe():
         table.add_row(*row)
     return table
@@ -169,7 +172,7 @@ def audit(
         if report.ok:
             _out.print("[bold green]audit passed[/]: every chain verifies, no budget exceeded")
         for problem in report.problems:
-            _err.print(f"[bold red]problem:[/] {problem}", highlight=False)
+            _err.print(f"[bold red]problem:[/] {problem}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_RUN_FAILED)
 
 
@@ -190,6 +193,147 @@ def _audit_table(report: Any) -> Table:
             str(s.rounds), ", ".join(s.mechanisms),
         )
     return table
+
+
+certs_app = typer.Typer(help="Certificates and node keys for a deployed federation.",
+                        no_args_is_help=True)
+app.add_typer(certs_app, name="certs")
+
+
+@certs_app.command("init")
+def certs_init(
+    directory: Annotated[Path, typer.Argument(help="Where to write the CA and TLS files.")],
+    host: Annotated[list[str], typer.Option(
+        "--host", help="IP address or DNS name the SuperLink is reached at; repeatable.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write a CA and a SuperLink TLS certificate for the given hosts."""
+    from fedpriv.certs import CertError, init_certs
+
+    try:
+        paths = init_certs(directory, host, force=force)
+    except CertError as err:
+        raise _fail(str(err)) from None
+    for label, path in (("CA certificate", paths.ca_cert), ("CA key (0600)", paths.ca_key),
+                        ("SuperLink certificate", paths.server_cert),
+                        ("SuperLink key (0600)", paths.server_key)):
+        _out.print(f"{label:>22}: {path}")
+    _out.print("Give ca.pem to every SuperNode; keep ca.key offline.")
+
+
+@certs_app.command("node")
+def certs_node(
+    name: Annotated[str, typer.Argument(help="The SuperNode's name.")],
+    directory: Annotated[Path, typer.Option("--dir", help="The certs directory.")] = Path("certs"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing keys.")] = False,
+) -> None:
+    """Write a SuperNode's authentication key pair (register the .pub with the SuperLink)."""
+    from fedpriv.certs import CertError, node_key
+
+    try:
+        private, public = node_key(directory, name, force=force)
+    except CertError as err:
+        raise _fail(str(err)) from None
+    _out.print(f"private key (0600, stays on the device): {private}")
+    _out.print(f"public key: {public}")
+    _out.print(f"register it: flwr supernode register {public} <superlink-connection>")
+
+
+deploy_app = typer.Typer(help="Start Flower's SuperLink / SuperNode with secure defaults.",
+                         no_args_is_help=True)
+app.add_typer(deploy_app, name="deploy")
+
+
+def _exec(cmd: list[str], dry_run: bool) -> None:
+    import shlex
+
+    if dry_run:
+        print(shlex.join(cmd))
+        raise typer.Exit(EXIT_OK)
+    _err.print(f"$ {shlex.join(cmd)}", highlight=False, markup=False, soft_wrap=True)
+    os.execvp(cmd[0], cmd)
+
+
+def _insecure_warning() -> None:
+    _err.print("[bold red]WARNING: --insecure: no TLS, no node authentication. Updates, "
+               "keys and ledgers travel in clear text. Never use this outside a lab.[/]")
+
+
+@deploy_app.command("superlink")
+def deploy_superlink(
+    certs: Annotated[Path, typer.Option("--certs", help="Directory from `certs init`.")] = Path(
+        "certs"),
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="HTTPS port (Fleet + Control).")] = 9093,
+    database: Annotated[str, typer.Option("--database", help="SuperLink state file.")] = (
+        "superlink.db"),
+    insecure: Annotated[bool, typer.Option("--insecure", help="No TLS, no node auth.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command only.")] = False,
+) -> None:
+    """flower-superlink with TLS, SuperNode authentication, no runtime installs."""
+    cmd = ["flower-superlink", "--host", host, "--port", str(port), "--database", database,
+           "--disable-runtime-dependency-installation"]
+    if insecure:
+        _insecure_warning()
+        cmd.append("--insecure")
+    else:
+        files = [certs / "ca.pem", certs / "superlink.pem", certs / "superlink.key"]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise _fail(f"--certs: missing {', '.join(missing)}; run `fedpriv certs init`")
+        cmd += ["--ssl-ca-certfile", str(files[0]), "--ssl-certfile", str(files[1]),
+                "--ssl-keyfile", str(files[2]), "--enable-supernode-auth"]
+    _exec(cmd, dry_run)
+
+
+@deploy_app.command("supernode")
+def deploy_supernode(
+    name: Annotated[str, typer.Argument(help="The node's name (its key is certs/nodes/NAME).")],
+    superlink: Annotated[str, typer.Option("--superlink", help="SuperLink host:port.")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory of .npz files.")],
+    ledger: Annotated[Path, typer.Option("--ledger", help="This node's privacy ledger.")],
+    certs: Annotated[Path, typer.Option("--certs", help="Holds ca.pem and nodes/NAME.")] = Path(
+        "certs"),
+    max_epsilon: Annotated[float, typer.Option(
+        "--max-epsilon", help="This device's own privacy budget (inf: none).")] = math.inf,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
+    port: Annotated[int, typer.Option("--port", help="Local ClientApp API port.")] = 9094,
+    insecure: Annotated[bool, typer.Option("--insecure", help="No TLS, no node auth.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command only.")] = False,
+) -> None:
+    """flower-supernode with TLS and node auth; its node config names data and budget.
+
+    The node config carries the data directory, the device, the ledger path and the
+    device's own privacy budget, which the ClientApp applies whatever the server asks.
+    """
+    from fedpriv.certs import CertError, node_paths
+
+    if device not in {"auto", "cpu", "cuda"}:
+        raise _fail(f"--device must be one of {{auto, cpu, cuda}}, got {device!r}")
+    if not data_dir.is_dir():
+        raise _fail(f"--data-dir: {str(data_dir)!r} is not a directory")
+    if not max_epsilon > 0:
+        raise _fail(f"--max-epsilon must be > 0, got {max_epsilon:g}")
+    node_config = (f'data-dir="{data_dir.resolve()}" ledger-path="{ledger.resolve()}" '
+                   f'device="{device}" client-max-epsilon={max_epsilon!r}')
+    cmd = ["flower-supernode", "--superlink", superlink, "--node-config", node_config,
+           "--port", str(port)]
+    if insecure:
+        _insecure_warning()
+        cmd.append("--insecure")
+    else:
+        try:
+            private, public = node_paths(certs, name)
+        except CertError as err:
+            raise _fail(str(err)) from None
+        files = [certs / "ca.pem", private, public]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise _fail(f"--certs: missing {', '.join(missing)}; run `fedpriv certs init` "
+                        f"and `fedpriv certs node {name}`")
+        cmd += ["--root-certificates", str(files[0]), "--auth-supernode-private-key",
+                str(private), "--auth-supernode-public-key", str(public)]
+    _exec(cmd, dry_run)
 
 
 def _check_feasible(cfg: RunConfig) -> None:

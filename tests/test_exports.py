@@ -9,7 +9,7 @@ PACKAGES = ["fedpriv", "fedpriv.config", "fedpriv.messages", "fedpriv.tasks", "s
             "strategies", "strategies.updates", "strategies.dp_fedavg", "simulations",
             "simulations.scenarios", "fedpriv.privacy", "fedpriv.audit", "server.privacy",
             "client.privacy", "client.secagg", "server.secagg", "strategies.update_mean",
-            "fedpriv.secagg"]
+            "fedpriv.secagg", "fedpriv.certs"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -97,3 +97,14 @@ def test_client_refuses_a_round_past_its_own_budget(tmp_path):
 
     with PrivacyLedger.open(ledger) as led:
         assert [r for r, _ in led.events()] == [1]  # the refused round spent nothing
+
+
+def test_node_config_budget_and_device_override_the_server(tmp_path):
+    from client.data import node_overrides
+    from fedpriv.config import Device, RunConfig
+
+    cfg = RunConfig.from_mapping({"client-max-epsilon": 10.0, "device": "auto"})
+    own = node_overrides(cfg, {"client-max-epsilon": 3.0, "device": "cpu"})
+    assert own.client_max_epsilon == 3.0 and own.device is Device.CPU
+    # The server cannot raise a device's own limit.
+    assert node_overrides(cfg, {"client-max-epsilon": 50.0}).client_max_epsilon == 10.0

@@ -1,0 +1,141 @@
+"""Certificates and keys for a deployed federation, made with ``cryptography``.
+
+``fedpriv certs init DIR --host ...`` writes a private CA (``ca.pem``/``ca.key``) and a
+SuperLink TLS certificate (``superlink.pem``/``superlink.key``) whose subject alternative
+names are the given hosts (IP addresses and DNS names). ``fedpriv certs node NAME`` writes
+a SuperNode's authentication key pair (``nodes/NAME``, ``nodes/NAME.pub``) in the OpenSSH
+format Flower's node authentication reads (EC on NIST P-384). Private keys are written
+0600; nothing is overwritten without ``force``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["CertError", "CertPaths", "init_certs", "node_key", "node_paths"]
+
+_VALID_DAYS = 365
+
+
+class CertError(ValueError):
+    """Bad input or an existing file that would be overwritten."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertPaths:
+    """Where ``init_certs`` wrote its files."""
+
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+
+
+def _write(path: Path, data: bytes, *, private: bool, force: bool) -> None:
+    if path.exists() and not force:
+        raise CertError(f"{path} exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+    os.chmod(path, 0o600 if private else 0o644)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM,
+                             serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            if not h or any(c.isspace() for c in h):
+                raise CertError(f"--host must be an IP address or DNS name, got {h!r}") from None
+            names.append(x509.DNSName(h))
+    return x509.SubjectAlternativeName(names)
+
+
+def init_certs(directory: str | Path, hosts: list[str], *, force: bool = False,
+               days: int = _VALID_DAYS) -> CertPaths:
+    """Write a CA and a SuperLink certificate valid for ``hosts``."""
+    if not hosts:
+        raise CertError("--host is required at least once (the SuperLink's IP or DNS name)")
+    root = Path(directory)
+    paths = CertPaths(ca_cert=root / "ca.pem", ca_key=root / "ca.key",
+                      server_cert=root / "superlink.pem", server_key=root / "superlink.key")
+    for p in (paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key):
+        if p.exists() and not force:
+            raise CertError(f"{p} exists; pass --force to overwrite it")
+    san = _san(hosts)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedpriv federation CA")])
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, key_cert_sign=True, crl_sign=True,
+            content_commitment=False, key_encipherment=False, data_encipherment=False,
+            key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .sign(ca_key, hashes.SHA384())
+    )
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name).public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(san, critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
+    _write(paths.ca_key, _pem_key(ca_key), private=True, force=force)
+    _write(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), private=False,
+           force=force)
+    _write(paths.server_key, _pem_key(server_key), private=True, force=force)
+    _write(paths.server_cert, server_cert.public_bytes(serialization.Encoding.PEM),
+           private=False, force=force)
+    return paths
+
+
+def node_paths(directory: str | Path, name: str) -> tuple[Path, Path]:
+    """(private key, public key) paths of SuperNode ``name``."""
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise CertError(f"node name must be letters, digits, '-', '_' or '.', got {name!r}")
+    root = Path(directory) / "nodes"
+    return root / name, root / f"{name}.pub"
+
+
+def node_key(directory: str | Path, name: str, *, force: bool = False) -> tuple[Path, Path]:
+    """Write SuperNode ``name``'s authentication key pair (OpenSSH, EC P-384)."""
+    private, public = node_paths(directory, name)
+    key = ec.generate_private_key(ec.SECP384R1())
+    _write(private, key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.OpenSSH,
+                                      serialization.NoEncryption()), private=True, force=force)
+    _write(public, key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                 serialization.PublicFormat.OpenSSH) + b"\n",
+           private=False, force=force)
+    return private, public

@@ -69,6 +69,14 @@ class StrategyName(enum.StrEnum):
     FEDAVG = "fedavg"
     FEDPROX = "fedprox"
     FEDADAM = "fedadam"
+    FEDMEDIAN = "fedmedian"
+    FEDTRIMMEDAVG = "fedtrimmedavg"
+    KRUM = "krum"
+
+
+#: Robust rules that must see every client's own update: they cannot run on a sum.
+NEEDS_INDIVIDUAL_UPDATES = frozenset({StrategyName.FEDMEDIAN, StrategyName.FEDTRIMMEDAVG,
+                                      StrategyName.KRUM})
 
 
 class Device(enum.StrEnum):
@@ -309,6 +317,16 @@ class RunConfig:
                 "target-epsilon",
                 f"needs dp-mode=record or user, got dp-mode=none (target-epsilon="
                 f"{self.target_epsilon:g})",
+            )
+        if self.strategy in NEEDS_INDIVIDUAL_UPDATES and (
+                self.secagg or self.dp_mode is DpMode.USER):
+            why = ("secure aggregation shows the server only the cohort's sum"
+                   if self.secagg else "user-level DP gives the strategy only the noised sum")
+            raise ConfigError(
+                "strategy",
+                f"{self.strategy.value} needs each client's own update, but {why}; use "
+                f"fedavg, fedprox or fedadam with "
+                f"{'secagg=true' if self.secagg else 'dp-mode=user'}",
             )
         if self.dropout_rate > 0 and not self.secagg:
             raise ConfigError(

@@ -6,7 +6,15 @@ secure aggregation; the aggregation rule itself is Flower's.
 
 from __future__ import annotations
 
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import (
+    FedAdam,
+    FedAvg,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    Krum,
+    Strategy,
+)
 
 from fedpriv.config import RunConfig, StrategyName
 from fedpriv.messages import ARRAYS, CONFIG, NUM_EXAMPLES
@@ -37,4 +45,14 @@ def build_strategy(cfg: RunConfig) -> Strategy:
     if cfg.strategy is StrategyName.FEDADAM:
         # Reddi et al. 2021 (Adaptive Federated Optimization), Algorithm 2.
         return FedAdam(**common, eta=cfg.server_lr, eta_l=cfg.lr)
-    raise ValueError(f"strategy must be one of fedavg, fedprox, fedadam, got {cfg.strategy!r}")
+    if cfg.strategy is StrategyName.FEDMEDIAN:
+        # Yin et al. 2018, coordinate-wise median.
+        return FedMedian(**common)
+    if cfg.strategy is StrategyName.FEDTRIMMEDAVG:
+        # Yin et al. 2018, coordinate-wise trimmed mean (beta cut from each end).
+        return FedTrimmedAvg(**common, beta=0.2)
+    if cfg.strategy is StrategyName.KRUM:
+        # Blanchard et al. 2017; tolerates up to the given number of Byzantine clients.
+        return Krum(**common, num_malicious_nodes=max(0, (cfg.cohort_size - 3) // 2))
+    allowed = ", ".join(m.value for m in StrategyName)
+    raise ValueError(f"strategy must be one of {{{allowed}}}, got {cfg.strategy!r}")

@@ -28,7 +28,8 @@ def test_string_values_from_set_are_coerced():
     ("alpha", "0", "alpha: must be in (0, inf), got 0"),
     ("alpha", "nan", "alpha"),
     ("dataset", "nope", "dataset: must be one of {digits, synthetic}, got 'nope'"),
-    ("strategy", "krum", "strategy: must be one of {fedavg, fedprox, fedadam}, got 'krum'"),
+    ("strategy", "mean", "strategy: must be one of {fedavg, fedprox, fedadam, fedmedian, "
+                         "fedtrimmedavg, krum}, got 'mean'"),
     ("test-fraction", "1", "test-fraction: must be in (0, 1)"),
 ])
 def test_bad_values_name_key_domain_and_value(key, value, fragment):
@@ -64,3 +65,12 @@ def test_cohort_size_zero_means_everyone():
     assert RunConfig.from_mapping({"clients": 7, "clients-per-round": 3}).cohort_size == 3
     with pytest.raises(ConfigError, match="clients-per-round"):
         RunConfig.from_mapping({"clients": 3, "clients-per-round": 5}).resolved()
+
+
+@pytest.mark.parametrize("strategy", ["fedmedian", "fedtrimmedavg", "krum"])
+def test_robust_rules_refuse_sums_and_say_why(strategy):
+    with pytest.raises(ConfigError, match="needs each client's own update, but secure"):
+        RunConfig.from_mapping({"strategy": strategy, "secagg": "true"})
+    with pytest.raises(ConfigError, match="user-level DP gives the strategy only"):
+        RunConfig.from_mapping({"strategy": strategy, "dp-mode": "user"})
+    RunConfig.from_mapping({"strategy": strategy, "dp-mode": "record"})  # fine

@@ -17,7 +17,8 @@ def grid_for(cfg, **kw):
     return LoopbackGrid(client_app, nodes, **kw)
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "fedprox", "fedadam"])
+@pytest.mark.parametrize("strategy", ["fedavg", "fedprox", "fedadam", "fedmedian",
+                                      "fedtrimmedavg", "krum"])
 def test_server_app_runs_rounds_and_records_them(tmp_path, strategy):
     cfg = RunConfig.from_mapping({"rounds": 2, "clients": 4, "clients-per-round": 3,
                                   "local-epochs": 1, "strategy": strategy}).resolved()
@@ -35,7 +36,7 @@ def test_server_app_runs_rounds_and_records_them(tmp_path, strategy):
     assert all(r["cohort"] == 3 and r["replies"] == 3 for r in lines)
     model = run_dir.load_model()
     assert model and all(np.isfinite(v).all() for v in model.values())
-    if strategy != "fedadam":  # FedAdam's eta=0.01 moves slowly from a random init
+    if strategy not in {"fedadam", "krum"}:  # FedAdam's eta=0.01 is slow; Krum picks one
         assert on_disk["final_accuracy"] > on_disk["initial_accuracy"]
 
 

@@ -31,6 +31,7 @@ from fedpriv.privacy import (
     epsilon,
 )
 from fedpriv.tasks import ArrayDataset, to_loader
+from fedpriv.tasks.training import proximal_term
 
 __all__ = [
     "LEDGER_PATH_KEY",
@@ -177,9 +178,7 @@ def _dp_steps(dp_model: nn.Module, dp_opt: Any, dp_criterion: Any, dp_loader: An
                 continue
             loss = dp_criterion(dp_model(xb), yb)
             if global_params is not None:
-                prox = sum(((w - g) ** 2).sum() for w, g in
-                           zip(model.parameters(), global_params, strict=True))
-                loss = loss + 0.5 * proximal_mu * prox
+                loss = loss + proximal_term(model, global_params, proximal_mu)
             loss.backward()
             dp_opt.step()
             total += float(loss.detach()) * len(yb)

@@ -19,7 +19,7 @@ from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -49,7 +49,7 @@ from fedpriv.secagg import (
     make_setup,
     setup_to_dict,
 )
-from strategies.updates import numpy_record, train_loss
+from strategies.updates import numpy_record, synthetic_reply, train_loss
 
 __all__ = ["SecAggStrategy"]
 
@@ -217,16 +217,8 @@ class SecAggStrategy(Strategy):
                    SUM_UNCLIPPED: unclipped, NUM_EXAMPLES: weight}
         if loss is not None:
             metrics[TRAIN_LOSS] = loss
-        md = plain[0].metadata
-        return Message(
-            content=RecordDict({UPDATE_SUM: numpy_record(arrays),
-                                METRICS: MetricRecord(metrics)}),
-            metadata=Metadata(
-                run_id=md.run_id, message_id="", src_node_id=md.src_node_id,
-                dst_node_id=md.dst_node_id, reply_to_message_id=md.reply_to_message_id,
-                group_id=md.group_id, created_at=time.time(), ttl=md.ttl,
-                message_type=md.message_type),
-        )
+        return synthetic_reply(plain[0], RecordDict({UPDATE_SUM: numpy_record(arrays),
+                                                     METRICS: MetricRecord(metrics)}))
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:

@@ -31,7 +31,14 @@ from fedpriv.messages import (
     UPDATE_WEIGHT,
 )
 
-__all__ = ["UpdateSum", "model_reply", "numpy_record", "sum_updates", "train_loss"]
+__all__ = [
+    "UpdateSum",
+    "model_reply",
+    "numpy_record",
+    "sum_updates",
+    "synthetic_reply",
+    "train_loss",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,12 +139,21 @@ def model_reply(template: Message, arrays: ArrayRecord, *, weight: float,
 
     ``template`` is any real reply of the round (for its run id and message type).
     """
-    md = template.metadata
     metrics: dict[str, float] = {NUM_EXAMPLES: float(weight)}
     if loss is not None:
         metrics[TRAIN_LOSS] = loss
+    return synthetic_reply(template, RecordDict({ARRAYS: arrays,
+                                                 METRICS: MetricRecord(metrics)}))
+
+
+def synthetic_reply(template: Message, content: RecordDict) -> Message:
+    """A reply made on the server, with ``template``'s metadata (a real reply of the round).
+
+    Built with explicit Metadata: the runtime only sets it for messages that travel.
+    """
+    md = template.metadata
     return Message(
-        content=RecordDict({ARRAYS: arrays, METRICS: MetricRecord(metrics)}),
+        content=content,
         metadata=Metadata(
             run_id=md.run_id, message_id="", src_node_id=md.src_node_id,
             dst_node_id=md.dst_node_id, reply_to_message_id=md.reply_to_message_id,

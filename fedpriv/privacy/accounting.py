@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 import dp_accounting
 from dp_accounting import pld, rdp
 
-from fedpriv.privacy.events import DpEvent, DpSgdEvent
+from fedpriv.privacy.events import DpEvent, DpSgdEvent, sampled_gaussian
 
 __all__ = ["Accountant", "calibrate_noise_multiplier", "epsilon", "epsilon_by_step"]
 
@@ -84,10 +84,7 @@ def _compose(groups: tuple[tuple[tuple[float, float], int], ...], delta: float,
              accountant: Accountant) -> float:
     acc = _fresh(accountant)
     for (sigma, q), count in groups:
-        step: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(sigma)
-        if q < 1.0:
-            step = dp_accounting.PoissonSampledDpEvent(q, step)
-        acc.compose(step, count)
+        acc.compose(sampled_gaussian(sigma, q, count))
     eps = float(acc.get_epsilon(delta))
     return math.inf if math.isnan(eps) else eps
 

@@ -14,7 +14,14 @@ from typing import Any
 
 import dp_accounting
 
-__all__ = ["DpEvent", "DpSgdEvent", "GaussianSumEvent", "Mechanism", "event_from_dict"]
+__all__ = [
+    "DpEvent",
+    "DpSgdEvent",
+    "GaussianSumEvent",
+    "Mechanism",
+    "event_from_dict",
+    "sampled_gaussian",
+]
 
 
 class Mechanism(enum.StrEnum):
@@ -31,6 +38,14 @@ def _check(name: str, value: float, lo: float, hi: float, *, lo_open: bool = Fal
     if bad:
         left, right = "(" if lo_open else "[", ")" if hi_open else "]"
         raise ValueError(f"{name} must be in {left}{lo:g}, {hi:g}{right}, got {value!r}")
+
+
+def sampled_gaussian(sigma: float, q: float, count: int) -> dp_accounting.DpEvent:
+    """``count`` compositions of the Poisson-sampled Gaussian mechanism (q = 1: unsampled)."""
+    step: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(sigma)
+    if q < 1.0:
+        step = dp_accounting.PoissonSampledDpEvent(q, step)
+    return dp_accounting.SelfComposedDpEvent(step, count)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,10 +91,7 @@ class DpSgdEvent:
 
     def to_dp_event(self) -> dp_accounting.DpEvent:
         """``SelfComposed(PoissonSampled(q, Gaussian(sigma)), steps)`` in dp-accounting."""
-        step: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(self.noise_multiplier)
-        if self.sampling_rate < 1.0:
-            step = dp_accounting.PoissonSampledDpEvent(self.sampling_rate, step)
-        return dp_accounting.SelfComposedDpEvent(step, self.steps)
+        return sampled_gaussian(self.noise_multiplier, self.sampling_rate, self.steps)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,10 +140,7 @@ class GaussianSumEvent:
 
     def to_dp_event(self) -> dp_accounting.DpEvent:
         """``SelfComposed(PoissonSampled(q, Gaussian(z)), rounds)`` in dp-accounting."""
-        step: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(self.noise_multiplier)
-        if self.sampling_rate < 1.0:
-            step = dp_accounting.PoissonSampledDpEvent(self.sampling_rate, step)
-        return dp_accounting.SelfComposedDpEvent(step, self.rounds)
+        return sampled_gaussian(self.noise_multiplier, self.sampling_rate, self.rounds)
 
 
 DpEvent = DpSgdEvent | GaussianSumEvent

@@ -11,7 +11,7 @@ from torch import nn
 from fedpriv.config import Device
 from fedpriv.tasks.data import ArrayDataset
 
-__all__ = ["evaluate", "resolve_device", "train_epochs"]
+__all__ = ["evaluate", "proximal_term", "resolve_device", "train_epochs"]
 
 
 def resolve_device(device: Device) -> torch.device:
@@ -54,16 +54,20 @@ def train_epochs(
             loss = criterion(model(xb), yb)
             if proximal_mu > 0:
                 assert global_params is not None
-                prox = sum(
-                    ((w - g) ** 2).sum()
-                    for w, g in zip(model.parameters(), global_params, strict=True)
-                )
-                loss = loss + 0.5 * proximal_mu * prox
+                loss = loss + proximal_term(model, global_params, proximal_mu)
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(yb)
             count += len(yb)
     return total / count if count else float("nan")
+
+
+def proximal_term(model: nn.Module, global_params: list[torch.Tensor],
+                  mu: float) -> torch.Tensor:
+    """FedProx's ``(mu / 2) * ||w - w_global||^2`` (Li et al. 2020, Eq. 2)."""
+    sq = sum(((w - g) ** 2).sum()
+             for w, g in zip(model.parameters(), global_params, strict=True))
+    return 0.5 * mu * sq  # type: ignore[return-value]
 
 
 @torch.no_grad()

@@ -195,6 +195,30 @@ def _audit_table(report: Any) -> Table:
     return table
 
 
+@app.command()
+def bench(
+    names: Annotated[list[str] | None, typer.Argument(
+        help="Suites: dpsgd, accounting, secagg, round, utility (default: all).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Small settings (minutes).")] = False,
+) -> None:
+    """Run the benchmark suites side by side; write bench/results/*.json and README.md.
+
+    Needs the repository checkout (the suites live in bench/, beside the package).
+    """
+    try:
+        from bench.suites.runner import SUITES, run_suites
+    except ImportError:
+        raise _fail("the benchmark suites live in the repository's bench/ directory: run "
+                    "`fedpriv bench` from a checkout") from None
+    unknown = sorted(set(names or []) - set(SUITES))
+    if unknown:
+        raise _fail(f"NAMES: must be among {{{', '.join(SUITES)}}}, got {', '.join(unknown)}")
+    run_suites(list(names or []), quick)
+    from bench.suites.common import RESULTS
+
+    _out.print((RESULTS / "README.md").read_text(), markup=False, highlight=False)
+
+
 certs_app = typer.Typer(help="Certificates and node keys for a deployed federation.",
                         no_args_is_help=True)
 app.add_typer(certs_app, name="certs")

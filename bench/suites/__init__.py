@@ -1,0 +1,1 @@
+"""fedpriv benchmark suites (see runner.py)."""

@@ -35,6 +35,9 @@ def _plain(rounds: int, epochs: int) -> dict[str, Any]:
         if proc.returncode != 0 or not out.exists():
             raise RuntimeError(f"plain Flower app failed:\n{proc.stderr[-2000:]}")
         data = json.loads(out.read_text())
+    if data["final_accuracy"] <= data["initial_accuracy"]:
+        raise RuntimeError("the plain Flower app did not learn (its clients failed?): "
+                           f"{data}")
     return {"seconds_per_round": per_round(data["round_ends"]),
             "final_accuracy": data["final_accuracy"]}
 

@@ -13,16 +13,28 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from fedpriv.privacy import Accountant, LedgerError, PrivacyLedger, epsilon
 
-__all__ = ["AuditReport", "ScopeAudit", "audit_run", "write_report"]
+__all__ = [
+    "TOLERANCE",
+    "AuditReport",
+    "ScopeAudit",
+    "audit_run",
+    "render_markdown",
+    "render_table",
+    "write_report",
+]
 
-#: Slack for comparing epsilons: PLD is recomputed with the same discretisation.
-TOLERANCE = 1e-6
+#: Slack for comparing epsilons: PLD is recomputed with the same discretisation, so the
+#: figures agree to rounding; a scope is over budget when epsilon > max_epsilon + this.
+TOLERANCE = 1e-9
 
 
 @dataclass(slots=True, kw_only=True)
@@ -41,6 +53,11 @@ class ScopeAudit:
     rounds: int = 0
     mechanisms: list[str] = field(default_factory=list)
     epsilon_by_round: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """The chain verifies and the budget holds."""
+        return self.chain_ok and not self.over_budget
 
     @property
     def over_budget(self) -> bool:
@@ -64,14 +81,21 @@ class AuditReport:
         return not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-safe dict (``inf`` budgets as ``null``)."""
+        """A JSON-safe dict (``inf`` budgets as ``null``, an infinite epsilon as "inf")."""
         scopes = []
         for s in self.scopes:
             d = asdict(s)
-            d["over_budget"] = s.over_budget
+            d["ok"], d["over_budget"] = s.ok, s.over_budget
+            for key in ("epsilon_pld", "epsilon_rdp"):
+                d[key] = _json_float(d[key])
+            d["epsilon_by_round"] = [[r, _json_float(e)] for r, e in s.epsilon_by_round]
             scopes.append(d)
         return {"run_dir": self.run_dir, "ok": self.ok, "problems": self.problems,
                 "reported": self.reported, "scopes": scopes}
+
+
+def _json_float(value: float | None) -> float | str | None:
+    return "inf" if value is not None and math.isinf(value) else value
 
 
 def _budget(value: float) -> float | None:
@@ -90,7 +114,10 @@ def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
         report = ledger.verify(expected_head)
         if not report.ok:
             problems.append(f"{path}: entry {report.broken_seq}: {report.reason}")
-            scope = ledger.entries()[0].scope if ledger.entries() else "?"
+            try:
+                scope = ledger.genesis().scope
+            except (LedgerError, sqlite3.DatabaseError):
+                scope = "?"
             return [ScopeAudit(ledger=str(path), scope=scope, chain_ok=False,
                                broken_seq=report.broken_seq, reason=report.reason)]
         delta, budget = ledger.delta, ledger.max_epsilon
@@ -112,32 +139,75 @@ def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
                 epsilon_by_round=by_round,
             )
             if audit.over_budget:
+                first = next(r for r, e in by_round if e > budget + TOLERANCE)
                 problems.append(
                     f"{path}: {scope} spent epsilon {audit.epsilon_pld:.4f} > its budget "
-                    f"{budget:g}")
+                    f"{budget:g} (first exceeded in round {first})")
             out.append(audit)
         return out
 
 
+Head = tuple[int, str]
+
+
+def _read_summary(path: Path, problems: list[str]
+                  ) -> tuple[dict[str, Any] | None, Head | None, dict[str, Head]]:
+    """The reported epsilon, the federation's head and each client's, from summary.json."""
+    if not path.is_file():
+        return None, None, {}
+    try:
+        summary = json.loads(path.read_text())
+        reported = summary.get("epsilon")
+        head = None
+        if "ledger_head" in summary:
+            head = (int(summary["ledger_head"]["seq"]), str(summary["ledger_head"]["hash"]))
+        client_heads = {}
+        for client, text in summary.get("client_ledger_heads", {}).items():
+            seq, _, digest = str(text).partition(":")
+            client_heads[str(client)] = (int(seq), digest)
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        problems.append(f"{path} is unreadable or malformed ({err}); no head is checked")
+        return None, None, {}
+    return reported, head, client_heads
+
+
+def _check_reported(reported: dict[str, Any], federation: Path,
+                    scopes: list[ScopeAudit], problems: list[str]) -> None:
+    fed = [s.epsilon_pld or 0.0 for s in scopes if s.ledger == str(federation)]
+    recomputed = max(fed, default=0.0)
+    claimed = reported.get("federation")
+    if claimed is None:
+        return
+    if abs(recomputed - float(claimed)) > 1e-6 * max(1.0, recomputed):
+        problems.append(f"summary.json reports federation epsilon {claimed}, the ledger "
+                        f"gives {recomputed}")
+
+
 def audit_run(run_dir: str | Path) -> AuditReport:
-    """Audit every ledger of the run in ``run_dir``."""
+    """Audit every ledger of the run in ``run_dir``.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run directory: ``ledger.sqlite`` (the federation's ledger), optionally
+        ``clients/<client-id>/ledger.sqlite`` (each client's own), and optionally
+        ``summary.json`` with ``"ledger_head": {"seq": n, "hash": "..."}`` (checked as
+        the federation ledger's head), ``"client_ledger_heads": {"<id>": "seq:hash"}``
+        and ``"epsilon": {"federation": eps}`` (checked against the recomputation).
+
+    Returns
+    -------
+    AuditReport
+        One :class:`ScopeAudit` per scope of each ledger; ``ok`` iff ``problems`` is
+        empty (every chain verifies, no budget is exceeded, the reported epsilon
+        matches). Nothing is written; see :func:`write_report`.
+    """
     root = Path(run_dir)
     problems: list[str] = []
     if not root.is_dir():
         return AuditReport(run_dir=str(root), scopes=[], reported=None,
                            problems=[f"{root} is not a run directory"])
-    summary_path = root / "summary.json"
-    reported = None
-    head = None
-    client_heads: dict[str, tuple[int, str]] = {}
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        reported = summary.get("epsilon")
-        if "ledger_head" in summary:
-            head = (int(summary["ledger_head"]["seq"]), str(summary["ledger_head"]["hash"]))
-        for client, text in summary.get("client_ledger_heads", {}).items():
-            seq, _, digest = str(text).partition(":")
-            client_heads[client] = (int(seq), digest)
+    reported, head, client_heads = _read_summary(root / "summary.json", problems)
     federation = root / "ledger.sqlite"
     scopes: list[ScopeAudit] = []
     if federation.is_file():
@@ -147,37 +217,61 @@ def audit_run(run_dir: str | Path) -> AuditReport:
     for path in sorted((root / "clients").glob("*/ledger.sqlite")):
         scopes += _audit_ledger(path, client_heads.get(path.parent.name), problems)
     if not scopes and not problems:
-        problems.append(f"{root} holds no privacy ledger (was the run made with a dp-mode?)")
+        problems.append(f"{root} holds no privacy ledger (was the run made with a "
+                        "dp-mode?)")
     if reported and federation.is_file() and all(s.chain_ok for s in scopes):
-        fed = [s.epsilon_pld or 0.0 for s in scopes if s.ledger == str(federation)]
-        recomputed = max(fed, default=0.0)
-        claimed = reported.get("federation")
-        if claimed is not None and abs(recomputed - float(claimed)) > 1e-6 * max(1, recomputed):
-            problems.append(f"summary.json reports federation epsilon {claimed}, the ledger "
-                            f"gives {recomputed}")
-    return AuditReport(run_dir=str(root), scopes=scopes, problems=problems, reported=reported)
+        _check_reported(reported, federation, scopes, problems)
+    return AuditReport(run_dir=str(root), scopes=scopes, problems=problems,
+                       reported=reported)
 
 
 def _fmt(x: float | None, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _markdown_row(s: ScopeAudit) -> str:
+    ledger = Path(s.ledger)
+    chain = "ok" if s.chain_ok else f"broken at {s.broken_seq}"
+    budget = "∞" if s.max_epsilon is None else _fmt(s.max_epsilon, "g")
+    if s.over_budget:
+        budget += " (exceeded)"
+    cells = [f"{ledger.parent.name or '.'}/{ledger.name}", s.scope, chain,
+             _fmt(s.epsilon_pld), _fmt(s.epsilon_rdp), _fmt(s.delta, "g"), budget,
+             str(s.rounds), ", ".join(s.mechanisms)]
+    return "| " + " | ".join(cells) + " |"
+
+
 def render_markdown(report: AuditReport) -> str:
-    """The audit as a Markdown document."""
+    """The audit as a Markdown document (a table, then the problems)."""
     lines = [f"# Privacy audit of `{report.run_dir}`", "",
              f"Result: **{'OK' if report.ok else 'FAILED'}**", "",
-             "| ledger | scope | chain | ε (PLD) | ε (RDP) | δ | budget | rounds | mechanism |",
+             "| ledger | scope | chain | ε (PLD) | ε (RDP) | δ | budget | rounds "
+             "| mechanism |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for s in report.scopes:
-        chain = "ok" if s.chain_ok else f"broken at {s.broken_seq}"
-        lines.append(
-            f"| {Path(s.ledger).parent.name or '.'}/{Path(s.ledger).name} | {s.scope} | "
-            f"{chain} | {_fmt(s.epsilon_pld)} | {_fmt(s.epsilon_rdp)} | {_fmt(s.delta, 'g')} | "
-            f"{_fmt(s.max_epsilon, 'g') if s.max_epsilon is not None else '∞'} | {s.rounds} | "
-            f"{', '.join(s.mechanisms)} |")
+    lines += [_markdown_row(s) for s in report.scopes]
     if report.problems:
         lines += ["", "## Problems", ""] + [f"- {p}" for p in report.problems]
     return "\n".join(lines) + "\n"
+
+
+def render_table(report: AuditReport) -> Table:
+    """The audit as a ``rich`` table, one row per scope (for the terminal)."""
+    table = Table(title=f"privacy audit: {report.run_dir}")
+    for col in ("ledger", "scope", "chain", "ε (PLD)", "ε (RDP)", "δ", "budget",
+                "rounds", "mechanism"):
+        table.add_column(col)
+    for s in report.scopes:
+        ledger = Path(s.ledger)
+        own = ledger.parent.parent.name == "clients"
+        budget = "∞" if s.max_epsilon is None else f"{s.max_epsilon:g}"
+        table.add_row(
+            f"{ledger.parent.name}/{ledger.name}" if own else ledger.name, s.scope,
+            "ok" if s.chain_ok else f"[red]broken at entry {s.broken_seq}[/]",
+            _fmt(s.epsilon_pld), _fmt(s.epsilon_rdp), _fmt(s.delta, "g"),
+            budget + (" [red]exceeded[/]" if s.over_budget else ""), str(s.rounds),
+            ", ".join(s.mechanisms),
+        )
+    return table
 
 
 def write_report(report: AuditReport, run_dir: str | Path) -> list[Path]:

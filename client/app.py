@@ -117,7 +117,7 @@ def train(msg: Message, context: Context) -> Message:
     if cfg.dp_mode is not DpMode.NONE:
         ledger = client_ledger(cfg, node_config, client_id, context.run_id)
         event = planned_event(cfg, len(data), round_clip)
-        reason = budget_refusal(ledger, event)  # before any data is touched
+        reason = budget_refusal(ledger, event, cfg)  # before any data is touched
         if reason:
             ledger.close()
             privacy.update({REFUSED: True, REFUSED_REASON: reason})

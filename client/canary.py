@@ -57,14 +57,17 @@ def canary_reply(cfg: RunConfig, node_config: Mapping[str, Any], msg: Message,
     """The canary's reply: ``C * c_j`` shaped like the model, unweighted, unclipped."""
     index = int(node_config[NODE_PARTITION_ID]) - cfg.clients
     arrays = msg.content[ARRAYS]
-    shapes = {k: a.numpy().shape for k, a in arrays.items()}
+    # The direction is laid out over the parameters in sorted-name order (the auditor
+    # flattens the saved model the same way); the reply keeps the model's own order.
+    shapes = {k: arrays[k].numpy().shape for k in sorted(arrays.keys())}
     dim = sum(int(np.prod(s)) for s in shapes.values())
     direction = canary_direction(canary_key(cfg.run_dir), index, dim) * clip  # (dim,)
-    update, at = {}, 0
+    parts, at = {}, 0
     for key, shape in shapes.items():
         size = int(np.prod(shape))
-        update[key] = direction[at:at + size].reshape(shape).astype(np.float32)
+        parts[key] = direction[at:at + size].reshape(shape).astype(np.float32)
         at += size
+    update = {key: parts[key] for key in arrays.keys()}
     return {
         UPDATE: numpy_record(update),
         METRICS: MetricRecord({UPDATE_WEIGHT: 1.0, UNCLIPPED: 1.0}),

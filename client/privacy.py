@@ -110,16 +110,29 @@ def planned_event(cfg: RunConfig, n_local: int, round_clip: float) -> DpEvent:
     raise ValueError(f"dp-mode must be record or user for a DP event, got {cfg.dp_mode}")
 
 
-def budget_refusal(ledger: PrivacyLedger, event: DpEvent) -> str:
-    """Why this round would exceed the client's budget, or ``""`` if it fits."""
+def budget_refusal(ledger: PrivacyLedger, event: DpEvent, cfg: RunConfig | None = None
+                   ) -> str:
+    """Why this round would exceed the client's budget, or ``""`` if it fits.
+
+    The budget is the ledger's (fixed when it was created) or, if lower, what ``cfg``
+    asks now (:func:`client_budget`); the check is a dry run before any data is touched.
+    """
     spent = [ev for _, ev in ledger.events()]
     budget = ledger.max_epsilon
+    label = "its budget"
+    if cfg is not None and client_budget(cfg) < budget:
+        budget = client_budget(cfg)
+    if cfg is not None and cfg.dp_mode is DpMode.RECORD and budget == cfg.max_epsilon:
+        label = "max-epsilon"
+    elif cfg is not None and budget == cfg.client_max_epsilon:
+        label = "client-max-epsilon"
     if math.isinf(budget):
         return ""
     projected = epsilon([*spent, event], ledger.delta)
     if projected > budget:
-        return (f"budget: this round would raise epsilon from {epsilon(spent, ledger.delta):.3f} "
-                f"to {projected:.3f} > client-max-epsilon {budget:g} (delta {ledger.delta:g})")
+        return (f"this round would raise its epsilon from "
+                f"{epsilon(spent, ledger.delta):.3f} to {projected:.3f} > {label} "
+                f"{budget:g} (delta {ledger.delta:g})")
     return ""
 
 

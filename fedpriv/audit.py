@@ -4,9 +4,13 @@ The audit trusts nothing the run reported: it re-reads each ledger (the federati
 ``RUN_DIR/ledger.sqlite``, and every client's, ``RUN_DIR/clients/*/ledger.sqlite``),
 verifies its hash chain (and that its head is the one recorded in ``summary.json``: the
 federation's by the server, each client's as the client reported it in its last
-reply), recomputes epsilon from the logged events with two
-accountants (PLD, the reported figure, and RDP beside it), and checks each scope against
-the budget its genesis entry fixed.
+reply), recomputes epsilon from the logged events with two independently written
+accountants (Google's dp-accounting PLD, the reported figure, and Microsoft's
+prv-accountant; RDP is shown beside them) and fails when they disagree by more than
+:data:`AGREEMENT` (1 %), recomputes adaptive clipping's combined noise multiplier from
+its parts (Andrew et al. 2021, Theorem 1), checks each scope against the budget its
+genesis entry fixed, flags a ``reproducible`` (seeded) run, and, for a run with canary
+clients, compares the empirical privacy estimate (Andrew et al. 2024) with the claim.
 """
 
 from __future__ import annotations
@@ -20,9 +24,18 @@ from typing import Any
 
 from rich.table import Table
 
-from fedpriv.privacy import Accountant, LedgerError, PrivacyLedger, epsilon
+from fedpriv.privacy import (
+    Accountant,
+    GaussianSumEvent,
+    LedgerError,
+    PrivacyLedger,
+    epsilon,
+)
+from fedpriv.privacy.prv import prv_epsilon
 
 __all__ = [
+    "ACCOUNTANTS",
+    "AGREEMENT",
     "TOLERANCE",
     "AuditReport",
     "ScopeAudit",
@@ -36,6 +49,17 @@ __all__ = [
 #: figures agree to rounding; a scope is over budget when epsilon > max_epsilon + this.
 TOLERANCE = 1e-9
 
+#: Largest relative disagreement allowed between the two independent accountants, and
+#: between the reported epsilon and the independent one.
+AGREEMENT = 0.01
+
+#: The accountants the audit names in its output.
+ACCOUNTANTS = {
+    "pld": "dp-accounting PLD (Google; reported by the run)",
+    "prv": "prv-accountant PRV (Microsoft; independent recomputation)",
+    "rdp": "dp-accounting RDP (looser bound, for reference)",
+}
+
 
 @dataclass(slots=True, kw_only=True)
 class ScopeAudit:
@@ -47,6 +71,7 @@ class ScopeAudit:
     broken_seq: int | None
     reason: str
     epsilon_pld: float | None = None
+    epsilon_prv: float | None = None
     epsilon_rdp: float | None = None
     delta: float | None = None
     max_epsilon: float | None = None
@@ -74,6 +99,8 @@ class AuditReport:
     scopes: list[ScopeAudit]
     problems: list[str]
     reported: dict[str, Any] | None
+    warnings: list[str] = field(default_factory=list)
+    empirical: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -86,12 +113,40 @@ class AuditReport:
         for s in self.scopes:
             d = asdict(s)
             d["ok"], d["over_budget"] = s.ok, s.over_budget
-            for key in ("epsilon_pld", "epsilon_rdp"):
+            for key in ("epsilon_pld", "epsilon_prv", "epsilon_rdp"):
                 d[key] = _json_float(d[key])
             d["epsilon_by_round"] = [[r, _json_float(e)] for r, e in s.epsilon_by_round]
             scopes.append(d)
         return {"run_dir": self.run_dir, "ok": self.ok, "problems": self.problems,
-                "reported": self.reported, "scopes": scopes}
+                "warnings": self.warnings, "accountants": ACCOUNTANTS,
+                "reported": self.reported, "empirical": self.empirical, "scopes": scopes}
+
+
+def _agree(a: float, b: float) -> bool:
+    """Within :data:`AGREEMENT` of each other (both infinite counts as agreement)."""
+    if math.isinf(a) or math.isinf(b):
+        return math.isinf(a) and math.isinf(b)
+    return abs(a - b) <= AGREEMENT * max(abs(b), 1e-3)
+
+
+def _check_theorem1(path: Path, scope: str, events: list[tuple[int, Any]],
+                    problems: list[str]) -> None:
+    """Recompute adaptive clipping's z from the noise actually added.
+
+    Andrew et al. 2021, Theorem 1: the update noise z_Delta and the centred-count noise
+    sigma_b (sensitivity 1/2) make one Gaussian mechanism with
+    z = (z_Delta^-2 + (2 sigma_b)^-2)^(-1/2); the ledger's z must not be larger.
+    """
+    for rnd, ev in events:
+        if not isinstance(ev, GaussianSumEvent) or ev.update_noise_multiplier is None:
+            continue
+        z_delta, sigma_b = ev.update_noise_multiplier, ev.count_stddev or 0.0
+        z = 1.0 / math.sqrt(z_delta ** -2 + (2.0 * sigma_b) ** -2) if sigma_b > 0 else 0.0
+        if ev.noise_multiplier > z * (1 + 1e-9):
+            problems.append(
+                f"{path}: {scope}: round {rnd} records z={ev.noise_multiplier:.6g}, but "
+                f"its noise (z_Delta={z_delta:.6g}, sigma_b={sigma_b:.6g}) gives only "
+                f"z={z:.6g} (Andrew et al. 2021, Theorem 1)")
 
 
 def _json_float(value: float | None) -> float | str | None:
@@ -129,9 +184,17 @@ def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
                 if i + 1 == len(events) or events[i + 1][0] != rnd:
                     by_round.append((rnd, epsilon([e for _, e in events[: i + 1]], delta)))
             evs = [e for _, e in events]
+            _check_theorem1(path, scope, events, problems)
+            pld_eps = epsilon(evs, delta, Accountant.PLD)
+            prv_eps = prv_epsilon(evs, delta)
+            if not _agree(pld_eps, prv_eps):
+                problems.append(
+                    f"{path}: {scope}: the accountants disagree: PLD (dp-accounting) "
+                    f"{pld_eps:.4f}, PRV (prv-accountant) {prv_eps:.4f}, more than "
+                    f"{AGREEMENT:.0%} apart")
             audit = ScopeAudit(
                 ledger=str(path), scope=scope, chain_ok=True, broken_seq=None, reason="",
-                epsilon_pld=epsilon(evs, delta, Accountant.PLD),
+                epsilon_pld=pld_eps, epsilon_prv=prv_eps,
                 epsilon_rdp=epsilon(evs, delta, Accountant.RDP),
                 delta=delta, max_epsilon=_budget(budget),
                 rounds=len({r for r, _ in events}),
@@ -173,14 +236,19 @@ def _read_summary(path: Path, problems: list[str]
 
 def _check_reported(reported: dict[str, Any], federation: Path,
                     scopes: list[ScopeAudit], problems: list[str]) -> None:
-    fed = [s.epsilon_pld or 0.0 for s in scopes if s.ledger == str(federation)]
-    recomputed = max(fed, default=0.0)
+    fed = [s for s in scopes if s.ledger == str(federation)]
+    recomputed = max((s.epsilon_pld or 0.0 for s in fed), default=0.0)
+    independent = max((s.epsilon_prv or 0.0 for s in fed), default=0.0)
     claimed = reported.get("federation")
     if claimed is None:
         return
     if abs(recomputed - float(claimed)) > 1e-6 * max(1.0, recomputed):
         problems.append(f"summary.json reports federation epsilon {claimed}, the ledger "
                         f"gives {recomputed}")
+    if not _agree(float(claimed), independent):
+        problems.append(f"summary.json reports federation epsilon {claimed}, the "
+                        f"independent PRV accountant gives {independent:.4f} (more than "
+                        f"{AGREEMENT:.0%} apart)")
 
 
 def audit_run(run_dir: str | Path) -> AuditReport:
@@ -221,8 +289,31 @@ def audit_run(run_dir: str | Path) -> AuditReport:
                         "dp-mode?)")
     if reported and federation.is_file() and all(s.chain_ok for s in scopes):
         _check_reported(reported, federation, scopes, problems)
+    warnings = []
+    summary = _summary_dict(root / "summary.json")
+    if summary.get("reproducible"):
+        warnings.append("reproducible = true: client sampling, minibatch sampling and noise "
+                        "were seeded from the run's seed; the epsilon holds only while that "
+                        "seed is secret")
+    empirical = None
+    if int(summary.get("canaries") or 0) > 0:
+        from fedpriv.empirical import estimate_run
+
+        claimed = (reported or {}).get("federation")
+        empirical = estimate_run(root, int(summary["canaries"]),
+                                 delta=float((reported or {}).get("delta") or 1e-5),
+                                 claimed=None if claimed is None else float(claimed),
+                                 problems=problems)
     return AuditReport(run_dir=str(root), scopes=scopes, problems=problems,
-                       reported=reported)
+                       reported=reported, warnings=warnings, empirical=empirical)
+
+
+def _summary_dict(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _fmt(x: float | None, spec: str = ".4f") -> str:
@@ -236,7 +327,8 @@ def _markdown_row(s: ScopeAudit) -> str:
     if s.over_budget:
         budget += " (exceeded)"
     cells = [f"{ledger.parent.name or '.'}/{ledger.name}", s.scope, chain,
-             _fmt(s.epsilon_pld), _fmt(s.epsilon_rdp), _fmt(s.delta, "g"), budget,
+             _fmt(s.epsilon_pld), _fmt(s.epsilon_prv), _fmt(s.epsilon_rdp),
+             _fmt(s.delta, "g"), budget,
              str(s.rounds), ", ".join(s.mechanisms)]
     return "| " + " | ".join(cells) + " |"
 
@@ -245,10 +337,19 @@ def render_markdown(report: AuditReport) -> str:
     """The audit as a Markdown document (a table, then the problems)."""
     lines = [f"# Privacy audit of `{report.run_dir}`", "",
              f"Result: **{'OK' if report.ok else 'FAILED'}**", "",
-             "| ledger | scope | chain | ε (PLD) | ε (RDP) | δ | budget | rounds "
+             "| ledger | scope | chain | ε (PLD) | ε (PRV) | ε (RDP) | δ | budget | rounds "
              "| mechanism |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_markdown_row(s) for s in report.scopes]
+    lines += ["", "Accountants: " + "; ".join(f"{k.upper()}: {v}"
+                                             for k, v in ACCOUNTANTS.items())]
+    if report.empirical:
+        e = report.empirical
+        lines += ["", f"Empirical privacy estimate ({e['method']}, {e['canaries']} "
+                      f"canaries): ε ≈ {e['epsilon']:.3f} against the claimed "
+                      f"{_fmt(e['claimed'], '.3f')}"]
+    if report.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
     if report.problems:
         lines += ["", "## Problems", ""] + [f"- {p}" for p in report.problems]
     return "\n".join(lines) + "\n"
@@ -257,9 +358,9 @@ def render_markdown(report: AuditReport) -> str:
 def render_table(report: AuditReport) -> Table:
     """The audit as a ``rich`` table, one row per scope (for the terminal)."""
     table = Table(title=f"privacy audit: {report.run_dir}")
-    for col in ("ledger", "scope", "chain", "ε (PLD)", "ε (RDP)", "δ", "budget",
+    for col in ("ledger", "scope", "chain", "ε (PLD)", "ε (PRV)", "ε (RDP)", "δ", "budget",
                 "rounds", "mechanism"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for s in report.scopes:
         ledger = Path(s.ledger)
         own = ledger.parent.parent.name == "clients"
@@ -267,7 +368,8 @@ def render_table(report: AuditReport) -> Table:
         table.add_row(
             f"{ledger.parent.name}/{ledger.name}" if own else ledger.name, s.scope,
             "ok" if s.chain_ok else f"[red]broken at entry {s.broken_seq}[/]",
-            _fmt(s.epsilon_pld), _fmt(s.epsilon_rdp), _fmt(s.delta, "g"),
+            _fmt(s.epsilon_pld), _fmt(s.epsilon_prv), _fmt(s.epsilon_rdp),
+            _fmt(s.delta, "g"),
             budget + (" [red]exceeded[/]" if s.over_budget else ""), str(s.rounds),
             ", ".join(s.mechanisms),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from logging import INFO, WARNING
+from logging import INFO
 from typing import Any
 
 import numpy as np
@@ -112,7 +112,7 @@ def run_federation(
     reporter.on_start(scenario=scenario, rounds=cfg.rounds, run_dir=str(run_dir.path))
     plan = privacy_plan(cfg) if privacy is not None else None
     if plan is not None:
-        log(WARNING if plan["warning"] else INFO, "fedpriv: %s", plan["text"])
+        log(INFO, "fedpriv: %s", plan["text"])
     config = ConfigRecord(cfg.to_flat())
     status, reason = "completed", ""
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fedpriv.config import ClipMode, DpMode, RunConfig
@@ -40,8 +41,10 @@ def privacy_plan(cfg: RunConfig) -> dict[str, Any]:
         per = {n: planned_record_epsilon(cfg, n) for n in set(sizes)}
         eps = max(per.values())
         sigmas = sorted({record_noise_multiplier(cfg, n) for n in set(sizes)})
+        one_round = max(planned_record_epsilon(dataclasses.replace(cfg, rounds=1), n)
+                        for n in set(sizes)) if cfg.target_epsilon <= 0 else None
         plan.update(epsilon=eps, noise_multiplier_range=[sigmas[0], sigmas[-1]],
-                    partition_sizes=[min(sizes), max(sizes)])
+                    partition_sizes=[min(sizes), max(sizes)], first_round=one_round)
         how = (f"record-level DP-SGD: sigma {sigmas[0]:.4g}..{sigmas[-1]:.4g} over "
                f"{cfg.rounds} rounds, clients of {min(sizes)}..{max(sizes)} examples")
     else:
@@ -51,6 +54,11 @@ def privacy_plan(cfg: RunConfig) -> dict[str, Any]:
     if plan["warning"]:
         text += (f"; WARNING: epsilon above {WARN_EPSILON:g} is a weak guarantee "
                  "(set target-epsilon, or raise noise-multiplier)")
+    if plan.get("first_round") and plan["first_round"] > cfg.max_epsilon:
+        text += (f"; one round alone spends up to {plan['first_round']:.3f} > max-epsilon "
+                 f"{cfg.max_epsilon:g}: clients over it refuse round 1")
+    elif eps > cfg.max_epsilon:
+        text += f"; max-epsilon {cfg.max_epsilon:g} will stop it early"
     if cfg.reproducible:
         text += "; REPRODUCIBLE: sampling and noise are seeded, epsilon holds only while "
         text += "the seed is secret"

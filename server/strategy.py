@@ -153,10 +153,11 @@ class FedPrivStrategy(Strategy):
         dp = self.layer(DpFedAvg)
         if self.privacy is not None:
             if not eligible:
-                reasons = sorted(set(self.privacy.excluded.values()))
+                excluded = self.privacy.excluded
+                example = next(iter(excluded.values()), "")
                 raise BudgetExhausted(
-                    f"round {server_round}: no client can take part, every client refused "
-                    f"for its own budget ({'; '.join(reasons)[:400]})")
+                    f"round {server_round}: no client can take part: all {len(excluded)} "
+                    f"refused for their own budgets (e.g. {example})")
             self.privacy.check_budget(server_round, sampling_rate=self.sampler.rate,
                                       clip=dp.clip if dp is not None else 0.0)
         if dp is not None:  # McMahan et al.'s fixed denominator: m = q * eligible
@@ -198,7 +199,7 @@ class FedPrivStrategy(Strategy):
             node = msg.metadata.src_node_id
             reason = str(rec.get(REFUSED_REASON, ""))
             if self.privacy is not None:
-                self.privacy.excluded[node] = reason
+                self.privacy.excluded[node] = f"{rec.get(CLIENT_ID, node)}: {reason}"
             self.last_refused.append(str(rec.get(CLIENT_ID, node)))
             log(WARNING, "fedpriv: %s refused to train and is left out from now on: %s",
                 rec.get(CLIENT_ID, node), reason)

@@ -102,7 +102,8 @@ def gaussian_pair_epsilon(mu_p: float, sd_p: float, mu_q: float, sd_q: float,
     return hi
 
 
-def empirical_epsilon(observed: np.ndarray, unobserved: np.ndarray, delta: float) -> float:
+def empirical_epsilon(observed: np.ndarray, unobserved: np.ndarray, delta: float, *,
+                      z: float = 0.0) -> float:
     """Andrew et al. 2024's estimate from the two sets of cosines.
 
     Parameters
@@ -113,6 +114,11 @@ def empirical_epsilon(observed: np.ndarray, unobserved: np.ndarray, delta: float
         cos(Delta, c_j) for directions never inserted (>= 2).
     delta : float
         The run's delta.
+    z : float
+        0 for the point estimate. With z > 0 the observed mean is first moved z standard
+        errors (``sd / sqrt(k)``) towards the unobserved mean: a one-sided lower
+        confidence bound on the estimate (z = 1.645: 95 %), which is what an auditor
+        should compare with a claim before calling it false.
     """
     observed = np.asarray(observed, dtype=np.float64)
     unobserved = np.asarray(unobserved, dtype=np.float64)
@@ -121,6 +127,15 @@ def empirical_epsilon(observed: np.ndarray, unobserved: np.ndarray, delta: float
                          f"{observed.size} and {unobserved.size}")
     mu_p, sd_p = float(np.mean(observed)), float(np.std(observed, ddof=1))
     mu_q, sd_q = float(np.mean(unobserved)), float(np.std(unobserved, ddof=1))
+    if z > 0:
+        shift = z * sd_p / math.sqrt(observed.size)
+        gap = mu_p - mu_q
+        mu_p = mu_q + math.copysign(max(abs(gap) - shift, 0.0), gap)
     floor = 1e-12 + 1e-9 * max(abs(mu_p), abs(mu_q))
-    return gaussian_pair_epsilon(mu_p, max(sd_p, floor), mu_q, max(sd_q, floor), delta)
-
+    # The Gaussian noise is isotropic, so an inserted canary's cosine has the same
+    # spread as a never-inserted direction's; the null's spread, estimated from many
+    # directions, is used for both (with a few canaries, their own sample spread would
+    # make the two fitted variances differ by chance, and unequal variances inflate
+    # epsilon without bound).
+    sd = max(sd_q, floor)
+    return gaussian_pair_epsilon(mu_p, sd, mu_q, sd, delta)

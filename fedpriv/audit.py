@@ -356,22 +356,23 @@ def render_markdown(report: AuditReport) -> str:
 
 
 def render_table(report: AuditReport) -> Table:
-    """The audit as a ``rich`` table, one row per scope (for the terminal)."""
-    table = Table(title=f"privacy audit: {report.run_dir}")
-    for col in ("ledger", "scope", "chain", "ε (PLD)", "ε (PRV)", "ε (RDP)", "δ", "budget",
-                "rounds", "mechanism"):
+    """The audit as a ``rich`` table, one row per scope, narrow enough for 80 columns.
+
+    δ is shown once in the title; RDP and the mechanisms are in ``audit.md``.
+    """
+    deltas = sorted({s.delta for s in report.scopes if s.delta is not None})
+    delta = ", ".join(f"{d:g}" for d in deltas) or "-"
+    table = Table(title=f"privacy audit (δ = {delta})")
+    for col in ("ledger", "scope", "chain", "ε PLD", "ε PRV", "budget", "rounds"):
         table.add_column(col, overflow="fold")
     for s in report.scopes:
-        ledger = Path(s.ledger)
-        own = ledger.parent.parent.name == "clients"
+        own = Path(s.ledger).parent.parent.name == "clients"
         budget = "∞" if s.max_epsilon is None else f"{s.max_epsilon:g}"
         table.add_row(
-            f"{ledger.parent.name}/{ledger.name}" if own else ledger.name, s.scope,
-            "ok" if s.chain_ok else f"[red]broken at entry {s.broken_seq}[/]",
-            _fmt(s.epsilon_pld), _fmt(s.epsilon_prv), _fmt(s.epsilon_rdp),
-            _fmt(s.delta, "g"),
+            "client's" if own else "server", s.scope,
+            "ok" if s.chain_ok else f"[red]broken at {s.broken_seq}[/]",
+            _fmt(s.epsilon_pld), _fmt(s.epsilon_prv),
             budget + (" [red]exceeded[/]" if s.over_budget else ""), str(s.rounds),
-            ", ".join(s.mechanisms),
         )
     return table
 

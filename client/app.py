@@ -138,6 +138,13 @@ def train(msg: Message, context: Context) -> Message:
                             proximal_mu=mu, global_params=global_params)
 
     local_state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    bad = [k for k, v in local_state.items() if v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:  # nothing is sent, so nothing is spent or recorded
+        if ledger is not None:
+            ledger.close()
+        raise ValueError(f"training produced non-finite values in {', '.join(bad)}; the "
+                         "update is not sent")
     metrics: dict[str, float] = {}
     if cfg.dp_mode is DpMode.NONE:
         metrics.update({NUM_EXAMPLES: len(data), TRAIN_LOSS: loss})

@@ -93,6 +93,7 @@ def run_federation(
             "test_accuracy": acc,
             "cohort": len(strategy.last_cohort),
             "replies": strategy.last_replies,
+            "rejected": list(strategy.last_rejected),
             "elapsed_seconds": time.monotonic() - t0,
         }
         if privacy is not None:

@@ -62,6 +62,15 @@ class CohortGrid:
         return getattr(self._grid, name)
 
 
+def _finite_record(record: ArrayRecord) -> bool:
+    """Every array of ``record`` is finite (integer arrays always are)."""
+    for array in record.values():
+        values = array.numpy()
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            return False
+    return True
+
+
 class FedPrivStrategy(Strategy):
     """Cohort sampling, budget checks and privacy accounting around a Flower strategy.
 
@@ -105,6 +114,7 @@ class FedPrivStrategy(Strategy):
         self.last_cohort: list[int] = []
         self.last_replies = 0
         self.last_refused: list[str] = []
+        self.last_rejected: list[str] = []  # non-finite replies (or aggregate) this round
         self.last_epsilon: float | None = None
         self.clients_epsilon: dict[str, float] = {}  # as each client reports its own
         self.client_heads: dict[str, str] = {}  # "<seq>:<hash>" of each client's ledger
@@ -179,16 +189,38 @@ class FedPrivStrategy(Strategy):
         """Delegate to the inner strategy; remember the round's train metrics."""
         self.last_refused = []
         replies = [m for m in replies if not self._refused(m)]
+        replies = self._finite_only(replies)
         self.last_replies = sum(not m.has_error() for m in replies)
         dp = self.layer(DpFedAvg)
         if self._noise_only and dp is not None:
             arrays, metrics = dp.aggregate_train(server_round, [])
         else:
             arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        if arrays is not None and not _finite_record(arrays):
+            log(WARNING, "fedpriv: round %d produced a non-finite model; the global model "
+                "is kept as it was", server_round)
+            self.last_rejected.append("aggregate")
+            arrays = None
         self.last_train_metrics = metrics
         if self.privacy is not None:
             self._account(server_round, replies)
         return arrays, metrics
+
+    def _finite_only(self, replies: list[Message]) -> list[Message]:
+        """Drop replies whose model or update holds NaN or inf; remember who."""
+        self.last_rejected = []
+        kept = []
+        for msg in replies:
+            if not msg.has_error() and not all(
+                    _finite_record(rec) for rec in msg.content.array_records.values()):
+                who = msg.metadata.src_node_id
+                if PRIVACY in msg.content.config_records:
+                    who = msg.content[PRIVACY].get(CLIENT_ID, who)
+                self.last_rejected.append(str(who))
+                log(WARNING, "fedpriv: round reply from %s rejected: non-finite values", who)
+                continue
+            kept.append(msg)
+        return kept
 
     def _refused(self, msg: Message) -> bool:
         """Note a budget refusal: the node is left out from now on."""

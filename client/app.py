@@ -17,6 +17,7 @@ from flwr.clientapp import ClientApp
 from client.canary import canary_reply, is_canary
 from client.data import client_identity, local_data, node_overrides
 from client.privacy import (
+    LEDGER_PATH_KEY,
     budget_refusal,
     client_ledger,
     dp_sgd_train,
@@ -36,6 +37,7 @@ from fedpriv.messages import (
     EVAL_ACCURACY,
     EVAL_LOSS,
     LEDGER_HEAD,
+    LEDGER_IN_RUN_DIR,
     MASKED,
     METRICS,
     NODE_PARTITION_ID,
@@ -180,7 +182,8 @@ def train(msg: Message, context: Context) -> Message:
         seq, digest = ledger.head()
         ledger.close()
         privacy.update({REFUSED: False, CLIENT_EPSILON: spent, DP_EVENT: event_json(event),
-                        LEDGER_HEAD: f"{seq}:{digest}"})
+                        LEDGER_HEAD: f"{seq}:{digest}",
+                        LEDGER_IN_RUN_DIR: not node_config.get(LEDGER_PATH_KEY)})
     return _reply(msg, {**content, METRICS: MetricRecord(metrics),
                         PRIVACY: ConfigRecord(privacy)})
 

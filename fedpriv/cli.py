@@ -58,8 +58,24 @@ def _keys_table() -> Table:
     return table
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("fedpriv")
+        except PackageNotFoundError:
+            text = "unknown (not installed)"
+        _out.print(f"fedpriv {text}", highlight=False)
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.",
+    )] = False,
+) -> None:
     """Federated, privacy-preserving training on Flower."""
 
 

@@ -140,6 +140,7 @@ def run_federation(
                                                     default=None)
             summary["refused_clients"] = sorted(privacy.excluded_ids)
             summary["client_ledger_heads"] = dict(sorted(strategy.client_heads.items()))
+            summary["client_ledgers_in_run_dir"] = sorted(strategy.ledgers_in_run_dir)
             privacy.close()
         run_dir.write_summary(summary)
         reporter.on_finish(summary)

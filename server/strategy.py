@@ -26,6 +26,7 @@ from fedpriv.messages import (
     CLIENT_EPSILON,
     CLIENT_ID,
     LEDGER_HEAD,
+    LEDGER_IN_RUN_DIR,
     PRIVACY,
     REFUSED,
     REFUSED_REASON,
@@ -118,6 +119,7 @@ class FedPrivStrategy(Strategy):
         self.last_epsilon: float | None = None
         self.clients_epsilon: dict[str, float] = {}  # as each client reports its own
         self.client_heads: dict[str, str] = {}  # "<seq>:<hash>" of each client's ledger
+        self.ledgers_in_run_dir: set[str] = set()  # clients whose ledger the run dir holds
         self._noise_only = False
 
     def layer(self, cls: type[T]) -> T | None:
@@ -247,6 +249,8 @@ class FedPrivStrategy(Strategy):
                 self.clients_epsilon[str(rep[CLIENT_ID])] = float(rep[CLIENT_EPSILON])
             if LEDGER_HEAD in rep:
                 self.client_heads[str(rep[CLIENT_ID])] = str(rep[LEDGER_HEAD])
+            if rep.get(LEDGER_IN_RUN_DIR):
+                self.ledgers_in_run_dir.add(str(rep[CLIENT_ID]))
         if self.privacy.cfg.dp_mode is DpMode.USER:
             dp = self.layer(DpFedAvg)
             if dp is not None and dp.last_round is not None:

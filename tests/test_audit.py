@@ -28,7 +28,8 @@ def make_run(root, *, client_budget=100.0, rounds=3):
             heads[c] = f"{seq}:{digest}"
     summary = {"epsilon": {"federation": epsilon([EV] * rounds, 1e-5), "delta": 1e-5},
                "ledger_head": {"seq": fed_head[0], "hash": fed_head[1]},
-               "client_ledger_heads": heads}
+               "client_ledger_heads": heads, "status": "completed",
+               "client_ledgers_in_run_dir": sorted(heads)}
     (root / "summary.json").write_text(json.dumps(summary))
     return root
 
@@ -152,3 +153,36 @@ def test_a_forged_adaptive_z_is_caught(tmp_path):
     problems = []
     _check_theorem1(tmp_path, "federation", [(1, ev), (2, forged)], problems)
     assert len(problems) == 1 and "round 2" in problems[0] and "Theorem 1" in problems[0]
+
+
+def _fails_with(run, text):
+    result = CliRunner().invoke(app, ["audit", str(run)])
+    assert result.exit_code == 1, result.output
+    assert text in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_deleted_client_ledger_fails(tmp_path):
+    import shutil
+
+    run = make_run(tmp_path / "run")
+    shutil.rmtree(run / "clients" / "client-1")
+    _fails_with(run, "client-1/ledger.sqlite is missing")
+
+
+def test_a_corrupt_or_missing_summary_fails_without_a_traceback(tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "summary.json").write_text('{"epsilon": {"federation": 1.0, ')
+    _fails_with(run, "is unreadable or malformed")
+    (run / "summary.json").write_text('{"epsilon": 3}')
+    _fails_with(run, "is unreadable or malformed")
+    (run / "summary.json").unlink()
+    _fails_with(run, "the run did not finish")
+
+
+def test_an_unfinished_run_fails(tmp_path):
+    run = make_run(tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["status"] = "failed"
+    (run / "summary.json").write_text(json.dumps(summary))
+    _fails_with(run, "the run did not finish")

@@ -10,6 +10,7 @@ what actually happened.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from logging import INFO, WARNING
@@ -37,11 +38,15 @@ from strategies.dp_fedavg import DpFedAvg
 
 T = TypeVar("T")
 
-__all__ = ["CohortGrid", "FedPrivStrategy", "NotEnoughNodesError"]
+__all__ = ["CohortGrid", "FedPrivStrategy", "NotEnoughNodesError", "RunInterrupted"]
 
 
 class NotEnoughNodesError(RuntimeError):
     """Fewer nodes connected than the run needs, within the wait timeout."""
+
+
+class RunInterrupted(RuntimeError):
+    """The operator asked the run to stop (SIGINT or SIGTERM)."""
 
 
 class CohortGrid:
@@ -90,6 +95,8 @@ class FedPrivStrategy(Strategy):
         Seconds to wait for ``min_nodes`` before giving up.
     privacy : FederationPrivacy or None
         The federation's ledger and budget (any DP mode).
+    stop : threading.Event or None
+        Set by a signal handler: no further round starts.
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class FedPrivStrategy(Strategy):
         fraction_evaluate: float = 0.0,
         node_wait_timeout: float = 600.0,
         privacy: FederationPrivacy | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         if min_nodes < 1:
             raise ValueError(f"min_nodes must be >= 1, got {min_nodes}")
@@ -110,6 +118,7 @@ class FedPrivStrategy(Strategy):
         self.fraction_evaluate = fraction_evaluate
         self.node_wait_timeout = node_wait_timeout
         self.privacy = privacy
+        self.stop = stop
         self._eval_rng = np.random.default_rng()  # evaluation protects nothing
         self.last_train_metrics: MetricRecord | None = None
         self.last_cohort: list[int] = []
@@ -161,6 +170,8 @@ class FedPrivStrategy(Strategy):
         refused (:class:`BudgetExhausted`, a normal stop) when its event would take the
         federation past ``max-epsilon``.
         """
+        if self.stop is not None and self.stop.is_set():
+            raise RunInterrupted(f"interrupted before round {server_round}")
         eligible = self.eligible(grid)
         dp = self.layer(DpFedAvg)
         if self.privacy is not None:

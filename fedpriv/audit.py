@@ -401,20 +401,61 @@ def write_report(report: AuditReport, run_dir: str | Path) -> list[Path]:
     paths = [root / "audit.json", root / "audit.md", root / "audit.png"]
     paths[0].write_text(json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n")
     paths[1].write_text(render_markdown(report))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for s in report.scopes:
-        if s.epsilon_by_round:
-            r, e = zip(*s.epsilon_by_round, strict=True)
-            ax.plot(r, e, marker="o", markersize=3, label=s.scope)
-    budgets = {s.max_epsilon for s in report.scopes if s.max_epsilon is not None}
-    for b in budgets:
-        ax.axhline(b, linestyle="--", color="grey", linewidth=1)
-    ax.set_xlabel("round")
-    ax.set_ylabel("ε (PLD)")
-    ax.set_title("privacy spent")
-    if len(report.scopes) <= 12:
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(paths[2], dpi=100)
-    plt.close(fig)
+    _plot(report, paths[2], plt)
     return paths
+
+
+#: Okabe & Ito's colour-blind-safe palette (black first, for the federation).
+_PALETTE = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00",
+            "#CC79A7"]
+
+
+def _plot(report: AuditReport, path: Path, plt: Any) -> None:
+    """Epsilon against round: the federation, the clients, and labelled budget lines."""
+    fed = [s for s in report.scopes if s.scope == "federation" and s.epsilon_by_round]
+    own = [s for s in report.scopes if Path(s.ledger).parent.parent.name == "clients"]
+    clients = [s for s in (own or [s for s in report.scopes if s.scope != "federation"])
+               if s.epsilon_by_round]
+    delta = next((s.delta for s in report.scopes if s.delta is not None), None)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for s in fed:
+        r, e = zip(*s.epsilon_by_round, strict=True)
+        ax.plot(r, e, color=_PALETTE[0], linewidth=2.2, marker="o", markersize=3,
+                label="federation (server ledger)")
+    if 0 < len(clients) <= len(_PALETTE) - 1:
+        for colour, s in zip(_PALETTE[1:], sorted(clients, key=lambda c: c.scope),
+                             strict=False):
+            r, e = zip(*s.epsilon_by_round, strict=True)
+            ax.plot(r, e, color=colour, linewidth=1.2, marker=".", label=s.scope)
+    elif clients:
+        rounds = sorted({r for s in clients for r, _ in s.epsilon_by_round})
+        top, low = [], []
+        for rnd in rounds:
+            values = [max((e for r, e in s.epsilon_by_round if r <= rnd), default=0.0)
+                      for s in clients]
+            top.append(max(values))
+            low.append(min(values))
+        ax.fill_between(rounds, low, top, color=_PALETTE[2], alpha=0.3,
+                        label=f"{len(clients)} clients (min to max)")
+        ax.plot(rounds, top, color=_PALETTE[5], linewidth=1.2,
+                label="clients (max)" if fed else "clients (max) = federation ε")
+    budgets: dict[float, set[str]] = {}
+    for s in report.scopes:
+        if s.max_epsilon is not None:
+            who = "federation" if s.scope == "federation" else "client"
+            budgets.setdefault(s.max_epsilon, set()).add(who)
+    for value, who in sorted(budgets.items()):
+        ax.axhline(value, linestyle="--", color=_PALETTE[6], linewidth=1)
+        ax.annotate(f"{' & '.join(sorted(who))} budget ε = {value:g}", xy=(1.0, value),
+                    xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                    textcoords="offset points", ha="right", fontsize="small",
+                    color=_PALETTE[6])
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"cumulative ε (PLD, δ = {delta:g})" if delta else "cumulative ε (PLD)")
+    ax.set_title("privacy spent per round" + ("" if report.ok else " (audit FAILED)"))
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -21,7 +21,15 @@ from client.privacy import (
     planned_event,
     user_update,
 )
-from client.secagg import advertise, encode_update, mask, maybe_vanish, share, unmask
+from client.secagg import (
+    advertise,
+    consistency,
+    encode_update,
+    mask,
+    maybe_vanish,
+    share,
+    unmask,
+)
 from fedpriv.config import DpMode, StrategyName
 from fedpriv.messages import (
     ARRAYS,
@@ -48,7 +56,6 @@ from fedpriv.messages import (
     config_from_record,
 )
 from fedpriv.privacy import DpSgdEvent, epsilon
-from fedpriv.secagg import Quantizer
 from fedpriv.tasks import (
     build_task_model,
     evaluate,
@@ -133,10 +140,10 @@ def train(msg: Message, context: Context) -> Message:
             maybe_vanish(cfg, server_round, node_config, stage=3)
             x = encode_update(
                 update, list(global_state.keys()), weight=weight, unclipped=int(unclipped),
-                quantizer=Quantizer(clip_range=cfg.secagg_clip_range, bits=cfg.secagg_bits),
-                rng=np.random.default_rng(),
+                loss=float(loss), cfg=cfg, rng=np.random.default_rng(),
             )
             content = {MASKED: numpy_record({"y": mask(msg, context, x)})}
+            metrics = {}  # example count and loss travel inside the masked sum only
         else:
             content = {UPDATE: numpy_record(update)}
             metrics.update({UPDATE_WEIGHT: float(weight), UNCLIPPED: float(unclipped)})
@@ -169,9 +176,15 @@ def secagg_share(msg: Message, context: Context) -> Message:
     return Message(share(msg, context), reply_to=msg)
 
 
+@app.train("secagg_consistency")
+def secagg_consistency(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 4: sign the survivor set (ConsistencyCheck)."""
+    return Message(consistency(msg, context), reply_to=msg)
+
+
 @app.train("secagg_unmask")
 def secagg_unmask(msg: Message, context: Context) -> Message:
-    """Secure aggregation, stage 4: shares that let the server remove the masks."""
+    """Secure aggregation, stage 5: shares that let the server remove the masks."""
     cfg, server_round = config_from_record(msg.content[CONFIG])
     maybe_vanish(cfg, server_round, dict(context.node_config), stage=4)
     return Message(unmask(msg, context), reply_to=msg)

@@ -4,7 +4,10 @@
 SuperLink TLS certificate (``superlink.pem``/``superlink.key``) whose subject alternative
 names are the given hosts (IP addresses and DNS names). ``fedpriv certs node NAME`` writes
 a SuperNode's authentication key pair (``nodes/NAME``, ``nodes/NAME.pub``) in the OpenSSH
-format Flower's node authentication reads (EC on NIST P-384). Private keys are written
+format Flower's node authentication reads (EC on NIST P-384) and, beside it, the node's
+secure-aggregation identity (``nodes/NAME.ed25519``, Ed25519, PKCS#8 PEM) whose public key
+is added to ``roster.json`` under the node's secagg id: the roster clients hold out of
+band (Bonawitz et al. 2017, Section 4, malicious setting). Private keys are written
 0600; nothing is overwritten without ``force``.
 """
 
@@ -21,7 +24,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertError", "CertPaths", "init_certs", "node_key", "node_paths"]
+from fedpriv.secagg.errors import SecAggError
+from fedpriv.secagg.identity import IdentityKey, Roster
+
+__all__ = [
+    "ROSTER",
+    "CertError",
+    "CertPaths",
+    "ensure_identities",
+    "init_certs",
+    "load_identity",
+    "load_roster",
+    "node_identity",
+    "node_key",
+    "node_paths",
+]
+
+ROSTER = "roster.json"
 
 _VALID_DAYS = 365
 
@@ -139,3 +158,71 @@ def node_key(directory: str | Path, name: str, *, force: bool = False) -> tuple[
                                                  serialization.PublicFormat.OpenSSH) + b"\n",
            private=False, force=force)
     return private, public
+
+
+def load_identity(path: str | Path) -> IdentityKey:
+    """A secure-aggregation identity key from a PEM file; :class:`CertError` if bad."""
+    try:
+        return IdentityKey.from_pem(Path(path).read_bytes())
+    except (OSError, SecAggError) as err:
+        raise CertError(f"cannot read the identity key {path}: {err}") from None
+
+
+def load_roster(path: str | Path) -> Roster:
+    """The roster of identity public keys from ``roster.json``; :class:`CertError` if bad."""
+    try:
+        return Roster.from_json(Path(path).read_text())
+    except (OSError, SecAggError) as err:
+        raise CertError(f"cannot read the roster {path}: {err}") from None
+
+
+def _add_to_roster(path: Path, node: int, public: bytes, *, force: bool) -> Roster:
+    keys = dict(load_roster(path).keys) if path.exists() else {}
+    if node in keys and keys[node] != public and not force:
+        raise CertError(f"{path} already has a key for secagg id {node}; pass --force to "
+                        "replace it")
+    keys[node] = public
+    roster = Roster(keys=keys)
+    _write(path, roster.to_json().encode(), private=False, force=True)
+    return roster
+
+
+def node_identity(directory: str | Path, name: str, secagg_id: int, *,
+                  force: bool = False) -> tuple[Path, Path]:
+    """Write node ``name``'s Ed25519 identity beside its node key; add it to the roster.
+
+    Returns (identity private key path, roster path). The node's config then names
+    ``secagg-identity`` (the key), ``secagg-roster`` (a copy of the roster) and
+    ``secagg-id``.
+    """
+    if secagg_id < 0:
+        raise CertError(f"secagg id must be >= 0, got {secagg_id}")
+    private, _ = node_paths(directory, name)
+    ident = private.with_name(f"{name}.ed25519")
+    key = IdentityKey()
+    _write(ident, key.to_pem(), private=True, force=force)
+    roster = Path(directory) / ROSTER
+    _add_to_roster(roster, secagg_id, key.public, force=force)
+    return ident, roster
+
+
+def ensure_identities(directory: str | Path, ids: list[int]) -> Roster:
+    """Simulation: one identity per client id in ``directory`` (``<id>.ed25519``).
+
+    Existing keys are kept, missing ones made; ``roster.json`` lists them all. In a
+    simulation every client runs on this machine; deployed clients hold their own key
+    (:func:`node_identity`).
+    """
+    root = Path(directory)
+    roster = root / ROSTER
+    keys = dict(load_roster(roster).keys) if roster.exists() else {}
+    for u in ids:
+        path = root / f"{u}.ed25519"
+        if path.exists() and u in keys:
+            continue
+        key = IdentityKey()
+        _write(path, key.to_pem(), private=True, force=True)
+        keys[u] = key.public
+    out = Roster(keys=keys)
+    _write(roster, out.to_json().encode(), private=False, force=True)
+    return out

@@ -169,7 +169,8 @@ class ClientSecAgg:
             raise SecAggError(f"malformed client state: {err!r}") from None
         if cohort:
             client.setup = derive_setup(params, round_id=client.round_id, cohort=cohort,
-                                        modulus_bits=client.modulus_bits)
+                                        modulus_bits=client.modulus_bits,
+                                        max_cohort=client.max_cohort or len(roster))
         return client
 
     @property
@@ -241,8 +242,12 @@ class ClientSecAgg:
         if len(cohort) > cap:
             raise SecAggAbort(f"node {me}: cohort of {len(cohort)} exceeds the {cap} the "
                               "modulus was sized for")
+        floor = self.params.min_survivors(cap)
+        if len(cohort) < floor:
+            raise SecAggAbort(f"node {me}: cohort of {len(cohort)} is below the {floor} this "
+                              f"run requires (the survivors a cohort of {cap} must keep)")
         setup = derive_setup(self.params, round_id=self.round_id, cohort=cohort,
-                             modulus_bits=self.modulus_bits)
+                             modulus_bits=self.modulus_bits, max_cohort=cap)
         if msg.threshold != setup.threshold:
             raise SecAggAbort(f"node {me}: the server announces threshold {msg.threshold}; "
                               f"from the public parameters this client derives "

@@ -170,40 +170,56 @@ class SecurityParams:
         """c = floor(gamma n), the colluding clients a cohort of n may hold."""
         return math.floor(self.corruption_rate * n)
 
-    def degree_for(self, n: int) -> int:
-        """k for a cohort of n (the configured degree, capped at n - 1, or derived)."""
+    def _c(self, n: int, c: int | None) -> int:
+        return self.corrupt(n) if c is None else c
+
+    def degree_for(self, n: int, c: int | None = None) -> int:
+        """k for a cohort of n: configured (capped at n - 1) or derived.
+
+        Derived: the :func:`secure_degree` bound, raised until t > c, so that the
+        colluding clients alone can never hold t shares of one secret (capped at n - 1).
+        """
         if n < 2:
             return 0
         if self.degree:
             return min(self.degree, n - 1)
-        return secure_degree(n, threshold_fraction=self.threshold_fraction,
-                             corruption_rate=self.corruption_rate,
-                             dropout_rate=self.dropout_rate, sigma=self.sigma,
-                             eta=self.eta)
+        k = secure_degree(n, threshold_fraction=self.threshold_fraction,
+                          corruption_rate=self.corruption_rate,
+                          dropout_rate=self.dropout_rate, sigma=self.sigma, eta=self.eta)
+        c = self._c(n, c)
+        while k < n - 1 and self.threshold_for(k) <= c:
+            k += 1
+        return k
 
     def threshold_for(self, k: int) -> int:
         """t = floor(fraction * k) + 1."""
         return math.floor(self.threshold_fraction * k) + 1
 
-    def consistency_threshold(self, n: int) -> int:
+    def consistency_threshold(self, n: int, c: int | None = None) -> int:
         """T = floor((n + c) / 2) + 1 signatures on one survivor set."""
-        return (n + self.corrupt(n)) // 2 + 1
+        return (n + self._c(n, c)) // 2 + 1
 
-    def min_survivors(self, n: int) -> int:
+    def min_survivors(self, n: int, c: int | None = None) -> int:
         """max(T, min_honest + c): the fewest survivors (and fewest per component)."""
-        return max(self.consistency_threshold(n), self.min_honest + self.corrupt(n))
+        return max(self.consistency_threshold(n, c), self.min_honest + self._c(n, c))
 
-    def cohort_problem(self, n: int) -> str | None:
-        """Why a cohort of n cannot run securely, or None."""
+    def cohort_problem(self, n: int, c: int | None = None) -> str | None:
+        """Why a cohort of n (with up to c colluding clients) cannot run securely, or None."""
         if n < 2:
             return f"a cohort needs >= 2 clients, got {n}"
-        if self.min_survivors(n) > n:
-            return (f"a cohort of {n} cannot have the {self.min_survivors(n)} survivors "
-                    f"required (consistency threshold {self.consistency_threshold(n)}, "
-                    f"min_honest {self.min_honest} + corrupt {self.corrupt(n)})")
-        k = self.degree_for(n)
-        if self.threshold_for(k) > k:
-            return f"threshold {self.threshold_for(k)} exceeds the degree {k}"
+        c = self._c(n, c)
+        if self.min_survivors(n, c) > n:
+            return (f"a cohort of {n} cannot have the {self.min_survivors(n, c)} survivors "
+                    f"required (consistency threshold {self.consistency_threshold(n, c)}, "
+                    f"min_honest {self.min_honest} + corrupt {c})")
+        k = self.degree_for(n, c)
+        t = self.threshold_for(k)
+        if t > k:
+            return f"threshold {t} exceeds the degree {k}"
+        if t <= c:
+            return (f"threshold t={t} (degree k={k}) does not exceed the {c} clients that "
+                    "may collude with the server, which could then rebuild a client's "
+                    "secrets; raise secagg-degree (0 derives a safe one) or the threshold")
         return None
 
 
@@ -215,8 +231,12 @@ def graph_seed(round_id: int, cohort: Sequence[int]) -> bytes:
 
 
 def derive_setup(params: SecurityParams, *, round_id: int, cohort: Sequence[int],
-                 modulus_bits: int, length: int = 0) -> RoundSetup:
+                 modulus_bits: int, length: int = 0, max_cohort: int = 0) -> RoundSetup:
     """The round's public setup, computed from public values only.
+
+    ``max_cohort`` is the configured cohort size: the colluding clients are counted on
+    it, c = floor(gamma * max(len(cohort), max_cohort)), so a server that shows a client
+    a smaller cohort does not lower the bar.
 
     Raises
     ------
@@ -226,18 +246,20 @@ def derive_setup(params: SecurityParams, *, round_id: int, cohort: Sequence[int]
     ids = sorted(set(int(u) for u in cohort))
     if len(ids) != len(cohort):
         raise SecAggAbort(f"cohort has duplicate ids: {sorted(cohort)}")
-    problem = params.cohort_problem(len(ids))
+    n = len(ids)
+    c = params.corrupt(max(n, max_cohort))
+    problem = params.cohort_problem(n, c)
     if problem:
         raise SecAggAbort(problem)
-    k = params.degree_for(len(ids))
+    k = params.degree_for(n, c)
     rng = np.random.default_rng(int.from_bytes(graph_seed(round_id, ids), "big"))
     graph = regular_graph(ids, k, rng)
     k_min = min(len(v) for v in graph.values())
     return RoundSetup(round_id=round_id, neighbours={u: tuple(v) for u, v in graph.items()},
                       threshold=min(k_min, params.threshold_for(k_min)),
                       modulus_bits=modulus_bits, length=length,
-                      consistency_threshold=params.consistency_threshold(len(ids)),
-                      min_survivors=params.min_survivors(len(ids)), prg=params.prg)
+                      consistency_threshold=params.consistency_threshold(n, c),
+                      min_survivors=params.min_survivors(n, c), prg=params.prg)
 
 
 def params_for(cfg: Any) -> SecurityParams:

@@ -89,6 +89,18 @@ def test_substituted_keys_are_refused():
         clients[0].share_keys(resigned)
 
 
+def test_withholding_honest_neighbours_keys_leaves_too_few_to_share_with():
+    # The server passes the victim only its corrupt neighbours' keys (c = 1 of them),
+    # hoping it shares its secrets with them alone: t > c, so the victim refuses.
+    en, server, clients = world(SecurityParams(degree=4))
+    nk = server.neighbour_keys(0)
+    only = dataclasses.replace(nk, peers=nk.peers[:1], c_pks=nk.c_pks[:1],
+                               s_pks=nk.s_pks[:1], signatures=nk.signatures[:1])
+    with pytest.raises(SecAggAbort, match="only 1 neighbours advertised keys; the "
+                                          "threshold is 3"):
+        clients[0].share_keys(only)
+
+
 def test_keys_from_another_round_or_run_are_refused():
     en, server, clients = world()
     old = en.client(1, round_id=ROUND - 1, modulus_bits=BITS, max_cohort=N)

@@ -45,6 +45,8 @@ def test_the_largest_accepted_config_sums_exactly_at_its_extreme_values():
     ({"secagg-threshold": "0.4"}, "secagg-threshold", r"must be in \[0.5, 1\)"),
     ({"secagg-threshold": "1.0"}, "secagg-threshold", r"t <= k"),
     ({"clients": "5", "secagg-degree": "5"}, "secagg-degree", r"\[0, cohort - 1 = 4\]"),
+    ({"clients": "100", "secagg-degree": "10"}, "clients",
+     r"threshold t=6 \(degree k=10\) does not exceed the 10 clients that may collude"),
 ])
 def test_configs_that_cannot_work_are_refused_before_the_run(values, key, fragment):
     with pytest.raises(ConfigError, match=fragment) as err:
@@ -64,6 +66,8 @@ def test_thresholds_make_two_disjoint_reveal_sets_impossible():
         assert 2 * big_t - c > n  # two sets each signed by T clients need > n signers
         k = p.degree_for(n)
         assert k // 2 < p.threshold_for(k) <= k
+        if p.cohort_problem(n) is None:
+            assert p.threshold_for(k) > c  # colluders alone never hold t shares
 
 
 def test_degree_meets_the_union_bounds_or_is_complete():

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from fedpriv.secagg.errors import SecAggAbort
-from fedpriv.secagg.graph import regular_graph
+from fedpriv.secagg.graph import default_degree, regular_graph
 from fedpriv.secagg.setup import RoundSetup
 
 __all__ = [
@@ -90,7 +90,10 @@ def binomial_tail(k: int, p: float, m: int) -> float:
 @functools.lru_cache(maxsize=256)
 def secure_degree(n: int, *, threshold_fraction: float, corruption_rate: float,
                   dropout_rate: float, sigma: int = 40, eta: int = 20) -> int:
-    """The smallest degree k meeting both bounds of the module Notes; n - 1 if none.
+    """The smallest degree k >= 2 ceil(log2 n) + 1 meeting both bounds; n - 1 if none.
+
+    The floor is :func:`~fedpriv.secagg.graph.default_degree` (Bell et al. 2020 take
+    k = O(log n)), which keeps sparse graphs connected when gamma = delta = 0.
 
     Parameters
     ----------
@@ -105,7 +108,7 @@ def secure_degree(n: int, *, threshold_fraction: float, corruption_rate: float,
     """
     if n < 2:
         raise ValueError(f"n must be >= 2, got {n}")
-    for k in range(2, min(n - 1, _MAX_SEARCH) + 1):
+    for k in range(max(2, default_degree(n)), min(n - 1, _MAX_SEARCH) + 1):
         t = math.floor(threshold_fraction * k) + 1
         if t > k:
             continue

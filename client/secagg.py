@@ -104,7 +104,7 @@ def _identity(cfg: RunConfig, node_config: dict) -> tuple[int, IdentityKey, Rost
 
 
 def modulus_bits(cfg: RunConfig, layout: SumLayout | None = None) -> int:
-    """b for the run: the layout's bits for ``cohort_size`` clients (never clamped)."""
+    """The run's modulus bits b: the layout's for ``cohort_size`` clients, never clamped."""
     return (layout or layout_for(cfg)).modulus_bits(cfg.cohort_size)
 
 

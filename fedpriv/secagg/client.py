@@ -314,7 +314,8 @@ class ClientSecAgg:
         for v, ct in zip(msg.senders, msg.ciphertexts, strict=True):
             _unpack_bundle(aead_decrypt(self._channel_key(v), ct, associated_data(
                 v, self.node_id, self.round_id, Stage.SHARE)))
-        plus, minus = [self._b], []
+        plus: list[bytes] = [self._b]
+        minus: list[bytes] = []
         for v in sorted(msg.senders):
             seed = pair_key(self._s.private, self._peer_keys[v][1], round_id=self.round_id,
                             u=self.node_id, v=v, purpose=KeyPurpose.MASK)

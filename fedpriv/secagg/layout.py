@@ -119,14 +119,14 @@ class SumLayout:
         return math.ceil(self.loss_max * (1 << self.loss_frac_bits)) * self.max_weight
 
     def span(self, n: int) -> int:
-        """n * max(M_update + 2Z, M_loss, max_weight): the sum's range, minus one."""
+        """The sum's range minus one: n * max(M_update + 2Z, M_loss, max_weight)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         return n * max(self.max_update + 2 * self.noise_bound, self.max_loss,
                        self.max_weight)
 
     def modulus_bits(self, n: int, *, check: bool = True) -> int:
-        """b = bit_length(span(n)), so 2^b > span(n) and no sum wraps.
+        """Modulus bits b = bit_length(span(n)), so 2^b > span(n) and no sum wraps.
 
         Raises
         ------
@@ -147,12 +147,12 @@ class SumLayout:
                 f">= 2^{self.span(n).bit_length() - 1}")
 
     def with_bits(self, bits: int) -> SumLayout:
-        """This layout with q = ``bits``."""
+        """A copy of the layout with q = ``bits``."""
         return dataclasses.replace(self, quantizer=Quantizer(
             clip_range=self.quantizer.clip_range, bits=bits))
 
     def length(self, d: int) -> int:
-        """d + 3: the masked vector's length for d update coordinates."""
+        """The masked vector's length for d update coordinates: d + 3."""
         return d + META_SLOTS
 
     # --------------------------------------------------------------- encoding

@@ -170,14 +170,14 @@ class SecurityParams:
             raise ValueError(f"prg must be one of {PRG_KINDS}, got {self.prg!r}")
 
     def corrupt(self, n: int) -> int:
-        """c = floor(gamma n), the colluding clients a cohort of n may hold."""
+        """The colluding clients a cohort of n may hold: c = floor(gamma n)."""
         return math.floor(self.corruption_rate * n)
 
     def _c(self, n: int, c: int | None) -> int:
         return self.corrupt(n) if c is None else c
 
     def degree_for(self, n: int, c: int | None = None) -> int:
-        """k for a cohort of n: configured (capped at n - 1) or derived.
+        """The degree k for a cohort of n: configured (capped at n - 1) or derived.
 
         Derived: the :func:`secure_degree` bound, raised until t > c, so that the
         colluding clients alone can never hold t shares of one secret (capped at n - 1).
@@ -195,15 +195,15 @@ class SecurityParams:
         return k
 
     def threshold_for(self, k: int) -> int:
-        """t = floor(fraction * k) + 1."""
+        """The Shamir threshold t = floor(fraction * k) + 1."""
         return math.floor(self.threshold_fraction * k) + 1
 
     def consistency_threshold(self, n: int, c: int | None = None) -> int:
-        """T = floor((n + c) / 2) + 1 signatures on one survivor set."""
+        """The consistency threshold T = floor((n + c) / 2) + 1 signatures of one set."""
         return (n + self._c(n, c)) // 2 + 1
 
     def min_survivors(self, n: int, c: int | None = None) -> int:
-        """max(T, min_honest + c): the fewest survivors (and fewest per component)."""
+        """The fewest survivors (and fewest per component): max(T, min_honest + c)."""
         return max(self.consistency_threshold(n, c), self.min_honest + self._c(n, c))
 
     def cohort_problem(self, n: int, c: int | None = None) -> str | None:

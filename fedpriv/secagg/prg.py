@@ -80,7 +80,9 @@ def _range(acc: np.ndarray, lo: int, hi: int, plus: Sequence[bytes],
 def accumulate(acc: np.ndarray, *, plus: Sequence[bytes] = (), minus: Sequence[bytes] = (),
                adds: Sequence[np.ndarray] = (), prg: str = "aes128-ctr",
                chunk_words: int = CHUNK_WORDS, threads: int = 1) -> np.ndarray:
-    """acc += sum(adds) + sum PRG(plus) - sum PRG(minus)  (mod 2^64), in place.
+    """Add masks and vectors in place: acc += sum(adds) + sum PRG(plus) - sum PRG(minus).
+
+    All mod 2^64; the caller reduces mod 2^b once.
 
     Parameters
     ----------

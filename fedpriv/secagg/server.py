@@ -119,7 +119,7 @@ class ServerSecAgg:
 
     def receive(self, msg: Any) -> None:
         """Accept a client message (dispatch on its type); :class:`SecAggError` if not."""
-        handler = {AdvertiseKeys: self.on_advertise, ShareKeys: self.on_share_keys,
+        handler: Any = {AdvertiseKeys: self.on_advertise, ShareKeys: self.on_share_keys,
                    MaskedInput: self.on_masked_input,
                    ConsistencySignature: self.on_consistency,
                    UnmaskShares: self.on_unmask_shares}.get(type(msg))

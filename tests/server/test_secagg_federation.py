@@ -113,7 +113,7 @@ def test_secagg_train_replies_carry_no_count_or_loss_and_the_server_gets_totals(
 
 
 def test_a_replayed_round_and_a_forged_key_message_get_error_replies(tmp_path):
-    from fedpriv.messages import SECAGG, SECAGG_ADVERTISE, SECAGG_SHARE
+    from fedpriv.messages import SECAGG_ADVERTISE
     from tests.support.grid import instruction
 
     grid, summary, _ = _secagg_run(tmp_path)

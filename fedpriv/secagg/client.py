@@ -333,7 +333,9 @@ class ClientSecAgg:
 
         S must lie in the cohort, include this client, hold at least ``min_survivors``
         clients, and so must every connected component of the graph restricted to S
-        (the server can learn the sum of each component, nothing finer).
+        (the server can learn the sum of each component, nothing finer); at least
+        ``min_neighbours`` of the neighbours that shared with this client must be in S
+        (so c colluders among them cannot cut it off from every honest client).
         """
         self._check(msg, Stage.CONSISTENCY)
         assert self.setup is not None
@@ -349,6 +351,11 @@ class ClientSecAgg:
         if len(s) < need:
             raise SecAggAbort(f"node {me}: {len(s)} survivors; at least {need} are needed "
                               "so the sum covers enough honest clients")
+        live = len(set(s) & set(self._received))
+        if live < self.setup.min_neighbours:
+            raise SecAggAbort(f"node {me}: only {live} of its neighbours that shared with it "
+                              f"are survivors; {self.setup.min_neighbours} are needed so "
+                              "that colluding clients cannot isolate it")
         small = [c for c in components(self.setup.neighbours, s) if len(c) < need]
         if small:
             raise SecAggAbort(f"node {me}: the survivors' graph splits into a component of "

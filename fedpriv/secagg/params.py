@@ -190,7 +190,7 @@ class SecurityParams:
                           corruption_rate=self.corruption_rate,
                           dropout_rate=self.dropout_rate, sigma=self.sigma, eta=self.eta)
         c = self._c(n, c)
-        while k < n - 1 and self.threshold_for(k) <= c:
+        while k < n - 1 and (self.threshold_for(k) <= c or k < c + self.min_honest):
             k += 1
         return k
 
@@ -223,6 +223,9 @@ class SecurityParams:
             return (f"threshold t={t} (degree k={k}) does not exceed the {c} clients that "
                     "may collude with the server, which could then rebuild a client's "
                     "secrets; raise secagg-degree (0 derives a safe one) or the threshold")
+        if k < c + self.min_honest - 1:
+            return (f"degree k={k} cannot keep {self.min_honest - 1} honest neighbours "
+                    f"beside {c} colluding ones; raise secagg-degree")
         return None
 
 
@@ -262,7 +265,10 @@ def derive_setup(params: SecurityParams, *, round_id: int, cohort: Sequence[int]
                       threshold=min(k_min, params.threshold_for(k_min)),
                       modulus_bits=modulus_bits, length=length,
                       consistency_threshold=params.consistency_threshold(n, c),
-                      min_survivors=params.min_survivors(n, c), prg=params.prg)
+                      min_survivors=params.min_survivors(n, c),
+                      min_neighbours=min(k_min, max(params.threshold_for(k_min) - 1,
+                                                    c + params.min_honest - 1)),
+                      prg=params.prg)
 
 
 def params_for(cfg: Any) -> SecurityParams:

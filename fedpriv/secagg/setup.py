@@ -51,6 +51,10 @@ class RoundSetup:
         T: signatures on one survivor set a client needs before revealing (>= 1).
     min_survivors : int
         The fewest survivors, and the fewest in any component of the survivors' graph.
+    min_neighbours : int
+        The fewest neighbours in S that shared with a client before it signs S:
+        max(t - 1, c + min_honest - 1), so that even when all c colluders are among
+        them, min_honest - 1 honest neighbours stay pairwise-masked with it.
     prg : str
         The mask keystream (``aes128-ctr`` or ``chacha20``).
     """
@@ -62,6 +66,7 @@ class RoundSetup:
     length: int = 0
     consistency_threshold: int = 1
     min_survivors: int = 1
+    min_neighbours: int = 0
     prg: str = "aes128-ctr"
     stage: int = Stage.SETUP
 
@@ -95,6 +100,9 @@ class RoundSetup:
         if not 1 <= self.min_survivors <= max(len(graph), 1):
             raise SecAggError(f"min_survivors must be in [1, n={len(graph)}], got "
                               f"{self.min_survivors}")
+        if not 0 <= self.min_neighbours <= max(k, 0):
+            raise SecAggError(f"min_neighbours must be in [0, k={k}], got "
+                              f"{self.min_neighbours}")
         if self.prg not in ("aes128-ctr", "chacha20"):
             raise SecAggError(f"prg must be 'aes128-ctr' or 'chacha20', got {self.prg!r}")
 
@@ -109,7 +117,8 @@ class RoundSetup:
             other.neighbours) and self.threshold == other.threshold
             and self.modulus_bits == other.modulus_bits and self.prg == other.prg
             and self.consistency_threshold == other.consistency_threshold
-            and self.min_survivors == other.min_survivors)
+            and self.min_survivors == other.min_survivors
+            and self.min_neighbours == other.min_neighbours)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values: ints, a string and int lists (graph as ids, degrees, adjacency)."""
@@ -118,7 +127,8 @@ class RoundSetup:
             "round_id": self.round_id, "stage": int(self.stage),
             "threshold": self.threshold, "modulus_bits": self.modulus_bits,
             "length": self.length, "consistency_threshold": self.consistency_threshold,
-            "min_survivors": self.min_survivors, "prg": self.prg, "ids": ids,
+            "min_survivors": self.min_survivors, "min_neighbours": self.min_neighbours,
+            "prg": self.prg, "ids": ids,
             "degrees": [len(self.neighbours[u]) for u in ids],
             "adjacency": [v for u in ids for v in self.neighbours[u]],
         }
@@ -141,6 +151,7 @@ class RoundSetup:
                        modulus_bits=int(data["modulus_bits"]), length=int(data["length"]),
                        consistency_threshold=int(data.get("consistency_threshold", 1)),
                        min_survivors=int(data.get("min_survivors", 1)),
+                       min_neighbours=int(data.get("min_neighbours", 0)),
                        prg=str(data.get("prg", "aes128-ctr")),
                        stage=int(data.get("stage", Stage.SETUP)))
         except (KeyError, TypeError, ValueError) as err:
@@ -151,7 +162,7 @@ class RoundSetup:
 
 _LEGACY = {"round-id": "round_id", "modulus-bits": "modulus_bits",
            "consistency-threshold": "consistency_threshold",
-           "min-survivors": "min_survivors"}
+           "min-survivors": "min_survivors", "min-neighbours": "min_neighbours"}
 
 
 def setup_to_dict(setup: RoundSetup) -> dict[str, int | str | list[int]]:

@@ -7,6 +7,7 @@ the server learn more than the sum of at least ``min_survivors`` clients.
 """
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from fedpriv.secagg import (
     UnmaskRequest,
     UnmaskShares,
     advert_payload,
+    components,
     consistency_payload,
     enrol,
 )
@@ -204,14 +206,38 @@ def test_too_small_or_disconnected_survivor_sets_are_refused():
     with pytest.raises(SecAggAbort, match="at least 6 are needed"):
         clients[0].sign_survivors(ConsistencyRequest(round_id=ROUND, recipient=0,
                                                      survivors=(0, 1, 2)))
-    # A survivor set whose graph isolates client 0 with its neighbourhood cut away.
-    cut = set(range(N)) - set(setup.neighbours[0])
-    with pytest.raises(SecAggAbort, match="component"):
+    # A survivor set that cuts client 0 off from all of its neighbours.
+    cut = tuple(sorted(set(range(N)) - set(setup.neighbours[0])))
+    with pytest.raises(SecAggAbort, match="only 0 of its neighbours.*2 are needed"):
         clients[0].sign_survivors(ConsistencyRequest(round_id=ROUND, recipient=0,
-                                                     survivors=tuple(sorted(cut))))
+                                                     survivors=cut))
+    # One that keeps two of its neighbours but splits the graph into small components
+    # (the server would learn the sum of each).
+    split = next(s for s in itertools.combinations(range(N), 6) if 0 in s
+                 and len(set(s) & set(setup.neighbours[0])) >= 2
+                 and min(len(c) for c in components(setup.neighbours, s)) < 6)
+    with pytest.raises(SecAggAbort, match="component of"):
+        clients[0].sign_survivors(ConsistencyRequest(round_id=ROUND, recipient=0,
+                                                     survivors=split))
     with pytest.raises(SecAggAbort, match="leaves out this client"):
         clients[0].sign_survivors(ConsistencyRequest(round_id=ROUND, recipient=0,
                                                      survivors=tuple(range(1, N))))
+
+
+def test_server_and_a_colluder_cannot_isolate_a_victim():
+    # The server keeps only the colluding neighbour of the victim in S (its other
+    # neighbours "dropped"): the victim's y would then be unmasked against the colluder
+    # alone, whose pairwise keys the server knows. The victim refuses to sign.
+    en, server, clients = world(SecurityParams(degree=4))
+    to_consistency(server, clients)
+    nbrs = server.setup.neighbours[0]
+    colluder = nbrs[0]
+    s = tuple(u for u in range(N) if u not in nbrs[1:])
+    assert len(s) >= server.setup.min_survivors
+    with pytest.raises(SecAggAbort, match="only 1 of its neighbours"):
+        clients[0].sign_survivors(ConsistencyRequest(round_id=ROUND, recipient=0,
+                                                     survivors=s))
+    assert colluder in s
 
 
 def test_replays_misrouting_and_cross_round_messages_are_refused_then_the_round_completes():

@@ -68,6 +68,7 @@ def test_thresholds_make_two_disjoint_reveal_sets_impossible():
         assert k // 2 < p.threshold_for(k) <= k
         if p.cohort_problem(n) is None:
             assert p.threshold_for(k) > c  # colluders alone never hold t shares
+            assert k >= c + p.min_honest - 1  # room for honest neighbours beside them
 
 
 def test_degree_meets_the_union_bounds_or_is_complete():

@@ -13,6 +13,7 @@ from fedpriv.secagg.identity import (
     IdentityKey,
     Roster,
     advert_payload,
+    cohort_digest,
     consistency_payload,
 )
 from fedpriv.secagg.keys import KeyPair, KeyPurpose, agree, agreement_info, pair_key
@@ -93,6 +94,7 @@ __all__ = [
     "agreement_info",
     "associated_data",
     "check_run_config",
+    "cohort_digest",
     "combine",
     "components",
     "consistency_payload",

@@ -40,6 +40,7 @@ from fedpriv.secagg.identity import (
     IdentityKey,
     Roster,
     advert_payload,
+    cohort_digest,
     consistency_payload,
 )
 from fedpriv.secagg.keys import KeyPair, KeyPurpose, pair_key
@@ -278,7 +279,8 @@ class ClientSecAgg:
             key = pair_key(self._c.private, keys[v][0], round_id=self.round_id, u=me, v=v,
                            purpose=KeyPurpose.CHANNEL)
             cts.append(aead_encrypt(key, share_to_bytes(bs) + share_to_bytes(ss),
-                                    associated_data(me, v, self.round_id, Stage.SHARE)))
+                                    associated_data(me, v, self.round_id, Stage.SHARE,
+                                                    cohort_digest(setup.cohort))))
         self.setup = setup
         self._peer_keys = keys
         self._stage = Stage.SHARE
@@ -313,7 +315,8 @@ class ClientSecAgg:
             raise SecAggError(f"node {self.node_id}: input has values >= 2^{bits}")
         for v, ct in zip(msg.senders, msg.ciphertexts, strict=True):
             _unpack_bundle(aead_decrypt(self._channel_key(v), ct, associated_data(
-                v, self.node_id, self.round_id, Stage.SHARE)))
+                v, self.node_id, self.round_id, Stage.SHARE,
+                cohort_digest(self.setup.cohort))))
         plus: list[bytes] = [self._b]
         minus: list[bytes] = []
         for v in sorted(msg.senders):
@@ -360,8 +363,9 @@ class ClientSecAgg:
         if small:
             raise SecAggAbort(f"node {me}: the survivors' graph splits into a component of "
                               f"{len(small[0])} clients {small[0]}; each needs >= {need}")
-        sig = self.identity.sign(consistency_payload(run_id=self.run_id,
-                                                     round_id=self.round_id, survivors=s))
+        sig = self.identity.sign(consistency_payload(
+            run_id=self.run_id, round_id=self.round_id, cohort=self.setup.cohort,
+            survivors=s))
         self._survivors = s
         self._stage = Stage.CONSISTENCY
         return ConsistencySignature(round_id=self.round_id, sender=me, signature=sig)
@@ -383,7 +387,7 @@ class ClientSecAgg:
         if len(set(msg.signers)) != len(msg.signers):
             raise SecAggAbort(f"node {me}: a signer is listed twice")
         payload = consistency_payload(run_id=self.run_id, round_id=self.round_id,
-                                      survivors=s)
+                                      cohort=self.setup.cohort, survivors=s)
         for v, sig in zip(msg.signers, msg.signatures, strict=True):
             if v not in s or not self.roster.verify(v, payload, sig):
                 raise SecAggAbort(f"node {me}: node {v}'s consistency signature does not "
@@ -400,7 +404,8 @@ class ClientSecAgg:
         for v in sorted(self._received):
             b_share, s_share = _unpack_bundle(aead_decrypt(
                 self._channel_key(v), self._received[v],
-                associated_data(v, me, self.round_id, Stage.SHARE)))
+                associated_data(v, me, self.round_id, Stage.SHARE,
+                                cohort_digest(self.setup.cohort))))
             owners.append(v)
             kinds.append(ShareKind.SELF_MASK if v in s else ShareKind.MASK_KEY)
             shares.append(b_share if v in s else s_share)

@@ -9,9 +9,9 @@ sign
 
 - their key advertisement, over (run, round, client id, c_pk, s_pk), so the server
   cannot hand a victim public keys it made itself under a real neighbour's id;
-- the survivor set in the ConsistencyCheck round, over (run, round, sorted survivors),
-  so the server cannot show two clients two different survivor sets and collect both
-  kinds of shares of one victim.
+- the survivor set in the ConsistencyCheck round, over (run, round, cohort, sorted
+  survivors), so the server cannot show two clients two different survivor sets and
+  collect both kinds of shares of one victim.
 
 Every signed payload starts with a domain tag naming its purpose, so a signature made
 for one purpose never verifies for another.
@@ -40,6 +40,7 @@ __all__ = [
     "IdentityKey",
     "Roster",
     "advert_payload",
+    "cohort_digest",
     "consistency_payload",
 ]
 
@@ -61,12 +62,20 @@ def advert_payload(*, run_id: int, round_id: int, sender: int, c_pk: bytes,
             + _u64("round_id", round_id) + _u64("sender", sender) + c_pk + s_pk)
 
 
-def consistency_payload(*, run_id: int, round_id: int, survivors: Iterable[int]) -> bytes:
-    """What a ConsistencyCheck signature covers: domain, run, round, sorted survivors."""
+def cohort_digest(cohort: Iterable[int]) -> bytes:
+    """SHA-256 of the sorted cohort: names the view of the cohort a client was shown."""
+    ids = sorted(set(cohort))
+    return hashlib.sha256(b"fedpriv-secagg|cohort|" + _u64("count", len(ids))
+                          + b"".join(_u64("member", v) for v in ids)).digest()
+
+
+def consistency_payload(*, run_id: int, round_id: int, cohort: Iterable[int],
+                        survivors: Iterable[int]) -> bytes:
+    """What a ConsistencyCheck signature covers: run, round, cohort digest, sorted S."""
     ids = sorted(set(survivors))
     return (b"fedpriv-secagg|consistency|" + _u64("run_id", run_id)
-            + _u64("round_id", round_id) + _u64("count", len(ids))
-            + b"".join(_u64("survivor", v) for v in ids))
+            + _u64("round_id", round_id) + cohort_digest(cohort)
+            + _u64("count", len(ids)) + b"".join(_u64("survivor", v) for v in ids))
 
 
 class IdentityKey:

@@ -17,6 +17,7 @@ from fedpriv.secagg import (
     IdentityKey,
     KeyPair,
     NeighbourKeys,
+    RoutedShares,
     SecAggAbort,
     SecAggError,
     SecurityParams,
@@ -139,6 +140,39 @@ def test_fake_graph_and_cohort_are_refused():
         clients[0].share_keys(dataclasses.replace(nk, cohort=nk.cohort[1:]))
 
 
+def test_split_cohort_views_cannot_exchange_shares_or_signatures():
+    # Prepare: the server shows client 0 the cohort without client 5 (another graph,
+    # thresholds and T), everyone else the real cohort, hoping to run two "worlds" whose
+    # consistency checks do not see each other.
+    en, server, clients = world()
+    keys = {u: server.neighbour_keys(u) for u in clients}
+    view = tuple(u for u in range(N) if u != 5)
+    at = keys[0].peers.index(5)
+    drop5 = lambda t: t[:at] + t[at + 1:]  # noqa: E731
+    other = dataclasses.replace(keys[0], cohort=view, threshold=5,
+                                peers=drop5(keys[0].peers), c_pks=drop5(keys[0].c_pks),
+                                s_pks=drop5(keys[0].s_pks),
+                                signatures=drop5(keys[0].signatures))
+    sent = {u: c.share_keys(other if u == 0 else keys[u]) for u, c in clients.items()}
+
+    def routed(v, skip=()):  # the malicious server routes bundles whatever the views
+        src = [(u, m.ciphertexts[m.recipients.index(v)]) for u, m in sorted(sent.items())
+               if v in m.recipients and u not in skip]
+        return RoutedShares(round_id=ROUND, recipient=v, senders=tuple(u for u, _ in src),
+                            ciphertexts=tuple(ct for _, ct in src))
+
+    # Execute / Assert: shares sealed under one view do not open under the other.
+    with pytest.raises(ShareAuthenticationError):
+        clients[1].mask_input(routed(1), x())  # holds client 0's bundle
+    with pytest.raises(ShareAuthenticationError):
+        clients[0].mask_input(routed(0, skip={5}), x())  # 5 is not in its view
+    # And a signature of S made under one view does not count under the other.
+    payload = consistency_payload(run_id=3, round_id=ROUND, cohort=view, survivors=view)
+    sig = en.identities[0].sign(payload)
+    assert not en.roster.verify(0, consistency_payload(
+        run_id=3, round_id=ROUND, cohort=range(N), survivors=view), sig)
+
+
 def test_split_survivor_views_cannot_both_gather_signatures():
     # Prepare: the server shows the victim as a survivor to group A and as dropped to
     # group B, and controls one corrupt client (c = 1) that signs both views.
@@ -157,7 +191,7 @@ def test_split_survivor_views_cannot_both_gather_signatures():
     sigs_b = {u: sign(u, s_b) for u in group_b}
     for s, sigs in ((s_a, sigs_a), (s_b, sigs_b)):
         sigs[corrupt] = en.identities[corrupt].sign(consistency_payload(
-            run_id=3, round_id=ROUND, survivors=s))
+            run_id=3, round_id=ROUND, cohort=range(N), survivors=s))
     reveals = []
     for s, sigs, group in ((s_a, sigs_a, group_a), (s_b, sigs_b, group_b)):
         signers = tuple(sorted(sigs))

@@ -145,7 +145,7 @@ class SecAggStrategy(Strategy):
         cohort_nodes = [m.metadata.dst_node_id for m in messages]
         self.server = server = ServerSecAgg(
             round_id=server_round, params=self.params, modulus_bits=self.modulus_bits,
-            length=self.layout.length(d), max_cohort=self.cfg.cohort_size)
+            length=self.layout.length(d), population=self.cfg.clients)
         self.last_round = {"secagg": True, "cohort": len(cohort_nodes), "threshold": None,
                            "degree": None}
         hello = {"round_id": server_round}

@@ -43,7 +43,7 @@ def _run_ours(n: int, d: int, rng: np.random.Generator, prg: str) -> dict[str, f
     ids = list(range(1, n + 1))
     en = enrol(ids, params=SecurityParams(prg=prg))
     server = ServerSecAgg(round_id=1, params=en.params, modulus_bits=BITS, length=d,
-                          max_cohort=n, threads=2)
+                          population=n, threads=2)
     clients = {u: en.client(u, round_id=1, modulus_bits=BITS, max_cohort=n) for u in ids}
     sent = dict.fromkeys(ids, 0)
     recv = dict.fromkeys(ids, 0)

@@ -86,7 +86,8 @@ class ClientSecAgg:
         This client's long-term signing key; its public half must be
         ``roster.keys[node_id]``.
     roster : Roster
-        Every client's identity key, obtained out of band.
+        Every client's identity key, obtained out of band; its size is the population
+        the colluding clients are counted on, c = floor(gamma * len(roster)).
     modulus_bits : int
         b, computed by the client from the run's layout and ``max_cohort``.
     max_cohort : int
@@ -171,7 +172,7 @@ class ClientSecAgg:
         if cohort:
             client.setup = derive_setup(params, round_id=client.round_id, cohort=cohort,
                                         modulus_bits=client.modulus_bits,
-                                        max_cohort=client.max_cohort or len(roster))
+                                        population=len(roster))
         return client
 
     @property
@@ -243,12 +244,8 @@ class ClientSecAgg:
         if len(cohort) > cap:
             raise SecAggAbort(f"node {me}: cohort of {len(cohort)} exceeds the {cap} the "
                               "modulus was sized for")
-        floor = self.params.min_survivors(cap)
-        if len(cohort) < floor:
-            raise SecAggAbort(f"node {me}: cohort of {len(cohort)} is below the {floor} this "
-                              f"run requires (the survivors a cohort of {cap} must keep)")
         setup = derive_setup(self.params, round_id=self.round_id, cohort=cohort,
-                             modulus_bits=self.modulus_bits, max_cohort=cap)
+                             modulus_bits=self.modulus_bits, population=len(self.roster))
         if msg.threshold != setup.threshold:
             raise SecAggAbort(f"node {me}: the server announces threshold {msg.threshold}; "
                               f"from the public parameters this client derives "

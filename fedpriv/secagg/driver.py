@@ -105,14 +105,14 @@ def drive_round(inputs: Mapping[int, np.ndarray], *, enrolment: Enrolment, round
     ``dropouts_after_stage[s]`` are clients that complete stage ``s`` and then vanish
     (s = 0: they never advertise; 3: they sent y but never sign the survivor set; 4:
     they signed but never reveal). A client that aborts counts as dropped from then on.
-    ``max_cohort`` (default: the roster's size) sizes the corruption bound.
+    ``max_cohort`` (default: the roster's size) is the largest cohort clients accept.
     """
     drop = {s: set(v) for s, v in (dropouts_after_stage or {}).items()}
-    max_cohort = max_cohort or len(enrolment.roster)
     gone: set[int] = set()
     d = len(next(iter(inputs.values())))
     server = ServerSecAgg(round_id=round_id, params=enrolment.params,
-                          modulus_bits=modulus_bits, length=d, max_cohort=max_cohort)
+                          modulus_bits=modulus_bits, length=d,
+                          population=len(enrolment.roster))
     clients = {u: enrolment.client(u, round_id=round_id, modulus_bits=modulus_bits,
                                    max_cohort=max_cohort) for u in inputs}
     sent: list[Message] = []

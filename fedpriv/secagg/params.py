@@ -237,12 +237,13 @@ def graph_seed(round_id: int, cohort: Sequence[int]) -> bytes:
 
 
 def derive_setup(params: SecurityParams, *, round_id: int, cohort: Sequence[int],
-                 modulus_bits: int, length: int = 0, max_cohort: int = 0) -> RoundSetup:
+                 modulus_bits: int, length: int = 0, population: int = 0) -> RoundSetup:
     """The round's public setup, computed from public values only.
 
-    ``max_cohort`` is the configured cohort size: the colluding clients are counted on
-    it, c = floor(gamma * max(len(cohort), max_cohort)), so a server that shows a client
-    a smaller cohort does not lower the bar.
+    ``population`` is the number of enrolled clients (the roster's size, known out of
+    band): the colluding clients are counted on it, c = floor(gamma * population), since
+    a server that picks the cohort can put every colluder into it, and showing a client
+    a small cohort must not lower the bar.
 
     Raises
     ------
@@ -253,7 +254,7 @@ def derive_setup(params: SecurityParams, *, round_id: int, cohort: Sequence[int]
     if len(ids) != len(cohort):
         raise SecAggAbort(f"cohort has duplicate ids: {sorted(cohort)}")
     n = len(ids)
-    c = params.corrupt(max(n, max_cohort))
+    c = params.corrupt(max(n, population))
     problem = params.cohort_problem(n, c)
     if problem:
         raise SecAggAbort(problem)
@@ -311,12 +312,14 @@ def check_run_config(cfg: Any) -> None:
                           "k/2 makes two disjoint reveal sets impossible, and t <= k), got "
                           f"{cfg.secagg_threshold:g}")
     params = params_for(cfg)
+    c = params.corrupt(max(n, int(cfg.clients)))  # every enrolled client may collude
     if cfg.secagg_degree >= n:
         raise ConfigError("secagg-degree", f"must be in [0, cohort - 1 = {n - 1}] (0: "
                           f"derived), got {cfg.secagg_degree}")
-    problem = params.cohort_problem(n)
+    problem = params.cohort_problem(n, c)
     if problem:
-        raise ConfigError("clients", problem)
+        raise ConfigError("clients", f"{problem} (c = floor(corruption rate "
+                          f"{params.corruption_rate:g} x {cfg.clients} clients))")
     layout = layout_for(cfg)
     need = layout.modulus_bits(n, check=False)
     if need > 64:

@@ -7,7 +7,7 @@ keys, ciphertexts it cannot open, masked vectors, signatures and - for each clie
 shares of its self-mask seed b (it survived) or of its masking key s_sk (it dropped),
 never both. Order of calls::
 
-    server = ServerSecAgg(round_id=r, params=..., modulus_bits=b, length=d, max_cohort=n)
+    server = ServerSecAgg(round_id=r, params=..., modulus_bits=b, length=d, population=N)
     server.receive(AdvertiseKeys) ...             # stage 1
     server.neighbour_keys(u) -> NeighbourKeys     # closes stage 1, derives the setup
     server.receive(ShareKeys) ...                 # stage 2
@@ -77,7 +77,7 @@ class ServerSecAgg:
     params: SecurityParams
     modulus_bits: int
     length: int
-    max_cohort: int = 0
+    population: int = 0
     threads: int = 2
     setup: RoundSetup | None = None
     keys: dict[int, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
@@ -141,7 +141,7 @@ class ServerSecAgg:
             self.setup = derive_setup(self.params, round_id=self.round_id,
                                       cohort=sorted(self.keys),
                                       modulus_bits=self.modulus_bits, length=self.length,
-                                      max_cohort=self.max_cohort)
+                                      population=self.population)
         return self.setup
 
     def neighbour_keys(self, node: int) -> NeighbourKeys:

@@ -47,6 +47,8 @@ def test_the_largest_accepted_config_sums_exactly_at_its_extreme_values():
     ({"clients": "5", "secagg-degree": "5"}, "secagg-degree", r"\[0, cohort - 1 = 4\]"),
     ({"clients": "100", "secagg-degree": "10"}, "clients",
      r"threshold t=6 \(degree k=10\) does not exceed the 10 clients that may collude"),
+    ({"clients": "100", "clients-per-round": "10"}, "clients",
+     r"cohort of 10 cannot have the 12 survivors.*corrupt 10.*0.1 x 100 clients"),
 ])
 def test_configs_that_cannot_work_are_refused_before_the_run(values, key, fragment):
     with pytest.raises(ConfigError, match=fragment) as err:

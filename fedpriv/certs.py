@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "node_identity",
     "node_key",
     "node_paths",
+    "node_secagg_config",
 ]
 
 ROSTER = "roster.json"
@@ -147,8 +149,13 @@ def node_paths(directory: str | Path, name: str) -> tuple[Path, Path]:
     return root / name, root / f"{name}.pub"
 
 
-def node_key(directory: str | Path, name: str, *, force: bool = False) -> tuple[Path, Path]:
-    """Write SuperNode ``name``'s authentication key pair (OpenSSH, EC P-384)."""
+def node_key(directory: str | Path, name: str, *, force: bool = False,
+             identity: bool = True) -> tuple[Path, Path]:
+    """Write SuperNode ``name``'s authentication key pair (OpenSSH, EC P-384).
+
+    With ``identity`` (the default) also its secure-aggregation identity beside it
+    (:func:`node_identity`, the next free secagg id).
+    """
     private, public = node_paths(directory, name)
     key = ec.generate_private_key(ec.SECP384R1())
     _write(private, key.private_bytes(serialization.Encoding.PEM,
@@ -157,6 +164,8 @@ def node_key(directory: str | Path, name: str, *, force: bool = False) -> tuple[
     _write(public, key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                  serialization.PublicFormat.OpenSSH) + b"\n",
            private=False, force=force)
+    if identity:
+        node_identity(directory, name, force=force)
     return private, public
 
 
@@ -176,34 +185,71 @@ def load_roster(path: str | Path) -> Roster:
         raise CertError(f"cannot read the roster {path}: {err}") from None
 
 
-def _add_to_roster(path: Path, node: int, public: bytes, *, force: bool) -> Roster:
+def _read_names(path: Path) -> dict[str, int]:
+    if not path.exists():
+        return {}
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).get(
+            "names", {}).items()}
+    except (OSError, ValueError, AttributeError) as err:
+        raise CertError(f"cannot read the roster {path}: {err}") from None
+
+
+def _add_to_roster(path: Path, name: str, node: int, public: bytes, *,
+                   force: bool) -> Roster:
     keys = dict(load_roster(path).keys) if path.exists() else {}
+    names = _read_names(path)
     if node in keys and keys[node] != public and not force:
         raise CertError(f"{path} already has a key for secagg id {node}; pass --force to "
                         "replace it")
     keys[node] = public
+    names[name] = node
     roster = Roster(keys=keys)
-    _write(path, roster.to_json().encode(), private=False, force=True)
+    data = json.loads(roster.to_json())
+    data["names"] = dict(sorted(names.items()))
+    _write(path, json.dumps(data, indent=1).encode(), private=False, force=True)
     return roster
 
 
-def node_identity(directory: str | Path, name: str, secagg_id: int, *,
+def node_identity(directory: str | Path, name: str, secagg_id: int | None = None, *,
                   force: bool = False) -> tuple[Path, Path]:
     """Write node ``name``'s Ed25519 identity beside its node key; add it to the roster.
 
-    Returns (identity private key path, roster path). The node's config then names
-    ``secagg-identity`` (the key), ``secagg-roster`` (a copy of the roster) and
-    ``secagg-id``.
+    ``secagg_id`` defaults to the id ``name`` already has in the roster, else the next
+    free one. Returns (identity private key path, roster path); :func:`node_secagg_config`
+    gives the node-config entries that point the node at them.
     """
+    root = Path(directory)
+    roster = root / ROSTER
+    names = _read_names(roster)
+    if secagg_id is None:
+        taken = set(load_roster(roster).keys) if roster.exists() else set()
+        secagg_id = names.get(name, max(taken, default=-1) + 1)
     if secagg_id < 0:
         raise CertError(f"secagg id must be >= 0, got {secagg_id}")
     private, _ = node_paths(directory, name)
     ident = private.with_name(f"{name}.ed25519")
     key = IdentityKey()
     _write(ident, key.to_pem(), private=True, force=force)
-    roster = Path(directory) / ROSTER
-    _add_to_roster(roster, secagg_id, key.public, force=force)
+    _add_to_roster(roster, name, secagg_id, key.public, force=force)
     return ident, roster
+
+
+def node_secagg_config(directory: str | Path, name: str) -> dict[str, str | int]:
+    """Node-config entries for node ``name``: its identity, the roster and its secagg id.
+
+    ``fedpriv deploy supernode`` should add these to the node config it passes to
+    ``flower-supernode`` (``secagg-identity``, ``secagg-roster``, ``secagg-id``).
+    """
+    root = Path(directory)
+    roster = root / ROSTER
+    names = _read_names(roster)
+    if name not in names:
+        raise CertError(f"{roster} has no secagg identity for node {name!r}; run "
+                        f"`fedpriv certs node {name}`")
+    ident = node_paths(directory, name)[0].with_name(f"{name}.ed25519")
+    return {"secagg-identity": str(ident.resolve()), "secagg-roster": str(roster.resolve()),
+            "secagg-id": names[name]}
 
 
 def ensure_identities(directory: str | Path, ids: list[int]) -> Roster:

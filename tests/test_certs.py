@@ -80,17 +80,22 @@ def test_deploy_wrappers_are_secure_by_default(tmp_path):
 
 
 def test_node_identity_beside_the_node_key_and_in_the_roster(tmp_path):
-    from fedpriv.certs import load_identity, load_roster, node_identity
+    from fedpriv.certs import load_identity, load_roster, node_secagg_config
 
     node_key(tmp_path, "edge-1")
-    ident, roster_path = node_identity(tmp_path, "edge-1", 0)
-    node_identity(tmp_path, "edge-2", 1)
-    assert ident == tmp_path / "nodes" / "edge-1.ed25519"
+    node_key(tmp_path, "edge-2")
+    cfg = node_secagg_config(tmp_path, "edge-2")
+    assert cfg["secagg-id"] == 1
+    ident = tmp_path / "nodes" / "edge-2.ed25519"
+    assert cfg["secagg-identity"] == str(ident.resolve())
     assert stat.S_IMODE(ident.stat().st_mode) == 0o600
-    roster = load_roster(roster_path)
-    assert roster.keys[0] == load_identity(ident).public and 1 in roster
-    with pytest.raises(CertError, match="exists"):
-        node_identity(tmp_path, "edge-1", 0)
+    roster = load_roster(cfg["secagg-roster"])
+    assert roster.keys[1] == load_identity(ident).public and set(roster.keys) == {0, 1}
+    node_key(tmp_path, "edge-1", force=True)  # a new key keeps the node's id
+    assert node_secagg_config(tmp_path, "edge-1")["secagg-id"] == 0
+    assert len(load_roster(tmp_path / "roster.json")) == 2
+    with pytest.raises(CertError, match="no secagg identity"):
+        node_secagg_config(tmp_path, "edge-3")
 
 
 def test_simulation_identities_are_made_once_and_kept(tmp_path):

@@ -31,6 +31,7 @@ import numpy as np
 
 from fedpriv.secagg.errors import SecAggAbort, SecAggError
 from fedpriv.secagg.graph import components
+from fedpriv.secagg.identity import Roster, advert_payload
 from fedpriv.secagg.keys import KeyPair, KeyPurpose, pair_key
 from fedpriv.secagg.messages import (
     AdvertiseKeys,
@@ -67,6 +68,9 @@ class ServerSecAgg:
         U3: ``{u: y_u}`` of clients that sent a masked input (the survivors S).
     signatures : dict
         U4: ``{u: signature of S}``.
+    roster, run_id : optional
+        When given, advertisements are checked against the roster (see
+        :meth:`on_advertise`).
     reveals : dict
         U5: ``{u: {v: ((x, y), "b" | "s")}}``, the shares each survivor revealed.
     transcript : list
@@ -79,6 +83,8 @@ class ServerSecAgg:
     length: int
     population: int = 0
     threads: int = 2
+    roster: Roster | None = None
+    run_id: int | None = None
     setup: RoundSetup | None = None
     keys: dict[int, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
     routed: dict[int, dict[int, bytes]] = field(default_factory=dict)
@@ -129,8 +135,22 @@ class ServerSecAgg:
 
     # ---------------------------------------------------------------- stage 1
     def on_advertise(self, msg: AdvertiseKeys) -> None:
-        """Record a client's signed public keys (stage 1)."""
+        """Record a client's signed public keys (stage 1).
+
+        With a ``roster`` (and ``run_id``) the server drops advertisements from unknown
+        ids or with a bad signature, which honest clients would refuse anyway: one
+        client cannot make its neighbours abort by advertising under another's id.
+        """
         self._expect(msg, self.keys, None)
+        if self.roster is not None:
+            if msg.sender not in self.roster:
+                raise SecAggError(f"node {msg.sender} is not in the roster")
+            payload = advert_payload(run_id=self.run_id or 0, round_id=self.round_id,
+                                     sender=msg.sender, c_pk=msg.c_pk, s_pk=msg.s_pk)
+            if self.run_id is not None and not self.roster.verify(msg.sender, payload,
+                                                                  msg.signature):
+                raise SecAggError(f"node {msg.sender}: advertisement signature does not "
+                                  "verify against the roster")
         self.transcript.append(msg)
         self.keys[msg.sender] = (msg.c_pk, msg.s_pk, msg.signature)
 

@@ -110,3 +110,17 @@ def test_malformed_dicts_raise_secagg_error():
         MaskedInput(round_id=1, sender=1, y=[1, 2])
     with pytest.raises(SecAggError, match="non-negative int"):
         RoutedShares(round_id=-1, recipient=1, senders=(), ciphertexts=())
+
+
+def test_a_server_with_the_roster_drops_advertisements_under_another_id():
+    en = enrol([1, 2, 3], run_id=4)
+    server = ServerSecAgg(round_id=5, params=en.params, modulus_bits=BITS, length=D,
+                          roster=en.roster, run_id=4)
+    c2 = en.client(2, round_id=5, modulus_bits=BITS)
+    adv = c2.advertise_keys()
+    with pytest.raises(SecAggError, match="does not verify"):
+        server.receive(dataclasses.replace(adv, sender=1))  # impersonating client 1
+    with pytest.raises(SecAggError, match="not in the roster"):
+        server.receive(dataclasses.replace(adv, sender=9))
+    server.receive(adv)
+    assert list(server.keys) == [2]

@@ -7,11 +7,14 @@ Everything a client needs arrives in the server's message (see
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.canary import canary_reply, is_canary
 from client.data import client_identity, local_data, node_overrides
 from client.privacy import (
     budget_refusal,
@@ -19,6 +22,7 @@ from client.privacy import (
     dp_sgd_train,
     event_json,
     planned_event,
+    privacy_generator,
     user_update,
 )
 from client.secagg import (
@@ -30,7 +34,7 @@ from client.secagg import (
     share,
     unmask,
 )
-from fedpriv.config import DpMode, StrategyName
+from fedpriv.config import DpMode, RunConfig, StrategyName
 from fedpriv.messages import (
     ARRAYS,
     CLIENT_EPSILON,
@@ -71,11 +75,18 @@ __all__ = ["app"]
 app = ClientApp()
 
 
-def _generator(seed: int, server_round: int, node_config: dict) -> torch.Generator:
-    """A per-client, per-round shuffling stream derived from the run's seed."""
+def _shuffle_generator(cfg: RunConfig, server_round: int, node_config: dict
+                       ) -> torch.Generator:
+    """Minibatch order for non-private training (privacy randomness: see client.privacy)."""
+    if not cfg.reproducible:
+        return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
     part = int(node_config.get(NODE_PARTITION_ID, 0))
-    state = np.random.SeedSequence([seed, server_round, part]).generate_state(1)
+    state = np.random.SeedSequence([cfg.seed, server_round, part]).generate_state(1)
     return torch.Generator().manual_seed(int(state[0]))
+
+
+def _reply(msg: Message, records: dict) -> Message:
+    return Message(RecordDict(records), reply_to=msg)
 
 
 @app.train()
@@ -86,10 +97,19 @@ def train(msg: Message, context: Context) -> Message:
     the clipped update. With any DP mode the client first checks its own budget in its
     own ledger, refuses the round if it would be exceeded, and records the round's DP
     event before replying.
+
+    What leaves the device: without DP, the model, the example count and the training
+    loss. Under any DP mode, no training loss (an unnoised function of the data). Under
+    user-level DP, no example count either (the update is unweighted). Under secure
+    aggregation nothing per-client travels beside the masked vector: the count and loss
+    ride inside it and the server learns only their totals.
     """
     cfg, server_round = config_from_record(msg.content[CONFIG])
     node_config = dict(context.node_config)
     cfg = node_overrides(cfg, node_config)
+    round_clip = float(msg.content[CONFIG].get(ROUND_CLIP_NORM, cfg.clip_norm))
+    if is_canary(cfg, node_config):
+        return _reply(msg, canary_reply(cfg, node_config, msg, round_clip))
     data = local_data(cfg, node_config)
     device = resolve_device(cfg.device)
     model = build_task_model(cfg, load_task_data(cfg))
@@ -97,36 +117,39 @@ def train(msg: Message, context: Context) -> Message:
     model.load_state_dict(global_state)
     model.to(device)
     client_id = client_identity(node_config, context.node_id)
-    round_clip = float(msg.content[CONFIG].get(ROUND_CLIP_NORM, cfg.clip_norm))
+    part = int(node_config.get(NODE_PARTITION_ID, 0))
 
     ledger = event = None
     privacy: dict[str, bool | float | str] = {CLIENT_ID: client_id}
     if cfg.dp_mode is not DpMode.NONE:
         ledger = client_ledger(cfg, node_config, client_id, context.run_id)
         event = planned_event(cfg, len(data), round_clip)
-        reason = budget_refusal(ledger, event)
+        reason = budget_refusal(ledger, event, cfg)  # before any data is touched
         if reason:
             ledger.close()
             privacy.update({REFUSED: True, REFUSED_REASON: reason})
-            return Message(RecordDict({
-                METRICS: MetricRecord({NUM_EXAMPLES: 0}),
-                PRIVACY: ConfigRecord(privacy),
-            }), reply_to=msg)
+            return _reply(msg, {METRICS: MetricRecord({}), PRIVACY: ConfigRecord(privacy)})
 
-    generator = _generator(cfg.seed, server_round, node_config)
     mu = cfg.proximal_mu if cfg.strategy is StrategyName.FEDPROX else 0.0
     if isinstance(event, DpSgdEvent):
-        loss = dp_sgd_train(model, data, cfg, event=event, device=device,
-                            generator=generator, proximal_mu=mu)
+        loss = dp_sgd_train(
+            model, data, cfg, event=event, device=device, proximal_mu=mu,
+            sampling=privacy_generator(cfg, "cpu", server_round, part, 1),
+            noise=privacy_generator(cfg, device, server_round, part, 2))
     else:
-        loader = to_loader(data, cfg.batch_size, shuffle=True, generator=generator)
+        loader = to_loader(data, cfg.batch_size, shuffle=True,
+                           generator=_shuffle_generator(cfg, server_round, node_config))
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
         loss = train_epochs(model, loader, optimizer, epochs=cfg.local_epochs, device=device,
                             proximal_mu=mu, global_params=global_params)
 
     local_state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
-    metrics: dict[str, float] = {NUM_EXAMPLES: len(data), TRAIN_LOSS: loss}
+    metrics: dict[str, float] = {}
+    if cfg.dp_mode is DpMode.NONE:
+        metrics.update({NUM_EXAMPLES: len(data), TRAIN_LOSS: loss})
+    elif cfg.dp_mode is DpMode.RECORD:
+        metrics[NUM_EXAMPLES] = len(data)  # FedAvg's weight; q and steps reveal it anyway
     content: dict[str, ArrayRecord]
     if cfg.dp_mode is DpMode.USER or SECAGG in msg.content.config_records:
         if cfg.dp_mode is DpMode.USER:  # clipped, unweighted (McMahan et al. 2018)
@@ -143,10 +166,10 @@ def train(msg: Message, context: Context) -> Message:
                 loss=float(loss), cfg=cfg, rng=np.random.default_rng(),
             )
             content = {MASKED: numpy_record({"y": mask(msg, context, x)})}
-            metrics = {}  # example count and loss travel inside the masked sum only
+            metrics = {}  # nothing per-client beside the masked vector: count, loss inside
         else:
             content = {UPDATE: numpy_record(update)}
-            metrics.update({UPDATE_WEIGHT: float(weight), UNCLIPPED: float(unclipped)})
+            metrics = {UPDATE_WEIGHT: float(weight), UNCLIPPED: float(unclipped)}
     else:
         content = {ARRAYS: ArrayRecord(local_state)}
 
@@ -157,9 +180,8 @@ def train(msg: Message, context: Context) -> Message:
         ledger.close()
         privacy.update({REFUSED: False, CLIENT_EPSILON: spent, DP_EVENT: event_json(event),
                         LEDGER_HEAD: f"{seq}:{digest}"})
-    return Message(RecordDict({
-        **content, METRICS: MetricRecord(metrics), PRIVACY: ConfigRecord(privacy),
-    }), reply_to=msg)
+    return _reply(msg, {**content, METRICS: MetricRecord(metrics),
+                        PRIVACY: ConfigRecord(privacy)})
 
 
 @app.train("secagg_advertise")
@@ -194,6 +216,8 @@ def secagg_unmask(msg: Message, context: Context) -> Message:
 def evaluate_local(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on the client's local data."""
     cfg, _ = config_from_record(msg.content[CONFIG])
+    if is_canary(cfg, context.node_config):
+        raise RuntimeError("a canary client holds no data to evaluate on")
     data = local_data(cfg, context.node_config)
     device = resolve_device(cfg.device)
     model = build_task_model(cfg, load_task_data(cfg))

@@ -53,9 +53,12 @@ def local_data(cfg: RunConfig, node_config: Mapping[str, Any]) -> ArrayDataset:
             "the node config sets neither data-dir (deployment) nor partition-id "
             "(simulation); set data-dir to a directory of .npz files"
         )
-    return client_dataset(
-        cfg, int(node_config[NODE_PARTITION_ID]), int(node_config[NODE_NUM_PARTITIONS])
-    )
+    # Canary nodes (partition-id >= clients) hold no data: the real clients split the
+    # data set among ``clients`` partitions whatever the engine's node count.
+    partitions = int(node_config[NODE_NUM_PARTITIONS])
+    if cfg.canaries > 0:
+        partitions = cfg.clients
+    return client_dataset(cfg, int(node_config[NODE_PARTITION_ID]), partitions)
 
 
 def client_identity(node_config: Mapping[str, Any], node_id: int) -> str:

@@ -7,7 +7,6 @@ epsilon from it, and refuses a round that would take it past its own budget.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -21,12 +20,12 @@ import torch
 from torch import nn
 
 from fedpriv.config import DpMode, RunConfig
+from fedpriv.dp_plan import record_noise_multiplier, record_shape
 from fedpriv.privacy import (
     DpEvent,
     DpSgdEvent,
     GaussianSumEvent,
     PrivacyLedger,
-    calibrate_noise_multiplier,
     clip_by_l2,
     epsilon,
 )
@@ -35,12 +34,13 @@ from fedpriv.tasks.training import proximal_term
 
 __all__ = [
     "LEDGER_PATH_KEY",
+    "budget_refusal",
+    "client_budget",
     "client_ledger",
     "dp_sgd_train",
-    "budget_refusal",
     "event_json",
     "planned_event",
-    "record_noise_multiplier",
+    "privacy_generator",
     "user_update",
 ]
 
@@ -61,31 +61,36 @@ def client_ledger(cfg: RunConfig, node_config: Mapping[str, Any], client_id: str
             )
         path = str(Path(cfg.run_dir) / "clients" / client_id / "ledger.sqlite")
     return PrivacyLedger.open_or_create(path, run_id=str(run_id), scope=client_id,
-                                        delta=cfg.delta, max_epsilon=cfg.client_max_epsilon)
+                                        delta=cfg.delta, max_epsilon=client_budget(cfg))
 
 
-def _dp_sgd_shape(cfg: RunConfig, n_local: int) -> tuple[float, int]:
-    """(q, steps per round) of Poisson-sampled DP-SGD on ``n_local`` examples."""
-    q = min(1.0, cfg.batch_size / n_local)
-    steps = cfg.local_epochs * max(1, int(round(1.0 / q)))
-    return q, steps
+def client_budget(cfg: RunConfig) -> float:
+    """The epsilon this client refuses to exceed.
 
-
-@functools.lru_cache(maxsize=256)
-def _calibrated(target: float, delta: float, q: float, steps: int) -> float:
-    return calibrate_noise_multiplier(target, delta, sampling_rate=q, steps=steps)
-
-
-def record_noise_multiplier(cfg: RunConfig, n_local: int) -> float:
-    """Sigma for DP-SGD: ``noise-multiplier``, or calibrated once from ``target-epsilon``.
-
-    The calibration assumes the client takes part in every one of ``rounds`` rounds, so
-    the whole run spends at most ``target-epsilon`` however it is sampled.
+    Its own ``client-max-epsilon`` and, at record level, also the federation's
+    ``max-epsilon``: the federation's record-level epsilon is the largest client's, so
+    each client enforcing it before every round (round 1 included) keeps the federation
+    within budget without the server knowing any client's data size.
     """
-    if cfg.target_epsilon <= 0:
-        return cfg.noise_multiplier
-    q, steps = _dp_sgd_shape(cfg, n_local)
-    return _calibrated(cfg.target_epsilon, cfg.delta, q, steps * cfg.rounds)
+    if cfg.dp_mode is DpMode.RECORD:
+        return min(cfg.client_max_epsilon, cfg.max_epsilon)
+    return cfg.client_max_epsilon
+
+
+def privacy_generator(cfg: RunConfig, device: torch.device | str, *stream: int
+                      ) -> torch.Generator:
+    """A generator for randomness that privacy depends on (minibatch sampling, noise).
+
+    Seeded from ``os.urandom`` (never from the run's seed, the round or anything the
+    server sends), so that the sampling and noise are secret from whoever sees the
+    update, which amplification by sampling and the Gaussian mechanism assume. Only
+    ``reproducible = true`` (research) derives it from the run's seed and ``stream``.
+    """
+    if cfg.reproducible:
+        seed = int(np.random.SeedSequence([cfg.seed, *stream]).generate_state(1)[0])
+    else:
+        seed = int.from_bytes(os.urandom(8), "little")
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def planned_event(cfg: RunConfig, n_local: int, round_clip: float) -> DpEvent:
@@ -96,7 +101,7 @@ def planned_event(cfg: RunConfig, n_local: int, round_clip: float) -> DpEvent:
     amplification (q = 1) since a client cannot verify the server's sampling.
     """
     if cfg.dp_mode is DpMode.RECORD:
-        q, steps = _dp_sgd_shape(cfg, n_local)
+        q, steps = record_shape(cfg, n_local)
         return DpSgdEvent(noise_multiplier=record_noise_multiplier(cfg, n_local),
                           sampling_rate=q, steps=steps, clip=cfg.clip_norm)
     if cfg.dp_mode is DpMode.USER:
@@ -105,28 +110,45 @@ def planned_event(cfg: RunConfig, n_local: int, round_clip: float) -> DpEvent:
     raise ValueError(f"dp-mode must be record or user for a DP event, got {cfg.dp_mode}")
 
 
-def budget_refusal(ledger: PrivacyLedger, event: DpEvent) -> str:
-    """Why this round would exceed the client's budget, or ``""`` if it fits."""
+def budget_refusal(ledger: PrivacyLedger, event: DpEvent, cfg: RunConfig | None = None
+                   ) -> str:
+    """Why this round would exceed the client's budget, or ``""`` if it fits.
+
+    The budget is the ledger's (fixed when it was created) or, if lower, what ``cfg``
+    asks now (:func:`client_budget`); the check is a dry run before any data is touched.
+    """
     spent = [ev for _, ev in ledger.events()]
     budget = ledger.max_epsilon
+    label = "its budget"
+    if cfg is not None and client_budget(cfg) < budget:
+        budget = client_budget(cfg)
+    if cfg is not None and cfg.dp_mode is DpMode.RECORD and budget == cfg.max_epsilon:
+        label = "max-epsilon"
+    elif cfg is not None and budget == cfg.client_max_epsilon:
+        label = "client-max-epsilon"
     if math.isinf(budget):
         return ""
     projected = epsilon([*spent, event], ledger.delta)
     if projected > budget:
-        return (f"budget: this round would raise epsilon from {epsilon(spent, ledger.delta):.3f} "
-                f"to {projected:.3f} > client-max-epsilon {budget:g} (delta {ledger.delta:g})")
+        return (f"this round would raise its epsilon from "
+                f"{epsilon(spent, ledger.delta):.3f} to {projected:.3f} > {label} "
+                f"{budget:g} (delta {ledger.delta:g})")
     return ""
 
 
 def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
-                 event: DpSgdEvent, device: torch.device, generator: torch.Generator,
-                 proximal_mu: float = 0.0) -> float:
+                 event: DpSgdEvent, device: torch.device, sampling: torch.Generator,
+                 noise: torch.Generator, proximal_mu: float = 0.0) -> float:
     """Run ``event.steps`` steps of DP-SGD with Opacus and return the mean training loss.
 
     Abadi et al. 2016, Algorithm 1: Poisson sampling with rate q, per-example clipping to
-    C, Gaussian noise sigma*C. The noise generator is seeded from ``os.urandom``, never
-    from the run's seed (which the server knows); Opacus' ``secure_mode`` would need
-    torchcsprng, which has no build for this torch.
+    C, Gaussian noise sigma*C. ``sampling`` drives Opacus' Poisson sampler and ``noise``
+    its Gaussian noise; both come from :func:`privacy_generator` (OS entropy), never from
+    the run's seed, which the server knows. Opacus' ``secure_mode`` would need
+    torchcsprng, which has no build for this torch. The loader has ``ceil(n / B)``
+    batches, so Opacus samples at ``q = 1 / ceil(n / B)``, the rate in ``event``; a step
+    whose Poisson batch is empty is a noise-only step, accounted like any other.
+    The training loss returned is for local logging only: it is not sent to the server.
     Opacus' ghost clipping (fast gradient clipping; Li et al. 2022, Bu et al. 2023)
     computes per-example gradient norms without materialising per-example gradients;
     ``ghost-clipping = false`` (or a FedProx term, which ghost clipping cannot take)
@@ -138,7 +160,7 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
     ghost = cfg.ghost_clipping and proximal_mu == 0.0
     global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu else None
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    loader = to_loader(data, cfg.batch_size, shuffle=True, generator=generator)
+    loader = to_loader(data, cfg.batch_size, shuffle=True, generator=sampling)
     criterion = nn.CrossEntropyLoss()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # secure_mode and RNG notices
@@ -146,7 +168,7 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
         made = engine.make_private(
             module=model, optimizer=optimizer, criterion=criterion, data_loader=loader,
             noise_multiplier=event.noise_multiplier, max_grad_norm=event.clip,
-            poisson_sampling=True, noise_generator=_os_seeded(device),
+            poisson_sampling=True, noise_generator=noise,
             grad_sample_mode="ghost" if ghost else "hooks",
         )
     if ghost:
@@ -154,6 +176,9 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
     else:
         dp_model, dp_opt, dp_loader = made
         dp_criterion = criterion
+    if abs(dp_loader.sample_rate - event.sampling_rate) > 1e-12:
+        raise RuntimeError(f"Opacus samples at q={dp_loader.sample_rate!r}, the event "
+                           f"records q={event.sampling_rate!r}")
     dp_model.train()
     with warnings.catch_warnings():
         # Opacus' ghost clipping trips torch's full-backward-hook notice on every step.
@@ -173,21 +198,19 @@ def _dp_steps(dp_model: nn.Module, dp_opt: Any, dp_criterion: Any, dp_loader: An
             steps += 1
             xb, yb = xb.to(device), yb.to(device)
             dp_opt.zero_grad(set_to_none=True)
-            if len(yb) == 0:  # Poisson sampling drew no example: a noise-only step
-                dp_opt.step()
-                continue
+            # An empty Poisson batch still goes through forward and backward: Opacus then
+            # sums no per-example gradient and adds the noise, a noise-only step as the
+            # accountant assumes. (Calling step() without backward would skip the noise
+            # with hooks and crash with ghost clipping.)
             loss = dp_criterion(dp_model(xb), yb)
             if global_params is not None:
                 loss = loss + proximal_term(model, global_params, proximal_mu)
             loss.backward()
             dp_opt.step()
-            total += float(loss.detach()) * len(yb)
-            count += len(yb)
+            if len(yb):
+                total += float(loss.detach()) * len(yb)
+                count += len(yb)
     return total / count if count else float("nan")
-
-
-def _os_seeded(device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(int.from_bytes(os.urandom(8), "little"))
 
 
 def user_update(local: Mapping[str, torch.Tensor], global_: Mapping[str, torch.Tensor],

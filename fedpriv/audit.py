@@ -4,25 +4,61 @@ The audit trusts nothing the run reported: it re-reads each ledger (the federati
 ``RUN_DIR/ledger.sqlite``, and every client's, ``RUN_DIR/clients/*/ledger.sqlite``),
 verifies its hash chain (and that its head is the one recorded in ``summary.json``: the
 federation's by the server, each client's as the client reported it in its last
-reply), recomputes epsilon from the logged events with two
-accountants (PLD, the reported figure, and RDP beside it), and checks each scope against
-the budget its genesis entry fixed.
+reply), recomputes epsilon from the logged events with two independently written
+accountants (Google's dp-accounting PLD, the reported figure, and Microsoft's
+prv-accountant; RDP is shown beside them) and fails when they disagree by more than
+:data:`AGREEMENT` (1 %), recomputes adaptive clipping's combined noise multiplier from
+its parts (Andrew et al. 2021, Theorem 1), checks each scope against the budget its
+genesis entry fixed, flags a ``reproducible`` (seeded) run, and, for a run with canary
+clients, compares the empirical privacy estimate (Andrew et al. 2024) with the claim.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedpriv.privacy import Accountant, LedgerError, PrivacyLedger, epsilon
+from rich.table import Table
 
-__all__ = ["AuditReport", "ScopeAudit", "audit_run", "write_report"]
+from fedpriv.privacy import (
+    Accountant,
+    GaussianSumEvent,
+    LedgerError,
+    PrivacyLedger,
+    epsilon,
+)
+from fedpriv.privacy.prv import prv_epsilon
 
-#: Slack for comparing epsilons: PLD is recomputed with the same discretisation.
-TOLERANCE = 1e-6
+__all__ = [
+    "ACCOUNTANTS",
+    "AGREEMENT",
+    "TOLERANCE",
+    "AuditReport",
+    "ScopeAudit",
+    "audit_run",
+    "render_markdown",
+    "render_table",
+    "write_report",
+]
+
+#: Slack for comparing epsilons: PLD is recomputed with the same discretisation, so the
+#: figures agree to rounding; a scope is over budget when epsilon > max_epsilon + this.
+TOLERANCE = 1e-9
+
+#: Largest relative disagreement allowed between the two independent accountants, and
+#: between the reported epsilon and the independent one.
+AGREEMENT = 0.01
+
+#: The accountants the audit names in its output.
+ACCOUNTANTS = {
+    "pld": "dp-accounting PLD (Google; reported by the run)",
+    "prv": "prv-accountant PRV (Microsoft; independent recomputation)",
+    "rdp": "dp-accounting RDP (looser bound, for reference)",
+}
 
 
 @dataclass(slots=True, kw_only=True)
@@ -35,12 +71,18 @@ class ScopeAudit:
     broken_seq: int | None
     reason: str
     epsilon_pld: float | None = None
+    epsilon_prv: float | None = None
     epsilon_rdp: float | None = None
     delta: float | None = None
     max_epsilon: float | None = None
     rounds: int = 0
     mechanisms: list[str] = field(default_factory=list)
     epsilon_by_round: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """The chain verifies and the budget holds."""
+        return self.chain_ok and not self.over_budget
 
     @property
     def over_budget(self) -> bool:
@@ -57,6 +99,8 @@ class AuditReport:
     scopes: list[ScopeAudit]
     problems: list[str]
     reported: dict[str, Any] | None
+    warnings: list[str] = field(default_factory=list)
+    empirical: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -64,14 +108,49 @@ class AuditReport:
         return not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-safe dict (``inf`` budgets as ``null``)."""
+        """A JSON-safe dict (``inf`` budgets as ``null``, an infinite epsilon as "inf")."""
         scopes = []
         for s in self.scopes:
             d = asdict(s)
-            d["over_budget"] = s.over_budget
+            d["ok"], d["over_budget"] = s.ok, s.over_budget
+            for key in ("epsilon_pld", "epsilon_prv", "epsilon_rdp"):
+                d[key] = _json_float(d[key])
+            d["epsilon_by_round"] = [[r, _json_float(e)] for r, e in s.epsilon_by_round]
             scopes.append(d)
         return {"run_dir": self.run_dir, "ok": self.ok, "problems": self.problems,
-                "reported": self.reported, "scopes": scopes}
+                "warnings": self.warnings, "accountants": ACCOUNTANTS,
+                "reported": self.reported, "empirical": self.empirical, "scopes": scopes}
+
+
+def _agree(a: float, b: float) -> bool:
+    """Within :data:`AGREEMENT` of each other (both infinite counts as agreement)."""
+    if math.isinf(a) or math.isinf(b):
+        return math.isinf(a) and math.isinf(b)
+    return abs(a - b) <= AGREEMENT * max(abs(b), 1e-3)
+
+
+def _check_theorem1(path: Path, scope: str, events: list[tuple[int, Any]],
+                    problems: list[str]) -> None:
+    """Recompute adaptive clipping's z from the noise actually added.
+
+    Andrew et al. 2021, Theorem 1: the update noise z_Delta and the centred-count noise
+    sigma_b (sensitivity 1/2) make one Gaussian mechanism with
+    z = (z_Delta^-2 + (2 sigma_b)^-2)^(-1/2); the ledger's z must not be larger.
+    """
+    for rnd, ev in events:
+        if not isinstance(ev, GaussianSumEvent) or ev.update_noise_multiplier is None:
+            continue
+        z_delta, sigma_b = ev.update_noise_multiplier, ev.count_stddev or 0.0
+        z = 1.0 / math.sqrt(z_delta ** -2 + (2.0 * sigma_b) ** -2) if sigma_b > 0 else 0.0
+        if ev.noise_multiplier > z * (1 + 1e-9):
+            problems.append(
+                f"{path}: {scope}: round {rnd} records z={ev.noise_multiplier:.6g}, but "
+                f"its noise (z_Delta={z_delta:.6g}, sigma_b={sigma_b:.6g}) gives only "
+                f"z={z:.6g} (Andrew et al. 2021, Theorem 1)")
+
+
+def _json_float(value: float | None) -> float | str | None:
+    return "inf" if value is not None and math.isinf(value) else value
 
 
 def _budget(value: float) -> float | None:
@@ -90,7 +169,10 @@ def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
         report = ledger.verify(expected_head)
         if not report.ok:
             problems.append(f"{path}: entry {report.broken_seq}: {report.reason}")
-            scope = ledger.entries()[0].scope if ledger.entries() else "?"
+            try:
+                scope = ledger.genesis().scope
+            except (LedgerError, sqlite3.DatabaseError):
+                scope = "?"
             return [ScopeAudit(ledger=str(path), scope=scope, chain_ok=False,
                                broken_seq=report.broken_seq, reason=report.reason)]
         delta, budget = ledger.delta, ledger.max_epsilon
@@ -102,9 +184,17 @@ def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
                 if i + 1 == len(events) or events[i + 1][0] != rnd:
                     by_round.append((rnd, epsilon([e for _, e in events[: i + 1]], delta)))
             evs = [e for _, e in events]
+            _check_theorem1(path, scope, events, problems)
+            pld_eps = epsilon(evs, delta, Accountant.PLD)
+            prv_eps = prv_epsilon(evs, delta)
+            if not _agree(pld_eps, prv_eps):
+                problems.append(
+                    f"{path}: {scope}: the accountants disagree: PLD (dp-accounting) "
+                    f"{pld_eps:.4f}, PRV (prv-accountant) {prv_eps:.4f}, more than "
+                    f"{AGREEMENT:.0%} apart")
             audit = ScopeAudit(
                 ledger=str(path), scope=scope, chain_ok=True, broken_seq=None, reason="",
-                epsilon_pld=epsilon(evs, delta, Accountant.PLD),
+                epsilon_pld=pld_eps, epsilon_prv=prv_eps,
                 epsilon_rdp=epsilon(evs, delta, Accountant.RDP),
                 delta=delta, max_epsilon=_budget(budget),
                 rounds=len({r for r, _ in events}),
@@ -112,32 +202,80 @@ def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
                 epsilon_by_round=by_round,
             )
             if audit.over_budget:
+                first = next(r for r, e in by_round if e > budget + TOLERANCE)
                 problems.append(
                     f"{path}: {scope} spent epsilon {audit.epsilon_pld:.4f} > its budget "
-                    f"{budget:g}")
+                    f"{budget:g} (first exceeded in round {first})")
             out.append(audit)
         return out
 
 
+Head = tuple[int, str]
+
+
+def _read_summary(path: Path, problems: list[str]
+                  ) -> tuple[dict[str, Any] | None, Head | None, dict[str, Head]]:
+    """The reported epsilon, the federation's head and each client's, from summary.json."""
+    if not path.is_file():
+        return None, None, {}
+    try:
+        summary = json.loads(path.read_text())
+        reported = summary.get("epsilon")
+        head = None
+        if "ledger_head" in summary:
+            head = (int(summary["ledger_head"]["seq"]), str(summary["ledger_head"]["hash"]))
+        client_heads = {}
+        for client, text in summary.get("client_ledger_heads", {}).items():
+            seq, _, digest = str(text).partition(":")
+            client_heads[str(client)] = (int(seq), digest)
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        problems.append(f"{path} is unreadable or malformed ({err}); no head is checked")
+        return None, None, {}
+    return reported, head, client_heads
+
+
+def _check_reported(reported: dict[str, Any], federation: Path,
+                    scopes: list[ScopeAudit], problems: list[str]) -> None:
+    fed = [s for s in scopes if s.ledger == str(federation)]
+    recomputed = max((s.epsilon_pld or 0.0 for s in fed), default=0.0)
+    independent = max((s.epsilon_prv or 0.0 for s in fed), default=0.0)
+    claimed = reported.get("federation")
+    if claimed is None:
+        return
+    if abs(recomputed - float(claimed)) > 1e-6 * max(1.0, recomputed):
+        problems.append(f"summary.json reports federation epsilon {claimed}, the ledger "
+                        f"gives {recomputed}")
+    if not _agree(float(claimed), independent):
+        problems.append(f"summary.json reports federation epsilon {claimed}, the "
+                        f"independent PRV accountant gives {independent:.4f} (more than "
+                        f"{AGREEMENT:.0%} apart)")
+
+
 def audit_run(run_dir: str | Path) -> AuditReport:
-    """Audit every ledger of the run in ``run_dir``."""
+    """Audit every ledger of the run in ``run_dir``.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run directory: ``ledger.sqlite`` (the federation's ledger), optionally
+        ``clients/<client-id>/ledger.sqlite`` (each client's own), and optionally
+        ``summary.json`` with ``"ledger_head": {"seq": n, "hash": "..."}`` (checked as
+        the federation ledger's head), ``"client_ledger_heads": {"<id>": "seq:hash"}``
+        and ``"epsilon": {"federation": eps}`` (checked against the recomputation).
+
+    Returns
+    -------
+    AuditReport
+        One :class:`ScopeAudit` per scope of each ledger; ``ok`` iff ``problems`` is
+        empty (every chain verifies, no budget is exceeded, the reported epsilon
+        matches). Nothing is written; see :func:`write_report`.
+    """
     root = Path(run_dir)
     problems: list[str] = []
     if not root.is_dir():
         return AuditReport(run_dir=str(root), scopes=[], reported=None,
                            problems=[f"{root} is not a run directory"])
-    summary_path = root / "summary.json"
-    reported = None
-    head = None
-    client_heads: dict[str, tuple[int, str]] = {}
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        reported = summary.get("epsilon")
-        if "ledger_head" in summary:
-            head = (int(summary["ledger_head"]["seq"]), str(summary["ledger_head"]["hash"]))
-        for client, text in summary.get("client_ledger_heads", {}).items():
-            seq, _, digest = str(text).partition(":")
-            client_heads[client] = (int(seq), digest)
+    reported, head, client_heads = _read_summary(root / "summary.json", problems)
     federation = root / "ledger.sqlite"
     scopes: list[ScopeAudit] = []
     if federation.is_file():
@@ -147,37 +285,95 @@ def audit_run(run_dir: str | Path) -> AuditReport:
     for path in sorted((root / "clients").glob("*/ledger.sqlite")):
         scopes += _audit_ledger(path, client_heads.get(path.parent.name), problems)
     if not scopes and not problems:
-        problems.append(f"{root} holds no privacy ledger (was the run made with a dp-mode?)")
+        problems.append(f"{root} holds no privacy ledger (was the run made with a "
+                        "dp-mode?)")
     if reported and federation.is_file() and all(s.chain_ok for s in scopes):
-        fed = [s.epsilon_pld or 0.0 for s in scopes if s.ledger == str(federation)]
-        recomputed = max(fed, default=0.0)
-        claimed = reported.get("federation")
-        if claimed is not None and abs(recomputed - float(claimed)) > 1e-6 * max(1, recomputed):
-            problems.append(f"summary.json reports federation epsilon {claimed}, the ledger "
-                            f"gives {recomputed}")
-    return AuditReport(run_dir=str(root), scopes=scopes, problems=problems, reported=reported)
+        _check_reported(reported, federation, scopes, problems)
+    warnings = []
+    summary = _summary_dict(root / "summary.json")
+    if summary.get("reproducible"):
+        warnings.append("reproducible = true: client sampling, minibatch sampling and noise "
+                        "were seeded from the run's seed; the epsilon holds only while that "
+                        "seed is secret")
+    empirical = None
+    if int(summary.get("canaries") or 0) > 0:
+        from fedpriv.empirical import estimate_run
+
+        claimed = (reported or {}).get("federation")
+        empirical = estimate_run(root, int(summary["canaries"]),
+                                 delta=float((reported or {}).get("delta") or 1e-5),
+                                 claimed=None if claimed is None else float(claimed),
+                                 problems=problems)
+    return AuditReport(run_dir=str(root), scopes=scopes, problems=problems,
+                       reported=reported, warnings=warnings, empirical=empirical)
+
+
+def _summary_dict(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _fmt(x: float | None, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _markdown_row(s: ScopeAudit) -> str:
+    ledger = Path(s.ledger)
+    chain = "ok" if s.chain_ok else f"broken at {s.broken_seq}"
+    budget = "∞" if s.max_epsilon is None else _fmt(s.max_epsilon, "g")
+    if s.over_budget:
+        budget += " (exceeded)"
+    cells = [f"{ledger.parent.name or '.'}/{ledger.name}", s.scope, chain,
+             _fmt(s.epsilon_pld), _fmt(s.epsilon_prv), _fmt(s.epsilon_rdp),
+             _fmt(s.delta, "g"), budget,
+             str(s.rounds), ", ".join(s.mechanisms)]
+    return "| " + " | ".join(cells) + " |"
+
+
 def render_markdown(report: AuditReport) -> str:
-    """The audit as a Markdown document."""
+    """The audit as a Markdown document (a table, then the problems)."""
     lines = [f"# Privacy audit of `{report.run_dir}`", "",
              f"Result: **{'OK' if report.ok else 'FAILED'}**", "",
-             "| ledger | scope | chain | ε (PLD) | ε (RDP) | δ | budget | rounds | mechanism |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for s in report.scopes:
-        chain = "ok" if s.chain_ok else f"broken at {s.broken_seq}"
-        lines.append(
-            f"| {Path(s.ledger).parent.name or '.'}/{Path(s.ledger).name} | {s.scope} | "
-            f"{chain} | {_fmt(s.epsilon_pld)} | {_fmt(s.epsilon_rdp)} | {_fmt(s.delta, 'g')} | "
-            f"{_fmt(s.max_epsilon, 'g') if s.max_epsilon is not None else '∞'} | {s.rounds} | "
-            f"{', '.join(s.mechanisms)} |")
+             "| ledger | scope | chain | ε (PLD) | ε (PRV) | ε (RDP) | δ | budget | rounds "
+             "| mechanism |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [_markdown_row(s) for s in report.scopes]
+    lines += ["", "Accountants: " + "; ".join(f"{k.upper()}: {v}"
+                                             for k, v in ACCOUNTANTS.items())]
+    if report.empirical:
+        e = report.empirical
+        lines += ["", f"Empirical privacy estimate ({e['method']}, {e['canaries']} "
+                      f"canaries): ε ≈ {e['epsilon']:.3f} against the claimed "
+                      f"{_fmt(e['claimed'], '.3f')}"]
+    if report.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
     if report.problems:
         lines += ["", "## Problems", ""] + [f"- {p}" for p in report.problems]
     return "\n".join(lines) + "\n"
+
+
+def render_table(report: AuditReport) -> Table:
+    """The audit as a ``rich`` table, one row per scope (for the terminal)."""
+    table = Table(title=f"privacy audit: {report.run_dir}")
+    for col in ("ledger", "scope", "chain", "ε (PLD)", "ε (PRV)", "ε (RDP)", "δ", "budget",
+                "rounds", "mechanism"):
+        table.add_column(col, overflow="fold")
+    for s in report.scopes:
+        ledger = Path(s.ledger)
+        own = ledger.parent.parent.name == "clients"
+        budget = "∞" if s.max_epsilon is None else f"{s.max_epsilon:g}"
+        table.add_row(
+            f"{ledger.parent.name}/{ledger.name}" if own else ledger.name, s.scope,
+            "ok" if s.chain_ok else f"[red]broken at entry {s.broken_seq}[/]",
+            _fmt(s.epsilon_pld), _fmt(s.epsilon_prv), _fmt(s.epsilon_rdp),
+            _fmt(s.delta, "g"),
+            budget + (" [red]exceeded[/]" if s.over_budget else ""), str(s.rounds),
+            ", ".join(s.mechanisms),
+        )
+    return table
 
 
 def write_report(report: AuditReport, run_dir: str | Path) -> list[Path]:

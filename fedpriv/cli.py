@@ -8,7 +8,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -114,6 +114,7 @@ def simulate(
     try:
         cfg = RunConfig.from_mapping(_parse_sets(set_ or []), base=cfg).resolved()
         _check_feasible(cfg)
+        cfg = _announce_privacy(cfg)
     except ConfigError as err:
         raise _fail(str(err)) from None
 
@@ -141,7 +142,10 @@ def simulate(
     summary = json.loads(summary_path.read_text())
     _out.print(summary_table(summary))
     _out.print(f"run directory: {run_dir.path}")
-    raise typer.Exit(EXIT_OK if summary["status"] == "completed" else EXIT_RUN_FAILED)
+    if summary["status"] == "stopped":  # a budget stop is normal operation
+        _out.print(f"stopped: {summary.get('reason', '')}", highlight=False)
+    raise typer.Exit(EXIT_OK if summary["status"] in ("completed", "stopped")
+                     else EXIT_RUN_FAILED)
 
 
 @app.command()
@@ -157,7 +161,7 @@ def audit(
     budget is exceeded; 1 otherwise (the problems name the ledger entry or client).
     Writes audit.json, audit.md and audit.png into the run directory.
     """
-    from fedpriv.audit import audit_run, write_report
+    from fedpriv.audit import ACCOUNTANTS, audit_run, render_table, write_report
 
     if not run_dir.is_dir():
         raise _fail(f"RUN_DIR: {str(run_dir)!r} is not a directory")
@@ -166,33 +170,24 @@ def audit(
     if as_json:
         _out.print_json(json.dumps(report.to_json()))
     else:
-        _out.print(_audit_table(report))
+        _out.print(render_table(report))
+        for name, what in ACCOUNTANTS.items():
+            _out.print(f"ε ({name.upper()}): {what}", highlight=False)
+        if report.empirical:
+            e = report.empirical
+            claimed = "-" if e["claimed"] is None else f"{e['claimed']:.3f}"
+            _out.print(f"empirical ε ({e['canaries']} canaries, Andrew et al. 2024): "
+                       f"{e['epsilon']:.3f}, claimed {claimed}", highlight=False)
         for path in written:
             _out.print(f"wrote {path}")
+        for warning in report.warnings:
+            _err.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         if report.ok:
-            _out.print("[bold green]audit passed[/]: every chain verifies, no budget exceeded")
+            _out.print("[bold green]audit passed[/]: every chain verifies, both accountants "
+                       "agree with the reported epsilon, no budget exceeded")
         for problem in report.problems:
             _err.print(f"[bold red]problem:[/] {problem}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_RUN_FAILED)
-
-
-def _audit_table(report: Any) -> Table:
-    table = Table(title=f"privacy audit: {report.run_dir}")
-    for col in ("ledger", "scope", "chain", "ε PLD", "ε RDP", "δ", "budget", "rounds",
-                "mechanism"):
-        table.add_column(col)
-    for s in report.scopes:
-        table.add_row(
-            "client's own" if Path(s.ledger).parent.parent.name == "clients" else "server",
-            s.scope, "ok" if s.chain_ok else f"[red]broken at entry {s.broken_seq}[/]",
-            "-" if s.epsilon_pld is None else f"{s.epsilon_pld:.4f}",
-            "-" if s.epsilon_rdp is None else f"{s.epsilon_rdp:.4f}",
-            "-" if s.delta is None else f"{s.delta:g}",
-            "∞" if s.max_epsilon is None else f"{s.max_epsilon:g}"
-            + (" [red]exceeded[/]" if s.over_budget else ""),
-            str(s.rounds), ", ".join(s.mechanisms),
-        )
-    return table
 
 
 @app.command()
@@ -358,6 +353,21 @@ def deploy_supernode(
         cmd += ["--root-certificates", str(files[0]), "--auth-supernode-private-key",
                 str(private), "--auth-supernode-public-key", str(public)]
     _exec(cmd, dry_run)
+
+
+def _announce_privacy(cfg: RunConfig) -> RunConfig:
+    """Calibrate user-level noise and say, before round 1, what the run will spend."""
+    from fedpriv.config import DpMode
+    from fedpriv.dp_plan import with_user_noise
+    from server.planning import privacy_plan
+
+    if cfg.dp_mode is DpMode.NONE:
+        return cfg
+    cfg = with_user_noise(cfg)
+    plan = privacy_plan(cfg)
+    style = "bold yellow" if plan["warning"] or cfg.reproducible else "bold"
+    _out.print(f"[{style}]privacy:[/] {plan['text']}", highlight=False, soft_wrap=True)
+    return cfg
 
 
 def _check_feasible(cfg: RunConfig) -> None:

@@ -174,7 +174,11 @@ class RunConfig:
     momentum: float = dataclasses.field(default=0.9, metadata=_meta(
         "client SGD momentum", lo=0.0, hi=1.0, hi_open=True))
     seed: int = dataclasses.field(default=0, metadata=_meta(
-        "seed for data, partitions, model init and sampling", lo=0))
+        "seed for data, partitions and model init (public: never for privacy randomness "
+        "unless reproducible = true)", lo=0))
+    reproducible: bool = dataclasses.field(default=False, metadata=_meta(
+        "research only: seed client sampling, minibatch sampling and DP noise from `seed`; "
+        "epsilon then holds only while the seed is secret"))
     device: Device = dataclasses.field(default=Device.AUTO, metadata=_meta(
         "client device (auto: cuda when available)"))
     client_cpus: float = dataclasses.field(default=1.0, metadata=_meta(
@@ -216,6 +220,9 @@ class RunConfig:
     client_max_epsilon: float = dataclasses.field(default=math.inf, metadata=_meta(
         "each client's own budget; a client refuses rounds that would exceed it",
         lo=0.0, lo_open=True))
+    canaries: int = dataclasses.field(default=0, metadata=_meta(
+        "user level, simulation: canary clients for the empirical privacy estimate "
+        "(Andrew et al. 2024) that `fedpriv audit` reports", lo=0, hi=10_000))
     ghost_clipping: bool = dataclasses.field(default=True, metadata=_meta(
         "record-level: Opacus ghost clipping where the model allows it (else hooks)"))
     # ------------------------------------------------------ secure aggregation
@@ -311,6 +318,18 @@ class RunConfig:
                 "clip-count-stddev",
                 f"must be > noise-multiplier / 2 = {self.noise_multiplier / 2:g} (Andrew et "
                 f"al. 2021, Theorem 1), got {self.clip_count_stddev:g}",
+            )
+        if self.canaries > 0 and self.dp_mode is not DpMode.USER:
+            raise ConfigError(
+                "canaries",
+                f"canary clients estimate user-level privacy; they need dp-mode=user, got "
+                f"dp-mode={self.dp_mode} (canaries={self.canaries})",
+            )
+        if self.canaries > 0 and self.secagg:
+            raise ConfigError(
+                "canaries",
+                f"canaries estimate the central DP mechanism and run without secure "
+                f"aggregation; set secagg=false or canaries=0 (canaries={self.canaries})",
             )
         if self.target_epsilon > 0 and self.dp_mode is DpMode.NONE:
             raise ConfigError(

@@ -24,6 +24,7 @@ from fedpriv.config import RunConfig
 
 __all__ = [
     "ARRAYS",
+    "CANARY_FILE",
     "CONFIG",
     "EVAL_ACCURACY",
     "EVAL_LOSS",
@@ -98,6 +99,9 @@ REFUSED_REASON = "reason"
 CLIENT_EPSILON = "epsilon"  # the client's own epsilon after this round (PLD)
 DP_EVENT = "event"  # JSON of the DP event the client recorded this round
 LEDGER_HEAD = "ledger-head"  # "<seq>:<sha256>" of the client's ledger after this round
+
+# Files in the run directory that the server writes and simulated clients read.
+CANARY_FILE = "canaries.json"  # {"key": hex}: the canaries' direction key (simulation)
 
 # Node-config keys a SuperNode sets (the simulation engine sets the first two).
 NODE_PARTITION_ID = "partition-id"

@@ -9,20 +9,26 @@ from __future__ import annotations
 
 import math
 import time
+from logging import INFO
 from typing import Any
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from fedpriv.config import ClipMode, DpMode, RunConfig, default_count_stddev
+from fedpriv.dp_plan import client_sampling_rate, with_user_noise
 from fedpriv.messages import TRAIN_LOSS
-from fedpriv.privacy import AdaptiveClip, SecureGaussian
+from fedpriv.privacy import AdaptiveClip, GaussianSource, SecureGaussian, SeededGaussian
 from fedpriv.tasks import build_task_model, evaluate, load_task_data
+from server.canary import write_canary_key
+from server.planning import privacy_plan
 from server.privacy import BudgetExhausted, FederationPrivacy
 from server.reporting import Reporter
 from server.rundir import RunDirectory
+from server.sampling import CohortSampler, SamplingKind
 from server.secagg import SecAggStrategy
 from server.strategy import FedPrivStrategy
 from strategies import build_strategy
@@ -34,6 +40,7 @@ __all__ = ["run_federation"]
 # Independent random streams derived from the run's seed.
 _SAMPLING_STREAM = 1
 _SECAGG_STREAM = 2
+_NOISE_STREAM = 3
 
 
 def run_federation(
@@ -51,18 +58,19 @@ def run_federation(
     dict
         The summary also written to ``summary.json``.
     """
-    cfg = cfg.resolved()
+    cfg = with_user_noise(cfg.resolved())  # z calibrated once, up front, if asked
     t0 = time.monotonic()
     data = load_task_data(cfg)
     model = build_task_model(cfg, data)
     device = torch.device("cpu")  # server-side evaluation is small; keep the GPU for clients
     privacy = (FederationPrivacy(cfg, run_dir.path, run_id=run_dir.path.name)
                if cfg.dp_mode is not DpMode.NONE else None)
+    if cfg.canaries > 0:
+        write_canary_key(run_dir.path)
     strategy = FedPrivStrategy(
         _aggregation(cfg),
-        cohort_size=cfg.cohort_size,
-        min_nodes=cfg.clients,
-        rng=np.random.default_rng([cfg.seed, _SAMPLING_STREAM]),
+        sampler=_sampler(cfg),
+        min_nodes=cfg.clients + cfg.canaries,
         fraction_evaluate=cfg.fraction_evaluate,
         node_wait_timeout=cfg.round_timeout,
         privacy=privacy,
@@ -75,6 +83,7 @@ def run_federation(
         loss, acc = evaluate(model, data.test, device=device)
         if server_round == 0:
             state["initial_accuracy"] = acc
+            run_dir.save_initial_model({k: v.numpy() for k, v in arrays.items()})
             return MetricRecord({"test-loss": loss, "test-accuracy": acc})
         train = strategy.last_train_metrics
         record = {
@@ -101,6 +110,9 @@ def run_federation(
         return MetricRecord({"test-loss": loss, "test-accuracy": acc})
 
     reporter.on_start(scenario=scenario, rounds=cfg.rounds, run_dir=str(run_dir.path))
+    plan = privacy_plan(cfg) if privacy is not None else None
+    if plan is not None:
+        log(INFO, "fedpriv: %s", plan["text"])
     config = ConfigRecord(cfg.to_flat())
     status, reason = "completed", ""
     try:
@@ -122,6 +134,7 @@ def run_federation(
         summary = _summary(cfg, scenario, state, status, reason, time.monotonic() - t0)
         if privacy is not None:
             summary.update(privacy.summary())
+            summary["privacy_plan"] = plan
             summary["epsilon"]["clients_max"] = max(strategy.clients_epsilon.values(),
                                                     default=None)
             summary["refused_clients"] = sorted(privacy.excluded_ids)
@@ -130,6 +143,17 @@ def run_federation(
         run_dir.write_summary(summary)
         reporter.on_finish(summary)
     return summary
+
+
+def _sampler(cfg: RunConfig) -> CohortSampler:
+    """Poisson at q = m / N under user-level DP (what is accounted), else fixed size m.
+
+    Secret randomness unless ``reproducible = true``.
+    """
+    seed = [cfg.seed, _SAMPLING_STREAM] if cfg.reproducible else None
+    if cfg.dp_mode is DpMode.USER:
+        return CohortSampler(SamplingKind.POISSON, rate=client_sampling_rate(cfg), seed=seed)
+    return CohortSampler(SamplingKind.FIXED, size=cfg.cohort_size, seed=seed)
 
 
 def _aggregation(cfg: RunConfig) -> Any:
@@ -152,8 +176,12 @@ def _dp_or_mean(cfg: RunConfig, inner: Any) -> Any:
         sigma_b = cfg.clip_count_stddev or default_count_stddev(cfg)
         clip = AdaptiveClip(clip=cfg.clip_norm, target_quantile=cfg.target_quantile,
                             learning_rate=cfg.clip_lr, count_stddev=sigma_b)
+    noise: GaussianSource = SecureGaussian()
+    if cfg.reproducible:
+        noise = SeededGaussian(np.random.default_rng([cfg.seed, _NOISE_STREAM]))
     return DpFedAvg(inner, noise_multiplier=cfg.noise_multiplier, clip=clip,
-                    expected_cohort=cfg.cohort_size, noise=SecureGaussian())
+                    expected_cohort=client_sampling_rate(cfg) * (cfg.clients + cfg.canaries),
+                    noise=noise)
 
 
 def _privacy_record(strategy: FedPrivStrategy) -> dict[str, Any]:
@@ -198,6 +226,8 @@ def _summary(cfg: RunConfig, scenario: str, state: dict[str, Any], status: str,
         "partition": cfg.resolved_partition.value,
         "strategy": cfg.strategy.value,
         "dp_mode": cfg.dp_mode.value,
+        "reproducible": cfg.reproducible,
+        "canaries": cfg.canaries,
         "secagg": _secagg_summary(cfg, state["secagg_rounds"]),
         "initial_accuracy": num(state["initial_accuracy"]),
         "final_accuracy": num(state["final_accuracy"]),

@@ -1,8 +1,11 @@
 """The federation's privacy bookkeeping: its ledger, its epsilon and its budget.
 
-User-level DP: one event per round for the federation scope, the sampled Gaussian sum
-with rate q = m / N (m clients sampled from the N eligible; accounted as Poisson
-sampling with that rate, the usual approximation of McMahan et al. 2018 and TFF).
+User-level DP: one event per round for the federation scope, the Poisson-sampled
+Gaussian sum with rate q = m / N: each eligible client is included independently with
+probability q by :class:`server.sampling.CohortSampler` from secret randomness, which is
+exactly the ``PoissonSampled(q, Gaussian(z))`` event accounted (McMahan et al. 2018,
+Algorithm 1). With adaptive clipping z is the combined multiplier of Andrew et al. 2021,
+Theorem 1, and the event records its parts.
 Record-level DP: every client's own DP-SGD event is mirrored under the client's id; the
 federation's record-level epsilon is the largest client's, since clients hold disjoint
 data (parallel composition).
@@ -65,26 +68,30 @@ class FederationPrivacy:
         return max(eps.values(), default=0.0)
 
     # ------------------------------------------------------------------ budget
-    def next_user_event(self, *, cohort: int, eligible: int, clip: float) -> GaussianSumEvent:
-        """The event the coming user-level round will be."""
-        q = min(1.0, cohort / max(eligible, 1))
-        return GaussianSumEvent(noise_multiplier=self.cfg.noise_multiplier, sampling_rate=q,
-                                clip=clip)
+    def next_user_event(self, *, sampling_rate: float, clip: float) -> GaussianSumEvent:
+        """The event the coming user-level round will be (z and q are fixed for the run)."""
+        return GaussianSumEvent(noise_multiplier=self.cfg.noise_multiplier,
+                                sampling_rate=sampling_rate, clip=clip)
 
-    def check_budget(self, server_round: int, *, cohort: int, eligible: int,
-                     clip: float) -> None:
-        """Raise :class:`BudgetExhausted` when the next round would exceed max-epsilon."""
+    def check_budget(self, server_round: int, *, sampling_rate: float, clip: float) -> None:
+        """Raise :class:`BudgetExhausted` when the next round would exceed max-epsilon.
+
+        User level: the federation's spent events plus the coming round's. Record level:
+        each client's last round again, its worst case (each client also checks its own
+        next round, round 1 included, against the same budget before it trains).
+        """
         if math.isinf(self.cfg.max_epsilon):
             return
         if self.cfg.dp_mode is DpMode.USER:
             extra: dict[str, DpEvent] = {
-                FEDERATION: self.next_user_event(cohort=cohort, eligible=eligible, clip=clip)
+                FEDERATION: self.next_user_event(sampling_rate=sampling_rate, clip=clip)
             }
-        else:  # record level: each client's last event again, the worst case
+        else:
             extra = {}
             for scope in self.ledger.scopes():
                 events = self.ledger.events(scope)
-                extra[scope] = events[-1][1]
+                if events:
+                    extra[scope] = events[-1][1]
         spent = self.federation_epsilon()
         projected = self.federation_epsilon(extra)
         if projected > self.cfg.max_epsilon:

@@ -6,6 +6,7 @@ Layout::
       config.toml      the resolved run configuration
       metrics.jsonl    one JSON object per completed round
       model.safetensors  the latest global model (replaced atomically each round)
+      model-initial.safetensors  the round-0 model
       checkpoint.json  the round that model.safetensors holds
       summary.json     written when the run ends, however it ends
 """
@@ -58,6 +59,7 @@ class RunDirectory:
     CONFIG = "config.toml"
     METRICS = "metrics.jsonl"
     MODEL = "model.safetensors"
+    INITIAL_MODEL = "model-initial.safetensors"
     CHECKPOINT = "checkpoint.json"
     SUMMARY = "summary.json"
 
@@ -99,6 +101,18 @@ class RunDirectory:
         _atomic_write(
             self.path / self.CHECKPOINT, json.dumps({"round": server_round}).encode()
         )
+
+    def save_initial_model(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Keep the round-0 model (the audit's canary estimate needs theta_T - theta_0)."""
+        tensors = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".model-initial.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"round": "0"})
+            os.replace(tmp, self.path / self.INITIAL_MODEL)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def load_model(self) -> dict[str, np.ndarray]:
         """The saved global model's arrays (safetensors: data only, no code)."""

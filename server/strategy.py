@@ -1,10 +1,11 @@
-"""Wrap any Flower strategy with fedpriv's seeded cohort sampling.
+"""Wrap any Flower strategy with fedpriv's cohort sampling, budget checks and accounting.
 
 Wrap, don't subclass: :class:`FedPrivStrategy` owns *who* takes part in a round and
 delegates *how* updates are combined to the Flower strategy it wraps. Flower's own
-strategies sample with the global ``random`` module; fedpriv samples with a seeded
-``numpy.random.Generator`` so that a run is reproducible and its sampling rate is known
-(privacy accounting depends on it).
+strategies sample with the global ``random`` module; fedpriv samples with
+:class:`server.sampling.CohortSampler`: secret (OS entropy) randomness, and Poisson
+sampling under user-level DP so that the ledger's ``PoissonSampled(q, ...)`` event is
+what actually happened.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from fedpriv.messages import (
     REFUSED,
     REFUSED_REASON,
 )
-from fedpriv.privacy import GaussianSumEvent
 from server.privacy import BudgetExhausted, FederationPrivacy
+from server.sampling import CohortSampler
 from strategies.dp_fedavg import DpFedAvg
 
 T = TypeVar("T")
@@ -62,47 +63,44 @@ class CohortGrid:
 
 
 class FedPrivStrategy(Strategy):
-    """Seeded fixed-size cohort sampling around a Flower strategy.
+    """Cohort sampling, budget checks and privacy accounting around a Flower strategy.
 
     Parameters
     ----------
     inner : Strategy
         The aggregation rule (FedAvg, FedProx, FedAdam, ...), built to take every node
         it is shown.
-    cohort_size : int
-        Clients per training round, sampled uniformly without replacement.
+    sampler : CohortSampler
+        Who takes part in each training round (Poisson or fixed size).
     min_nodes : int
         Nodes that must be connected before the first round starts.
-    rng : numpy.random.Generator
-        Source of the sampling.
     fraction_evaluate : float
         Fraction of connected nodes sent a federated-evaluation message (0: none).
     node_wait_timeout : float
         Seconds to wait for ``min_nodes`` before giving up.
+    privacy : FederationPrivacy or None
+        The federation's ledger and budget (any DP mode).
     """
 
     def __init__(
         self,
         inner: Strategy,
         *,
-        cohort_size: int,
+        sampler: CohortSampler,
         min_nodes: int,
-        rng: np.random.Generator,
         fraction_evaluate: float = 0.0,
         node_wait_timeout: float = 600.0,
         privacy: FederationPrivacy | None = None,
     ) -> None:
-        if cohort_size < 1:
-            raise ValueError(f"cohort_size must be >= 1, got {cohort_size}")
-        if min_nodes < cohort_size:
-            raise ValueError(f"min_nodes must be >= cohort_size={cohort_size}, got {min_nodes}")
+        if min_nodes < 1:
+            raise ValueError(f"min_nodes must be >= 1, got {min_nodes}")
         self.inner = inner
-        self.cohort_size = cohort_size
+        self.sampler = sampler
         self.min_nodes = min_nodes
-        self.rng = rng
         self.fraction_evaluate = fraction_evaluate
         self.node_wait_timeout = node_wait_timeout
         self.privacy = privacy
+        self._eval_rng = np.random.default_rng()  # evaluation protects nothing
         self.last_train_metrics: MetricRecord | None = None
         self.last_cohort: list[int] = []
         self.last_replies = 0
@@ -110,7 +108,7 @@ class FedPrivStrategy(Strategy):
         self.last_epsilon: float | None = None
         self.clients_epsilon: dict[str, float] = {}  # as each client reports its own
         self.client_heads: dict[str, str] = {}  # "<seq>:<hash>" of each client's ledger
-        self._planned_q = 1.0
+        self._noise_only = False
 
     def layer(self, cls: type[T]) -> T | None:
         """The first wrapped strategy of type ``cls`` down the ``inner`` chain."""
@@ -141,32 +139,38 @@ class FedPrivStrategy(Strategy):
         excluded = self.privacy.excluded if self.privacy is not None else {}
         return [n for n in self._wait_for_nodes(grid) if n not in excluded]
 
-    def sample(self, grid: Grid, size: int) -> list[int]:
-        """``size`` distinct eligible node ids, drawn with the seeded generator."""
-        nodes = self.eligible(grid)
-        size = min(size, len(nodes))
-        picked = self.rng.choice(len(nodes), size=size, replace=False)
-        return [nodes[i] for i in sorted(picked)]
-
     # -------------------------------------------------------------- delegation
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Check the budget, sample the cohort, then let the inner strategy build messages."""
+        """Check the budget, sample the cohort, then let the inner strategy build messages.
+
+        The budget is checked before anything is sent, round 1 included: the round is
+        refused (:class:`BudgetExhausted`, a normal stop) when its event would take the
+        federation past ``max-epsilon``.
+        """
+        eligible = self.eligible(grid)
+        dp = self.layer(DpFedAvg)
         if self.privacy is not None:
-            eligible = len(self.eligible(grid))
-            if eligible == 0:
+            if not eligible:
+                excluded = self.privacy.excluded
+                example = next(iter(excluded.values()), "")
                 raise BudgetExhausted(
-                    f"round {server_round}: every client has exhausted its own budget "
-                    f"(client-max-epsilon); nothing left to train on"
-                )
-            cohort = min(self.cohort_size, eligible)
-            self._planned_q = cohort / eligible
-            dp = self.layer(DpFedAvg)
-            self.privacy.check_budget(server_round, cohort=cohort, eligible=eligible,
+                    f"round {server_round}: no client can take part: all {len(excluded)} "
+                    f"refused for their own budgets (e.g. {example})")
+            self.privacy.check_budget(server_round, sampling_rate=self.sampler.rate,
                                       clip=dp.clip if dp is not None else 0.0)
-        self.last_cohort = self.sample(grid, self.cohort_size)
+        if dp is not None:  # McMahan et al.'s fixed denominator: m = q * eligible
+            dp.set_expected_cohort(self.sampler.expected_size(len(eligible)))
+        self.last_cohort = self.sampler.sample(eligible)
         view = CohortGrid(grid, self.last_cohort)
+        self._noise_only = not self.last_cohort and dp is not None
+        if not self.last_cohort:
+            # Nobody was sampled. Under DP the round is still a release, noise only:
+            # DP-FedAvg makes it directly (there is nothing to aggregate securely).
+            if dp is not None:
+                dp.configure_train(server_round, arrays, config, view)  # type: ignore[arg-type]
+            return []
         return self.inner.configure_train(server_round, arrays, config, view)  # type: ignore[arg-type]
 
     def aggregate_train(
@@ -176,7 +180,11 @@ class FedPrivStrategy(Strategy):
         self.last_refused = []
         replies = [m for m in replies if not self._refused(m)]
         self.last_replies = sum(not m.has_error() for m in replies)
-        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        dp = self.layer(DpFedAvg)
+        if self._noise_only and dp is not None:
+            arrays, metrics = dp.aggregate_train(server_round, [])
+        else:
+            arrays, metrics = self.inner.aggregate_train(server_round, replies)
         self.last_train_metrics = metrics
         if self.privacy is not None:
             self._account(server_round, replies)
@@ -191,7 +199,7 @@ class FedPrivStrategy(Strategy):
             node = msg.metadata.src_node_id
             reason = str(rec.get(REFUSED_REASON, ""))
             if self.privacy is not None:
-                self.privacy.excluded[node] = reason
+                self.privacy.excluded[node] = f"{rec.get(CLIENT_ID, node)}: {reason}"
             self.last_refused.append(str(rec.get(CLIENT_ID, node)))
             log(WARNING, "fedpriv: %s refused to train and is left out from now on: %s",
                 rec.get(CLIENT_ID, node), reason)
@@ -210,9 +218,8 @@ class FedPrivStrategy(Strategy):
         if self.privacy.cfg.dp_mode is DpMode.USER:
             dp = self.layer(DpFedAvg)
             if dp is not None and dp.last_round is not None:
-                self.privacy.record_user_round(server_round, GaussianSumEvent(
-                    noise_multiplier=dp.last_round.noise_multiplier,
-                    sampling_rate=self._planned_q, clip=dp.last_round.clip))
+                self.privacy.record_user_round(server_round,
+                                               dp.last_round.event(self.sampler.rate))
         else:
             self.privacy.record_client_events(server_round, reports)
         self.last_epsilon = self.privacy.federation_epsilon()
@@ -224,8 +231,9 @@ class FedPrivStrategy(Strategy):
         if self.fraction_evaluate <= 0.0:
             return []
         nodes = self._wait_for_nodes(grid)
-        size = max(1, int(round(self.fraction_evaluate * len(nodes))))
-        view = CohortGrid(grid, self.sample(grid, size))
+        size = min(len(nodes), max(1, int(round(self.fraction_evaluate * len(nodes)))))
+        picked = self._eval_rng.choice(len(nodes), size=size, replace=False)
+        view = CohortGrid(grid, sorted(nodes[int(i)] for i in picked))
         return self.inner.configure_evaluate(server_round, arrays, config, view)  # type: ignore[arg-type]
 
     def aggregate_evaluate(
@@ -236,6 +244,7 @@ class FedPrivStrategy(Strategy):
 
     def summary(self) -> None:
         """Log the sampling settings and the inner strategy's summary."""
-        log(INFO, "\t├──> fedpriv cohort: %d of >= %d nodes per round (seeded)",
-            self.cohort_size, self.min_nodes)
+        log(INFO, "\t├──> fedpriv cohort: %s sampling (q=%g, m=%d) of >= %d nodes, %s",
+            self.sampler.kind.value, self.sampler.rate, self.sampler.size, self.min_nodes,
+            "secret randomness" if self.sampler.secret else "SEEDED (reproducible)")
         self.inner.summary()

@@ -91,7 +91,7 @@ def simulate(
         run_simulation(
             server_app=make_server_app(cfg, run_dir, scenario=scenario, reporter=reporter),
             client_app=client_app,
-            num_supernodes=cfg.clients,
+            num_supernodes=cfg.clients + cfg.canaries,
             backend_config=_backend_config(cfg),
             verbose_logging=verbose,
         )

@@ -15,12 +15,13 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from strategies.delegation import Delegating
 from strategies.updates import model_reply, numpy_record, sum_updates, train_loss
 
 __all__ = ["UpdateMean"]
 
 
-class UpdateMean(Strategy):
+class UpdateMean(Delegating, Strategy):
     """Weighted mean of (summed) updates, then ``inner``'s step."""
 
     def __init__(self, inner: Strategy) -> None:
@@ -48,17 +49,3 @@ class UpdateMean(Strategy):
         reply = model_reply(template, numpy_record(new), weight=total.weight,
                             loss=train_loss(replies))
         return self.inner.aggregate_train(server_round, [reply])
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        """Delegate to the inner strategy."""
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
-                           ) -> MetricRecord | None:
-        """Delegate to the inner strategy."""
-        return self.inner.aggregate_evaluate(server_round, replies)
-
-    def summary(self) -> None:
-        """Delegate to the inner strategy."""
-        self.inner.summary()

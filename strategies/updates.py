@@ -133,11 +133,12 @@ def train_loss(replies: Sequence[Message]) -> float | None:
     return num / den if den > 0 else None
 
 
-def model_reply(template: Message, arrays: ArrayRecord, *, weight: float,
+def model_reply(template: Message | None, arrays: ArrayRecord, *, weight: float,
                 loss: float | None) -> Message:
     """A reply, as if from one client, carrying the new global model for the inner strategy.
 
-    ``template`` is any real reply of the round (for its run id and message type).
+    ``template`` is any real reply of the round (for its run id and message type), or
+    ``None`` when nobody replied (a noise-only DP round).
     """
     metrics: dict[str, float] = {NUM_EXAMPLES: float(weight)}
     if loss is not None:
@@ -146,11 +147,16 @@ def model_reply(template: Message, arrays: ArrayRecord, *, weight: float,
                                                  METRICS: MetricRecord(metrics)}))
 
 
-def synthetic_reply(template: Message, content: RecordDict) -> Message:
+def synthetic_reply(template: Message | None, content: RecordDict) -> Message:
     """A reply made on the server, with ``template``'s metadata (a real reply of the round).
 
     Built with explicit Metadata: the runtime only sets it for messages that travel.
+    Without a template (nobody replied) the metadata is a train reply from no node.
     """
+    if template is None:
+        return Message(content=content, metadata=Metadata(
+            run_id=0, message_id="", src_node_id=0, dst_node_id=0, reply_to_message_id="",
+            group_id="", created_at=time.time(), ttl=0.0, message_type="train"))
     md = template.metadata
     return Message(
         content=content,

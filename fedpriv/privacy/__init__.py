@@ -1,12 +1,30 @@
-"""Differential-privacy mechanisms, accounting and the privacy ledger (pure: no Flower)."""
+"""Differential-privacy mechanisms, accounting, budgets and the privacy ledger.
+
+Pure: numpy, scipy, dp-accounting and the standard library's ``sqlite3``; never Flower,
+sockets or global state.
+"""
 
 from fedpriv.privacy.accounting import (
+    PLD_DISCRETIZATION,
     Accountant,
     calibrate_noise_multiplier,
     epsilon,
     epsilon_by_step,
 )
-from fedpriv.privacy.adaptive import AdaptiveClip, corrected_noise_multiplier
+from fedpriv.privacy.adaptive import (
+    AdaptiveClip,
+    combined_noise_multiplier,
+    corrected_noise_multiplier,
+    geometric_clip_update,
+    noised_unclipped_fraction,
+)
+from fedpriv.privacy.budget import Budget, projected_epsilon, would_exceed
+from fedpriv.privacy.canary import (
+    canary_direction,
+    cosines,
+    empirical_epsilon,
+    gaussian_pair_epsilon,
+)
 from fedpriv.privacy.clipping import clip_by_l2, l2_norm
 from fedpriv.privacy.events import (
     DpEvent,
@@ -14,14 +32,29 @@ from fedpriv.privacy.events import (
     GaussianSumEvent,
     Mechanism,
     event_from_dict,
+    sampled_gaussian,
 )
-from fedpriv.privacy.ledger import GENESIS, ChainReport, LedgerEntry, LedgerError, PrivacyLedger
-from fedpriv.privacy.noise import GaussianSource, SecureGaussian, SeededGaussian
+from fedpriv.privacy.ledger import (
+    GENESIS,
+    ChainReport,
+    LedgerEntry,
+    LedgerError,
+    PrivacyLedger,
+)
+from fedpriv.privacy.noise import (
+    GaussianSource,
+    SecureGaussian,
+    SeededGaussian,
+    add_gaussian_noise,
+    gaussian_noise,
+)
 
 __all__ = [
     "GENESIS",
+    "PLD_DISCRETIZATION",
     "Accountant",
     "AdaptiveClip",
+    "Budget",
     "ChainReport",
     "DpEvent",
     "DpSgdEvent",
@@ -33,11 +66,23 @@ __all__ = [
     "PrivacyLedger",
     "SecureGaussian",
     "SeededGaussian",
+    "add_gaussian_noise",
     "calibrate_noise_multiplier",
+    "canary_direction",
     "clip_by_l2",
+    "combined_noise_multiplier",
     "corrected_noise_multiplier",
+    "cosines",
+    "empirical_epsilon",
     "epsilon",
     "epsilon_by_step",
     "event_from_dict",
+    "gaussian_noise",
+    "gaussian_pair_epsilon",
+    "geometric_clip_update",
     "l2_norm",
+    "noised_unclipped_fraction",
+    "projected_epsilon",
+    "sampled_gaussian",
+    "would_exceed",
 ]

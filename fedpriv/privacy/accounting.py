@@ -9,22 +9,32 @@ Gaussian) is the classic, looser bound and serves as an independent cross-check.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import dp_accounting
 from dp_accounting import pld, rdp
 
-from fedpriv.privacy.events import DpEvent, DpSgdEvent, sampled_gaussian
+from fedpriv.privacy.events import DpEvent, DpSgdEvent, GaussianSumEvent, sampled_gaussian
 
-__all__ = ["Accountant", "calibrate_noise_multiplier", "epsilon", "epsilon_by_step"]
+__all__ = [
+    "PLD_DISCRETIZATION",
+    "Accountant",
+    "calibrate_noise_multiplier",
+    "epsilon",
+    "epsilon_by_step",
+]
 
-#: PLD discretisation: epsilon is an upper bound, pessimistic by about this much per
-#: composition's worth of rounding (dp-accounting's default is 1e-4; 1e-3 keeps an
-#: audit of thousands of events fast while staying well under reporting precision).
+#: PLD value discretisation interval. dp-accounting rounds privacy losses pessimistically,
+#: so epsilon stays an upper bound at any interval; 1e-3 (the library's default is 1e-4)
+#: is about 8x faster and costs little: q=0.01, sigma=1.1, 10,000 steps, delta=1e-5
+#: gives 5.1963 against 5.1926 at 1e-4 (+0.07%); one Gaussian with sigma=1 gives the
+#: same 4.3772 at both.
 PLD_DISCRETIZATION = 1e-3
 
 
@@ -50,34 +60,65 @@ def epsilon(events: Iterable[DpEvent], delta: float,
             accountant: Accountant = Accountant.PLD) -> float:
     """Epsilon of the composition of ``events`` at ``delta``.
 
-    Returns 0 for no events. Every fedpriv event is a number of sampled-Gaussian steps
-    ``(sigma, q)``; steps with the same ``(sigma, q)`` are composed as one
-    self-composition (exact, and fast for PLD). The clip norm does not enter epsilon.
+    Parameters
+    ----------
+    events : iterable of DpSgdEvent or GaussianSumEvent
+        The releases to compose (any order: composition commutes).
+    delta : float
+        In (0, 1).
+    accountant : Accountant
+        PLD (tight; the reported figure) or RDP (looser; the cross-check).
+
+    Returns
+    -------
+    float
+        0 for no events (or only zero-step events); ``inf`` as soon as one event with
+        ``sigma = 0`` and at least one step is present (decided here, before any
+        accountant is asked). Every other fedpriv event is a number of sampled-Gaussian
+        steps ``(sigma, q)``; steps with the same ``(sigma, q)`` are composed as one
+        self-composition (exact, and fast for PLD). The clip norm does not enter epsilon.
+
+    Raises
+    ------
+    ValueError
+        For delta outside (0, 1) or an object that is not a fedpriv event.
     """
     _check_delta(delta)
     counts: dict[tuple[float, float], int] = {}
     for ev in events:
-        n = ev.steps if isinstance(ev, DpSgdEvent) else ev.rounds
+        if not isinstance(ev, DpSgdEvent | GaussianSumEvent):
+            raise ValueError(f"events must be DpSgdEvent or GaussianSumEvent, got {ev!r}")
         key = (ev.noise_multiplier, ev.sampling_rate)
-        counts[key] = counts.get(key, 0) + n
+        counts[key] = counts.get(key, 0) + ev.count
     counts = {k: n for k, n in counts.items() if n > 0}
     if not counts:
         return 0.0
+    if any(sigma == 0 for sigma, _ in counts):
+        return math.inf  # a release without noise: no finite epsilon covers it
     return _epsilon_cached(tuple(sorted(counts.items())), delta, Accountant(accountant))
+
+
+@contextlib.contextmanager
+def _quiet_absl() -> Iterator[None]:
+    """Silence dp-accounting's RDP notices about orders it drops.
+
+    Orders that do not converge are excluded from the minimum, so the bound stays valid;
+    absl would log one line per dropped order and evaluation.
+    """
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl.setLevel(level)
 
 
 @functools.lru_cache(maxsize=4096)
 def _epsilon_cached(groups: tuple[tuple[tuple[float, float], int], ...], delta: float,
                     accountant: Accountant) -> float:
-    # dp-accounting's RDP logs (through absl) every order it drops for not converging;
-    # those orders are excluded from the minimum, so the bound stays valid. Keep it quiet.
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)
-    try:
+    with _quiet_absl():
         return _compose(groups, delta, accountant)
-    finally:
-        absl.setLevel(level)
 
 
 def _compose(groups: tuple[tuple[tuple[float, float], int], ...], delta: float,
@@ -96,33 +137,77 @@ def epsilon_by_step(events: Sequence[DpEvent], delta: float,
 
 
 def calibrate_noise_multiplier(
-    target_epsilon: float, delta: float, *, sampling_rate: float, steps: int,
-    accountant: Accountant = Accountant.RDP,
+    target_epsilon: float, delta: float, sampling_rate: float, steps: int,
+    accountant: Accountant = Accountant.PLD,
 ) -> float:
     """The smallest sigma whose ``steps`` sampled-Gaussian steps spend ``target_epsilon``.
 
-    A bracketed root search over sigma (dp-accounting's ``calibrate_dp_mechanism``), done
-    once, up front, for the whole run. RDP by default: a search needs dozens of
-    evaluations, each milliseconds with RDP but minutes with PLD for thousands of steps;
-    since PLD's epsilon is never above RDP's, the reported (PLD) epsilon of a run
-    calibrated this way is at most ``target_epsilon``.
+    Two bracketed root searches (dp-accounting's ``calibrate_dp_mechanism``, to within
+    1e-4 in sigma), done once, up front, for the whole run: RDP over sigma in [0.01,
+    1000] (milliseconds per evaluation), then, for the PLD accountant that fedpriv
+    reports, PLD between half that sigma and it (PLD's epsilon is never above RDP's, so
+    its sigma is never above RDP's). A run calibrated this way reports a PLD epsilon at
+    most ``target_epsilon`` and, when it runs every planned step, within ~0.1 % of it.
+
+    Parameters
+    ----------
+    target_epsilon : float
+        epsilon, in (0, inf).
+    delta : float
+        In (0, 1).
+    sampling_rate : float
+        q, in (0, 1].
+    steps : int
+        T, number of steps (>= 1).
+    accountant : Accountant
+        Which accountant the search asks.
 
     Raises
     ------
     ValueError
-        For target_epsilon <= 0, delta outside (0, 1), or steps < 1.
+        For an argument out of its domain, or a target that no sigma in the bracket
+        reaches.
     """
     _check_delta(delta)
-    if not target_epsilon > 0:
-        raise ValueError(f"target_epsilon must be > 0, got {target_epsilon!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps!r}")
+    if not 0 < target_epsilon < math.inf:
+        raise ValueError(f"target_epsilon must be in (0, inf), got {target_epsilon!r}")
+    if not 0 < sampling_rate <= 1:
+        raise ValueError(f"sampling_rate must be in (0, 1], got {sampling_rate!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
 
     def make_event(sigma: float) -> dp_accounting.DpEvent:
-        return DpSgdEvent(noise_multiplier=sigma, sampling_rate=sampling_rate, steps=steps,
-                          clip=1.0).to_dp_event()
+        return sampled_gaussian(sigma, sampling_rate, steps)
 
-    return float(dp_accounting.calibrate_dp_mechanism(
-        lambda: _fresh(Accountant(accountant)), make_event, target_epsilon, delta,
-        bracket_interval=dp_accounting.ExplicitBracketInterval(1e-2, 1e3), tol=1e-3,
-    ))
+    rdp_sigma = _search(Accountant.RDP, make_event, target_epsilon, delta, 1e-2, 1e3)
+    if Accountant(accountant) is Accountant.RDP:
+        return rdp_sigma
+    # PLD's epsilon never exceeds RDP's at the same sigma, so PLD's sigma lies below
+    # RDP's; searching a narrow bracket under it keeps PLD off the very small sigmas
+    # whose loss distributions are slow to compose.
+    lo = max(1e-2, 0.5 * rdp_sigma)
+    if _epsilon_of(Accountant.PLD, make_event(lo), delta) <= target_epsilon:
+        lo = 1e-2
+    return _search(Accountant.PLD, make_event, target_epsilon, delta, lo, rdp_sigma)
+
+
+def _epsilon_of(accountant: Accountant, event: dp_accounting.DpEvent, delta: float) -> float:
+    acc = _fresh(accountant)
+    acc.compose(event)
+    with _quiet_absl():
+        return float(acc.get_epsilon(delta))
+
+
+def _search(accountant: Accountant, make_event: Any, target_epsilon: float, delta: float,
+            lo: float, hi: float) -> float:
+    try:
+        with _quiet_absl():
+            sigma = dp_accounting.calibrate_dp_mechanism(
+                lambda: _fresh(accountant), make_event, target_epsilon, delta,
+                bracket_interval=dp_accounting.ExplicitBracketInterval(lo, hi), tol=1e-4,
+            )
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"no noise multiplier in [{lo:g}, {hi:g}] gives epsilon {target_epsilon:g} at "
+            f"delta {delta:g} ({accountant.value} accountant) ({err})") from err
+    return float(sigma)

@@ -3,13 +3,18 @@
 An event's meaning never changes once written to a ledger: it names the mechanism and
 every parameter an accountant needs, and maps onto Google dp-accounting's ``DpEvent``
 algebra, which does the accounting (see :mod:`fedpriv.privacy.accounting`).
+
+Edge cases are explicit: ``sigma = 0`` (no noise) is a legal, *recorded* release whose
+epsilon is infinite (``NonPrivateDpEvent``), so a run without noise is never mistaken for
+a private one; ``sigma = inf`` cannot be written to JSON and is refused; zero steps is
+no event at all (``NoOpDpEvent``).
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 import dp_accounting
@@ -25,23 +30,44 @@ __all__ = [
 
 
 class Mechanism(enum.StrEnum):
-    """The mechanisms fedpriv records."""
+    """The mechanisms fedpriv records (the value is what the ledger stores)."""
 
     DP_SGD = "dp-sgd"
     GAUSSIAN_SUM = "gaussian-sum"
 
 
-def _check(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False,
-           hi_open: bool = False) -> None:
+def _real(obj: object, name: str, lo: float, hi: float, *, lo_open: bool = False,
+          hi_open: bool = False) -> None:
+    """Check ``obj.name`` is a real number in the interval and store it as a float."""
+    value = getattr(obj, name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
     bad = (math.isnan(value) or value < lo or value > hi or (lo_open and value == lo)
            or (hi_open and value == hi))
     if bad:
         left, right = "(" if lo_open else "[", ")" if hi_open else "]"
         raise ValueError(f"{name} must be in {left}{lo:g}, {hi:g}{right}, got {value!r}")
+    object.__setattr__(obj, name, float(value))  # 1 and 1.0 serialise the same way
+
+
+def _count(obj: object, name: str, lo: int) -> None:
+    value = getattr(obj, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
 
 
 def sampled_gaussian(sigma: float, q: float, count: int) -> dp_accounting.DpEvent:
-    """``count`` compositions of the Poisson-sampled Gaussian mechanism (q = 1: unsampled)."""
+    """``count`` compositions of the Poisson-sampled Gaussian mechanism.
+
+    ``SelfComposed(PoissonSampled(q, Gaussian(sigma)), count)``; q = 1 drops the sampling
+    wrapper, count = 0 is ``NoOpDpEvent`` and sigma = 0 is ``NonPrivateDpEvent`` (epsilon
+    = inf: with probability q a record is released in the clear, which no delta < q
+    covers, so fedpriv reports infinity whatever q is).
+    """
+    if count == 0:
+        return dp_accounting.NoOpDpEvent()
+    if sigma == 0:
+        return dp_accounting.SelfComposedDpEvent(dp_accounting.NonPrivateDpEvent(), count)
     step: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(sigma)
     if q < 1.0:
         step = dp_accounting.PoissonSampledDpEvent(q, step)
@@ -54,18 +80,19 @@ class DpSgdEvent:
 
     Abadi et al. 2016, "Deep Learning with Differential Privacy" (CCS), Algorithm 1:
     each step samples each example with probability ``q``, clips per-example gradients
-    to norm ``C`` and adds ``N(0, sigma^2 C^2)``.
+    to norm ``C`` and adds ``N(0, sigma^2 C^2)`` to their sum.
 
     Parameters
     ----------
     noise_multiplier : float
-        sigma, noise std divided by the clip norm (> 0).
+        sigma, noise std divided by the clip norm, in [0, inf); 0 means epsilon = inf.
     sampling_rate : float
         q, in (0, 1].
     steps : int
         Number of noisy steps (>= 0).
     clip : float
-        C, the per-example clip norm (> 0); recorded for the audit, sigma alone sets epsilon.
+        C, the per-example clip norm (> 0); recorded for the audit, sigma alone sets
+        epsilon.
     """
 
     noise_multiplier: float
@@ -74,19 +101,23 @@ class DpSgdEvent:
     clip: float
 
     def __post_init__(self) -> None:
-        _check("noise_multiplier", self.noise_multiplier, 0.0, math.inf, lo_open=True)
-        _check("sampling_rate", self.sampling_rate, 0.0, 1.0, lo_open=True)
-        _check("clip", self.clip, 0.0, math.inf, lo_open=True, hi_open=True)
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {self.steps!r}")
+        _real(self, "noise_multiplier", 0.0, math.inf, hi_open=True)
+        _real(self, "sampling_rate", 0.0, 1.0, lo_open=True)
+        _count(self, "steps", 0)
+        _real(self, "clip", 0.0, math.inf, lo_open=True, hi_open=True)
 
     @property
     def mechanism(self) -> Mechanism:
         """The mechanism's name in the ledger."""
         return Mechanism.DP_SGD
 
+    @property
+    def count(self) -> int:
+        """How many sampled-Gaussian releases the event covers (``steps``)."""
+        return self.steps
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe parameters, with the mechanism name."""
+        """JSON-safe parameters, with the mechanism name; ``event_from_dict`` inverts it."""
         return {"mechanism": self.mechanism.value, **asdict(self)}
 
     def to_dp_event(self) -> dp_accounting.DpEvent:
@@ -96,7 +127,7 @@ class DpSgdEvent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GaussianSumEvent:
-    """``rounds`` rounds of DP-FedAvg's noisy sum of clipped client updates (user-level DP).
+    """``rounds`` rounds of DP-FedAvg's noisy sum of clipped client updates (user-level).
 
     McMahan et al. 2018, "Learning Differentially Private Recurrent Language Models"
     (ICLR), Algorithm 1: each round samples each client with probability ``q``, clips
@@ -108,35 +139,68 @@ class GaussianSumEvent:
     Parameters
     ----------
     noise_multiplier : float
-        z (> 0).
+        z, in [0, inf); 0 means epsilon = inf.
     sampling_rate : float
         q, in (0, 1]; 1 when a client accounts only the rounds it took part in.
     clip : float
         C (> 0); the round's clip norm (it moves under adaptive clipping).
     rounds : int
         Number of rounds the event covers (>= 1).
+    update_noise_multiplier : float, optional
+        Adaptive clipping only: z_Delta, the multiplier of the noise on the update sum.
+    count_stddev : float, optional
+        Adaptive clipping only: sigma_b, the std of the noise on the centred unclipped
+        count (sensitivity 1/2). With both given, ``noise_multiplier`` must equal
+        Theorem 1's ``(z_Delta^-2 + (2 sigma_b)^-2)^(-1/2)``, which is checked, so an
+        auditor can recompute the combined z from what the server actually added.
     """
 
     noise_multiplier: float
     sampling_rate: float
     clip: float
     rounds: int = 1
+    update_noise_multiplier: float | None = None
+    count_stddev: float | None = None
 
     def __post_init__(self) -> None:
-        _check("noise_multiplier", self.noise_multiplier, 0.0, math.inf, lo_open=True)
-        _check("sampling_rate", self.sampling_rate, 0.0, 1.0, lo_open=True)
-        _check("clip", self.clip, 0.0, math.inf, lo_open=True, hi_open=True)
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ValueError(f"rounds must be an integer >= 1, got {self.rounds!r}")
+        _real(self, "noise_multiplier", 0.0, math.inf, hi_open=True)
+        _real(self, "sampling_rate", 0.0, 1.0, lo_open=True)
+        _real(self, "clip", 0.0, math.inf, lo_open=True, hi_open=True)
+        _count(self, "rounds", 1)
+        parts = (self.update_noise_multiplier, self.count_stddev)
+        if parts == (None, None):
+            return
+        if None in parts:
+            raise ValueError(
+                "update_noise_multiplier and count_stddev go together (adaptive clipping), "
+                f"got {self.update_noise_multiplier!r} and {self.count_stddev!r}")
+        _real(self, "update_noise_multiplier", 0.0, math.inf, lo_open=True, hi_open=True)
+        _real(self, "count_stddev", 0.0, math.inf, lo_open=True, hi_open=True)
+        z_delta, sigma_b = float(parts[0]), float(parts[1])  # type: ignore[arg-type]
+        combined = (z_delta ** -2 + (2 * sigma_b) ** -2) ** -0.5
+        if not math.isclose(self.noise_multiplier, combined, rel_tol=1e-9):
+            raise ValueError(
+                f"noise_multiplier must be (z_Delta^-2 + (2 sigma_b)^-2)^(-1/2) = "
+                f"{combined!r} for update_noise_multiplier {z_delta!r} and count_stddev "
+                f"{sigma_b!r} (Andrew et al. 2021, Theorem 1), got {self.noise_multiplier!r}")
 
     @property
     def mechanism(self) -> Mechanism:
         """The mechanism's name in the ledger."""
         return Mechanism.GAUSSIAN_SUM
 
+    @property
+    def count(self) -> int:
+        """How many sampled-Gaussian releases the event covers (``rounds``)."""
+        return self.rounds
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe parameters, with the mechanism name."""
-        return {"mechanism": self.mechanism.value, **asdict(self)}
+        """JSON-safe parameters, with the mechanism name; ``event_from_dict`` inverts it.
+
+        The adaptive-clipping components are left out when absent.
+        """
+        params = {k: v for k, v in asdict(self).items() if v is not None}
+        return {"mechanism": self.mechanism.value, **params}
 
     def to_dp_event(self) -> dp_accounting.DpEvent:
         """``SelfComposed(PoissonSampled(q, Gaussian(z)), rounds)`` in dp-accounting."""
@@ -145,6 +209,11 @@ class GaussianSumEvent:
 
 DpEvent = DpSgdEvent | GaussianSumEvent
 
+_BY_MECHANISM: dict[str, type[DpSgdEvent] | type[GaussianSumEvent]] = {
+    Mechanism.DP_SGD.value: DpSgdEvent,
+    Mechanism.GAUSSIAN_SUM.value: GaussianSumEvent,
+}
+
 
 def event_from_dict(data: dict[str, Any]) -> DpEvent:
     """Rebuild an event from :meth:`to_dict` output (validated again).
@@ -152,13 +221,22 @@ def event_from_dict(data: dict[str, Any]) -> DpEvent:
     Raises
     ------
     ValueError
-        For an unknown mechanism or a parameter out of its domain.
+        For an unknown mechanism, a missing or unknown parameter, or a parameter out of
+        its domain.
     """
     params = dict(data)
     mechanism = params.pop("mechanism", None)
-    if mechanism == Mechanism.DP_SGD.value:
-        return DpSgdEvent(**params)
-    if mechanism == Mechanism.GAUSSIAN_SUM.value:
-        return GaussianSumEvent(**params)
-    allowed = ", ".join(m.value for m in Mechanism)
-    raise ValueError(f"mechanism must be one of {{{allowed}}}, got {mechanism!r}")
+    cls = _BY_MECHANISM.get(mechanism) if isinstance(mechanism, str) else None
+    if cls is None:
+        allowed = ", ".join(m.value for m in Mechanism)
+        raise ValueError(f"mechanism must be one of {{{allowed}}}, got {mechanism!r}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ValueError(f"{mechanism} has no parameter(s) {', '.join(unknown)}")
+    required = {f.name for f in fields(cls)
+                if f.default is MISSING and f.default_factory is MISSING}
+    missing = sorted(required - set(params))
+    if missing:
+        raise ValueError(f"{mechanism} needs parameter(s) {', '.join(missing)}")
+    return cls(**params)

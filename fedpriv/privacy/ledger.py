@@ -6,8 +6,22 @@ breaks the chain at that entry. The first entry (``genesis``) records the run, t
 scope, delta and the budget, so the budget is covered by the chain too. A truncated tail
 is caught by comparing with a head ``(seq, hash)`` kept elsewhere (the run's summary).
 
-Writes are one transaction each with ``synchronous=FULL``: a crash loses no committed
-entry and never leaves half an entry. Only the standard library's ``sqlite3``.
+Writes are one transaction each (SQLite's default rollback journal, ``BEGIN IMMEDIATE``)
+with ``synchronous=FULL``: a crash loses no committed entry and never leaves half an
+entry, and an append that fails validation writes nothing. Only the standard library's
+``sqlite3``.
+
+Notes
+-----
+The chain is keyless: whoever can rewrite the file can rewrite *every* hash after an
+edit. That forgery, like a truncated tail, is caught only against a head ``(seq, hash)``
+recorded elsewhere (``summary.json``'s ``ledger_head``; each client's head travels to the
+server in its replies). Row layout (table ``entries``): ``seq`` 1..n, ``run_id``,
+``round`` (0 for genesis), ``scope``, ``mechanism`` (``genesis`` or a
+:class:`~fedpriv.privacy.events.Mechanism` value), ``params`` (canonical JSON: sorted
+keys, ``(",", ":")`` separators; genesis: ``{"delta": d, "max_epsilon": e or "inf"}``),
+``created`` (UTC ISO 8601), ``prev_hash`` (64 zeros for genesis) and ``hash`` = SHA-256
+of the canonical JSON array of the eight other fields in that order.
 """
 
 from __future__ import annotations
@@ -21,9 +35,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedpriv.privacy.events import DpEvent, event_from_dict
+from fedpriv.privacy.events import DpEvent, DpSgdEvent, GaussianSumEvent, event_from_dict
 
-__all__ = ["ChainReport", "LedgerEntry", "LedgerError", "PrivacyLedger", "GENESIS"]
+__all__ = ["GENESIS", "ChainReport", "LedgerEntry", "LedgerError", "PrivacyLedger"]
 
 GENESIS = "genesis"
 _ZERO = "0" * 64
@@ -61,7 +75,7 @@ class LedgerEntry:
     hash: str
 
     def expected_hash(self) -> str:
-        """SHA-256 over the canonical JSON of every field but ``hash``."""
+        """SHA-256 (hex) over the canonical JSON array of every field but ``hash``."""
         body = json.dumps(
             [self.seq, self.run_id, self.round, self.scope, self.mechanism, self.params,
              self.created, self.prev_hash],
@@ -76,7 +90,11 @@ class LedgerEntry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChainReport:
-    """The result of :meth:`PrivacyLedger.verify`; ``broken_seq`` names the first bad entry."""
+    """The result of :meth:`PrivacyLedger.verify`.
+
+    ``broken_seq`` names the first bad entry (for a truncated tail, the first missing
+    one) and ``reason`` says what is wrong with it.
+    """
 
     ok: bool
     n_entries: int
@@ -110,7 +128,9 @@ class PrivacyLedger:
         if not 0.0 < delta < 1.0:
             raise ValueError(f"delta must be in (0, 1), got {delta!r}")
         if not max_epsilon > 0:
-            raise ValueError(f"max_epsilon must be > 0, got {max_epsilon!r}")
+            raise ValueError(f"max_epsilon must be in (0, inf], got {max_epsilon!r}")
+        _check_name("run_id", run_id)
+        _check_name("scope", scope)
         path = Path(path)
         if path.exists():
             raise LedgerError(f"{path} exists already; open it instead")
@@ -127,10 +147,14 @@ class PrivacyLedger:
         path = Path(path)
         if not path.is_file():
             raise LedgerError(f"no ledger at {path}")
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         try:
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("SELECT seq, hash FROM entries LIMIT 1")
+            conn = cls._connect(path)
+        except sqlite3.DatabaseError as err:
+            raise LedgerError(f"{path} is not a privacy ledger ({err})") from err
+        try:
+            conn.execute(
+                "SELECT seq, run_id, round, scope, mechanism, params, created, prev_hash, "
+                "hash FROM entries LIMIT 1")
         except sqlite3.DatabaseError as err:
             conn.close()
             raise LedgerError(f"{path} is not a privacy ledger ({err})") from err
@@ -169,13 +193,19 @@ class PrivacyLedger:
         ``scope`` defaults to the genesis entry's; the federation's ledger in record-level
         mode mirrors each client's events under the client's id.
         """
-        if round_ < 1:
-            raise ValueError(f"round must be >= 1, got {round_}")
+        if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 1:
+            raise ValueError(f"round must be an integer >= 1, got {round_!r}")
+        if not isinstance(event, DpSgdEvent | GaussianSumEvent):
+            raise ValueError(
+                f"event must be a DpSgdEvent or GaussianSumEvent, got {event!r}")
+        if scope is not None:
+            _check_name("scope", scope)
         params = event.to_dict()
         mechanism = params.pop("mechanism")
         genesis = self.genesis()
         return self._append(run_id=genesis.run_id, round_=round_,
-                            scope=scope or genesis.scope, mechanism=mechanism, params=params)
+                            scope=scope or genesis.scope, mechanism=mechanism,
+                            params=params)
 
     def _append(self, *, run_id: str, round_: int, scope: str, mechanism: str,
                 params: dict[str, Any]) -> LedgerEntry:
@@ -203,21 +233,24 @@ class PrivacyLedger:
         return LedgerEntry(**{**_fields(entry), "hash": digest})
 
     # ------------------------------------------------------------------- read
-    def entries(self) -> list[LedgerEntry]:
-        """Every entry in sequence order, genesis first."""
+    def _select(self, tail: str) -> list[LedgerEntry]:
         rows = self._conn.execute(
             "SELECT seq, run_id, round, scope, mechanism, params, created, prev_hash, hash "
-            "FROM entries ORDER BY seq").fetchall()
+            f"FROM entries {tail}").fetchall()
         return [LedgerEntry(seq=r[0], run_id=r[1], round=r[2], scope=r[3], mechanism=r[4],
                             params=r[5], created=r[6], prev_hash=r[7], hash=r[8])
                 for r in rows]
 
+    def entries(self) -> list[LedgerEntry]:
+        """Every entry in sequence order, genesis first."""
+        return self._select("ORDER BY seq")
+
     def genesis(self) -> LedgerEntry:
         """The first entry (run, scope, delta and budget)."""
-        entries = self.entries()
-        if not entries or entries[0].mechanism != GENESIS:
+        first = self._select("ORDER BY seq LIMIT 1")
+        if not first or first[0].mechanism != GENESIS:
             raise LedgerError(f"{self.path} has no genesis entry")
-        return entries[0]
+        return first[0]
 
     @property
     def delta(self) -> float:
@@ -249,36 +282,34 @@ class PrivacyLedger:
 
     def head(self) -> tuple[int, str]:
         """``(seq, hash)`` of the last entry: keep it elsewhere to detect truncation."""
-        last = self.entries()[-1]
-        return last.seq, last.hash
+        last = self._select("ORDER BY seq DESC LIMIT 1")
+        if not last:
+            raise LedgerError(f"{self.path} is empty")
+        return last[0].seq, last[0].hash
 
     # ----------------------------------------------------------------- verify
     def verify(self, expected_head: tuple[int, str] | None = None) -> ChainReport:
-        """Check every entry's hash and link; optionally that the head is as recorded."""
-        entries = self.entries()
+        """Check every entry's hash and link; optionally that the head is as recorded.
+
+        Detects an edited field (hash mismatch), a deleted or reordered entry (a gap in
+        ``seq`` or a broken ``prev_hash`` link), an entry of another run, and, given
+        ``expected_head = (seq, hash)``, a truncated or rewritten tail.
+        """
+        try:
+            entries = self.entries()
+        except sqlite3.DatabaseError as err:
+            return ChainReport(ok=False, n_entries=0, broken_seq=1,
+                               reason=f"the entries cannot be read ({err})")
+        if not entries:
+            return ChainReport(ok=False, n_entries=0, broken_seq=1,
+                               reason="ledger is empty")
         prev = _ZERO
         for i, e in enumerate(entries, start=1):
-            if e.seq != i:
-                return ChainReport(ok=False, n_entries=len(entries), broken_seq=i,
-                                   reason=f"entry {i} is missing (found seq {e.seq} next)")
-            if e.prev_hash != prev:
-                return ChainReport(ok=False, n_entries=len(entries), broken_seq=e.seq,
-                                   reason=f"entry {e.seq} does not link to entry {e.seq - 1}")
-            if e.expected_hash() != e.hash:
-                return ChainReport(ok=False, n_entries=len(entries), broken_seq=e.seq,
-                                   reason=f"entry {e.seq} was modified (hash mismatch)")
-            if (i == 1) != (e.mechanism == GENESIS):
-                return ChainReport(ok=False, n_entries=len(entries), broken_seq=e.seq,
-                                   reason=f"entry {e.seq}: genesis must be first and only")
-            if i > 1:
-                try:
-                    e.event()
-                except (ValueError, TypeError) as err:
-                    return ChainReport(ok=False, n_entries=len(entries), broken_seq=e.seq,
-                                       reason=f"entry {e.seq} is not a valid event: {err}")
+            problem = _entry_problem(i, e, prev, entries[0].run_id)
+            if problem is not None:
+                return ChainReport(ok=False, n_entries=len(entries), broken_seq=problem[0],
+                                   reason=problem[1])
             prev = e.hash
-        if not entries:
-            return ChainReport(ok=False, n_entries=0, broken_seq=1, reason="ledger is empty")
         if expected_head is not None:
             seq, digest = expected_head
             last = entries[-1]
@@ -289,6 +320,38 @@ class PrivacyLedger:
                     f"({digest[:12]}...) as its last: entries were removed or replaced",
                 )
         return ChainReport(ok=True, n_entries=len(entries))
+
+
+def _entry_problem(i: int, e: LedgerEntry, prev: str, run_id: str
+                   ) -> tuple[int, str] | None:
+    """``(seq, reason)`` if the i-th entry (1-based) breaks the chain, else None."""
+    if e.seq != i:
+        return i, f"entry {i} is missing (found seq {e.seq} next)"
+    if e.prev_hash != prev:
+        return e.seq, f"entry {e.seq} does not link to entry {e.seq - 1}"
+    if e.expected_hash() != e.hash:
+        return e.seq, f"entry {e.seq} was modified (hash mismatch)"
+    if e.run_id != run_id:
+        return e.seq, f"entry {e.seq} belongs to run {e.run_id!r}, not {run_id!r}"
+    if (i == 1) != (e.mechanism == GENESIS):
+        return e.seq, f"entry {e.seq}: genesis must be first and only"
+    try:
+        if i == 1:
+            params = json.loads(e.params)
+            delta, budget = float(params["delta"]), float(params["max_epsilon"])
+            if not (0 < delta < 1 and budget > 0):
+                raise ValueError(f"delta {delta!r} or max_epsilon {budget!r} out of range")
+        else:
+            e.event()
+    except (ValueError, TypeError, KeyError) as err:
+        kind = "genesis" if i == 1 else "event"
+        return e.seq, f"entry {e.seq} is not a valid {kind}: {err}"
+    return None
+
+
+def _check_name(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
 
 
 def _fields(entry: LedgerEntry) -> dict[str, Any]:

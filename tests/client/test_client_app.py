@@ -1,8 +1,12 @@
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
 
 from client.app import app as client_app
+from fedpriv.config import RunConfig
 from fedpriv.messages import (
     ARRAYS,
     CONFIG,
@@ -45,15 +49,87 @@ def test_train_reply_is_a_trained_model_with_metrics(small_cfg):
     assert np.isfinite(metrics[TRAIN_LOSS])
 
 
-def test_train_is_reproducible_for_the_same_round_and_differs_across_rounds(small_cfg):
-    model = build_task_model(small_cfg, load_task_data(small_cfg))
-    a = client_app(train_message(small_cfg, model), context(SIM_NODE))
-    b = client_app(train_message(small_cfg, model), context(SIM_NODE))
-    c = client_app(train_message(small_cfg, model, server_round=2), context(SIM_NODE))
+def test_reproducible_training_repeats_for_the_same_round_and_differs_across_rounds(
+        small_cfg):
+    cfg = dataclasses.replace(small_cfg, reproducible=True)
+    model = build_task_model(cfg, load_task_data(cfg))
+    a = client_app(train_message(cfg, model), context(SIM_NODE))
+    b = client_app(train_message(cfg, model), context(SIM_NODE))
+    c = client_app(train_message(cfg, model, server_round=2), context(SIM_NODE))
     wa, wb, wc = (m.content[ARRAYS].to_numpy_ndarrays() for m in (a, b, c))
     for x, y in zip(wa, wb, strict=True):
         np.testing.assert_array_equal(x, y)
     assert any(not np.array_equal(x, y) for x, y in zip(wa, wc, strict=True))
+
+
+@pytest.mark.parametrize("reproducible", [False, True])
+def test_record_level_sampling_and_noise_are_secret_unless_reproducible(
+        tmp_path, reproducible):
+    # Same config, seed, round and client: the server knows all of these, so without
+    # `reproducible` the minibatches and the noise must still differ between two runs.
+    cfg = RunConfig.from_mapping({
+        "clients": 4, "local-epochs": 1, "partition": "iid", "dp-mode": "record",
+        "noise-multiplier": 1.0, "reproducible": reproducible, "lr": 0.1}).resolved()
+    model = build_task_model(cfg, load_task_data(cfg))
+    replies = []
+    for name in ("a", "b"):
+        run_cfg = dataclasses.replace(cfg, run_dir=str(tmp_path / name))
+        replies.append(client_app(train_message(run_cfg, model), context(SIM_NODE)))
+    wa, wb = (r.content[ARRAYS].to_numpy_ndarrays() for r in replies)
+    same = all(np.array_equal(x, y) for x, y in zip(wa, wb, strict=True))
+    assert same is reproducible
+
+
+def test_noise_generator_is_os_seeded_unless_reproducible():
+    from client.privacy import privacy_generator
+
+    cfg = RunConfig.from_mapping({"dp-mode": "record"})
+    draws = [torch.randn(8, generator=privacy_generator(cfg, "cpu", 1, 1, 2))
+             for _ in range(2)]
+    assert not torch.equal(*draws)
+    seeded = dataclasses.replace(cfg, reproducible=True)
+    draws = [torch.randn(8, generator=privacy_generator(seeded, "cpu", 1, 1, 2))
+             for _ in range(2)]
+    assert torch.equal(*draws)
+
+
+def test_opacus_samples_at_the_recorded_rate_and_takes_noise_only_steps():
+    # q = 1 / ceil(n / B) is what Opacus' Poisson loader uses; with a tiny q most Poisson
+    # batches are empty, and each of those must be a noise-only step, not a crash.
+    from client.privacy import dp_sgd_train, planned_event, privacy_generator
+    from fedpriv.privacy import DpSgdEvent
+
+    for ghost in (True, False):
+        cfg = RunConfig.from_mapping({"clients": 4, "local-epochs": 1, "dp-mode": "record",
+                                      "batch-size": 1, "ghost-clipping": ghost}).resolved()
+        data = client_dataset(cfg, 0, 4).subset(np.arange(40))
+        event = planned_event(cfg, len(data), cfg.clip_norm)
+        assert isinstance(event, DpSgdEvent) and event.sampling_rate == 1 / 40
+        assert event.steps == 40
+        model = build_task_model(cfg, load_task_data(cfg))
+        before = [p.detach().clone() for p in model.parameters()]
+        dp_sgd_train(model, data, cfg, event=event, device=torch.device("cpu"),
+                     sampling=privacy_generator(cfg, "cpu"),
+                     noise=privacy_generator(cfg, "cpu"))
+        after = list(model.parameters())
+        assert all(torch.isfinite(p).all() for p in after)
+        assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_what_leaves_the_device_under_each_dp_mode(tmp_path):
+    # No unnoised training loss leaves under any DP mode; no example count under user
+    # level (the update is unweighted); record level keeps FedAvg's example weight.
+    from fedpriv.messages import UPDATE
+
+    for mode in ("record", "user"):
+        cfg = RunConfig.from_mapping({"clients": 4, "local-epochs": 1, "dp-mode": mode,
+                                      "run-dir": str(tmp_path / mode)}).resolved()
+        model = build_task_model(cfg, load_task_data(cfg))
+        reply = client_app(train_message(cfg, model), context(SIM_NODE))
+        metrics = reply.content[METRICS]
+        assert TRAIN_LOSS not in metrics
+        assert (NUM_EXAMPLES in metrics) is (mode == "record")
+        assert (UPDATE in reply.content.array_records) is (mode == "user")
 
 
 def test_evaluate_reports_accuracy_on_local_data(small_cfg):

@@ -89,10 +89,10 @@ def test_truncating_the_tail_needs_the_recorded_head(ledger):
 
 def test_rejected_append_writes_nothing(ledger):
     before = ledger.head()
-    with pytest.raises(ValueError, match="round must be >= 1"):
+    with pytest.raises(ValueError, match="round must be an integer >= 1"):
         ledger.append(0, EV)
     with pytest.raises(ValueError, match="noise_multiplier"):
-        ledger.append(5, DpSgdEvent(noise_multiplier=0.0, sampling_rate=0.1, steps=1,
+        ledger.append(5, DpSgdEvent(noise_multiplier=-1.0, sampling_rate=0.1, steps=1,
                                     clip=1.0))
     assert ledger.head() == before and ledger.verify().ok
 

@@ -94,7 +94,7 @@ def _run_adaptive(target, rounds=1500, cohort=100, count_clipped=False, seed=0):
         unclipped = float(np.sum(norms <= state.clip))
         if count_clipped:  # Flower's counting: clipped updates compared against gamma
             unclipped = cohort - unclipped
-        state, _ = state.update(unclipped, cohort, noise)
+        state, _ = state.update(unclipped, cohort, cohort, noise)
     return state.clip
 
 
@@ -111,9 +111,34 @@ def test_counting_clipped_updates_moves_the_clip_the_wrong_way():
     assert _run_adaptive(0.5, count_clipped=True) < 1e-3
 
 
-def test_adaptive_clip_empty_cohort_and_domain():
+def test_adaptive_clip_empty_cohort_is_a_noise_only_release():
+    # Poisson sampling can draw nobody: the release is still 1/2 + N(0, sb^2)/m, and C
+    # moves with it (skipping would make the output depend on who was sampled).
+    state = AdaptiveClip(clip=1.0, target_quantile=0.5, learning_rate=0.2, count_stddev=2.0)
+    noise = SeededGaussian(np.random.default_rng(3))
+    fracs = []
+    for _ in range(20_000):
+        _, frac = state.update(0, 0, 10.0, noise)
+        fracs.append(frac)
+    fracs = np.array(fracs)
+    assert np.mean(fracs) == pytest.approx(0.5, abs=6 * 0.2 / np.sqrt(len(fracs)))
+    assert np.std(fracs) == pytest.approx(2.0 / 10.0, rel=0.05)
+
+
+def test_adaptive_count_is_centred_and_divided_by_the_expected_cohort():
+    # Andrew et al. 2021, Alg. 1: b_bar = 1/2 + (sum (b_i - 1/2) + noise) / m, with m the
+    # *expected* cohort: 3 unclipped of 4 replies with m = 8 gives 1/2 + (3 - 2)/8.
     state = AdaptiveClip(clip=1.0, target_quantile=0.5, learning_rate=0.2, count_stddev=0.0)
-    same, frac = state.update(0, 0, SecureGaussian())
-    assert same == state and math.isnan(frac)
+    _, frac = state.update(3, 4, 8.0, SecureGaussian())
+    assert frac == pytest.approx(0.625)
+    with pytest.raises(ValueError, match="unclipped must be in"):
+        state.update(5, 4, 8.0, SecureGaussian())
+    with pytest.raises(ValueError, match="expected_cohort"):
+        state.update(1, 1, 0.0, SecureGaussian())
+
+
+def test_adaptive_clip_domain():
+    state = AdaptiveClip(clip=1.0, target_quantile=0.5, learning_rate=0.2, count_stddev=0.0)
+    assert state.clip == 1.0
     with pytest.raises(ValueError, match="target_quantile"):
         AdaptiveClip(clip=1.0, target_quantile=1.0, learning_rate=0.2, count_stddev=0.0)

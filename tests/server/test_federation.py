@@ -40,21 +40,30 @@ def test_server_app_runs_rounds_and_records_them(tmp_path, strategy):
         assert on_disk["final_accuracy"] > on_disk["initial_accuracy"]
 
 
-def test_cohorts_are_seeded(tmp_path):
+def _cohorts(tmp_path, cfg, name):
+    grid = grid_for(cfg)
+    with task_identity():
+        run_federation(grid, cfg, RunDirectory(tmp_path / name).create(), scenario="t",
+                       reporter=LogReporter())
+    sent = [m.metadata.dst_node_id for m in grid.sent]
+    m = cfg.cohort_size
+    return [sorted(sent[i:i + m]) for i in range(0, len(sent), m)]
+
+
+def test_cohorts_are_seeded_only_when_reproducible(tmp_path):
     cfg = RunConfig.from_mapping({"rounds": 2, "clients": 6, "clients-per-round": 2,
-                                  "local-epochs": 1}).resolved()
-
-    def cohorts(name):
-        grid = grid_for(cfg)
-        with task_identity():
-            run_federation(grid, cfg, RunDirectory(tmp_path / name).create(), scenario="t",
-                           reporter=LogReporter())
-        sent = [m.metadata.dst_node_id for m in grid.sent]
-        return [sorted(sent[:2]), sorted(sent[2:])]  # Flower orders within a round
-
-    first = cohorts("a")
-    assert first == cohorts("b")
+                                  "local-epochs": 1, "reproducible": True}).resolved()
+    first = _cohorts(tmp_path, cfg, "a")
+    assert first == _cohorts(tmp_path, cfg, "b")
     assert all(len(set(c)) == 2 for c in first)
+
+
+def test_cohorts_are_secret_by_default(tmp_path):
+    # Same config and seed: the sampler must not be predictable from them. 3 rounds of
+    # 2 of 8 clients: the chance two runs draw the same cohorts is 28^-3 < 5e-5.
+    cfg = RunConfig.from_mapping({"rounds": 3, "clients": 8, "clients-per-round": 2,
+                                  "local-epochs": 1}).resolved()
+    assert _cohorts(tmp_path, cfg, "a") != _cohorts(tmp_path, cfg, "b")
 
 
 def test_a_failing_run_still_writes_its_summary(tmp_path):

@@ -17,7 +17,7 @@ def final_model(tmp_path, name, **overrides):
 
 @pytest.mark.parametrize("strategy", ["fedavg", "fedadam"])
 def test_secure_sum_gives_the_plaintext_model_within_quantisation(tmp_path, strategy):
-    base = {"rounds": 2, "clients": 5, "strategy": strategy}
+    base = {"rounds": 2, "clients": 5, "strategy": strategy, "reproducible": "true"}
     plain, _ = final_model(tmp_path, "plain", **base)
     secure, summary = final_model(tmp_path, "secure", secagg="true", **base)
     assert summary["secagg"]["enabled"] and summary["secagg"]["rounds_abandoned"] == 0

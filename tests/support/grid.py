@@ -77,6 +77,7 @@ class LoopbackGrid(Grid):
         self._replies: dict[str, Message] = {}
         self._run = Run.create_empty(RUN_ID)
         self.sent: list[Message] = []
+        self.received: list[Message] = []  # every reply the server was handed
 
     def set_run(self, run: Run) -> None:
         self._run = run
@@ -108,6 +109,7 @@ class LoopbackGrid(Grid):
                 reply = Message(Error(code=0, reason=f"{type(err).__name__}: {err}"),
                                 reply_to=inbound)
             self._replies[inbound.metadata.message_id] = reply
+            self.received.append(reply)
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:

@@ -1,0 +1,118 @@
+"""What a run's differential privacy will be, decided once, up front, from the config.
+
+Both sides use this module: a client to know its DP-SGD shape and noise, the server to
+calibrate user-level noise and to tell the user, before round 1, what epsilon the run
+will spend. Everything here is a function of the run config and, for record-level DP, of
+the client's own example count.
+
+Record level (Abadi et al. 2016; Opacus' ``DPDataLoader``): a client with n examples and
+batch size B runs ``ceil(n / B)`` Poisson-sampled steps per local epoch with sampling
+rate ``q = 1 / ceil(n / B)``, exactly what Opacus does with a loader of ``ceil(n / B)``
+batches (``sample_rate = 1 / len(data_loader)``), so the recorded q and steps are the
+ones that ran.
+
+User level (McMahan et al. 2018): one Poisson-sampled Gaussian sum per round with
+``q = clients-per-round / clients``; ``target-epsilon`` calibrates z for ``rounds``
+rounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+from fedpriv.config import ConfigError, DpMode, RunConfig
+from fedpriv.privacy import (
+    DpSgdEvent,
+    GaussianSumEvent,
+    calibrate_noise_multiplier,
+    epsilon,
+)
+
+__all__ = [
+    "WARN_EPSILON",
+    "client_sampling_rate",
+    "planned_record_epsilon",
+    "planned_user_epsilon",
+    "record_noise_multiplier",
+    "record_shape",
+    "with_user_noise",
+]
+
+#: Above this epsilon a run warns that its guarantee is weak.
+WARN_EPSILON = 10.0
+
+
+def record_shape(cfg: RunConfig, n_local: int) -> tuple[float, int]:
+    """``(q, steps per round)`` of Poisson-sampled DP-SGD on ``n_local`` examples.
+
+    ``q = 1 / ceil(n / B)`` and ``steps = local-epochs * ceil(n / B)``, as Opacus' Poisson
+    loader runs them. An empty data set is refused.
+    """
+    if n_local < 1:
+        raise ValueError(f"n_local must be >= 1, got {n_local!r}")
+    batches = math.ceil(n_local / cfg.batch_size)
+    return 1.0 / batches, cfg.local_epochs * batches
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrated(target: float, delta: float, q: float, steps: int) -> float:
+    return calibrate_noise_multiplier(target, delta, sampling_rate=q, steps=steps)
+
+
+def record_noise_multiplier(cfg: RunConfig, n_local: int) -> float:
+    """Sigma for DP-SGD: ``noise-multiplier``, or calibrated from ``target-epsilon``.
+
+    The calibration assumes the client takes part in every one of ``rounds`` rounds, so
+    the whole run spends at most ``target-epsilon`` however it is sampled.
+    """
+    if cfg.target_epsilon <= 0:
+        return cfg.noise_multiplier
+    q, steps = record_shape(cfg, n_local)
+    return _calibrated(cfg.target_epsilon, cfg.delta, q, steps * cfg.rounds)
+
+
+def planned_record_epsilon(cfg: RunConfig, n_local: int) -> float:
+    """Epsilon a client with ``n_local`` examples spends if it trains every round."""
+    q, steps = record_shape(cfg, n_local)
+    event = DpSgdEvent(noise_multiplier=record_noise_multiplier(cfg, n_local),
+                       sampling_rate=q, steps=steps * cfg.rounds, clip=cfg.clip_norm)
+    return epsilon([event], cfg.delta)
+
+
+def client_sampling_rate(cfg: RunConfig) -> float:
+    """Q = clients-per-round / clients (1 when every client trains every round)."""
+    return cfg.cohort_size / cfg.clients
+
+
+def with_user_noise(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with z calibrated from ``target-epsilon`` (user level; else unchanged).
+
+    z is found once for ``rounds`` Poisson-sampled rounds at ``q`` with the PLD
+    accountant the run reports with, so a run that completes spends just under
+    ``target-epsilon``.
+
+    Raises
+    ------
+    ConfigError
+        When no z in [0.01, 1000] reaches the target, or the calibrated z does not fit
+        the configured ``clip-count-stddev`` (Andrew et al. 2021, Theorem 1).
+    """
+    if cfg.dp_mode is not DpMode.USER or cfg.target_epsilon <= 0:
+        return cfg
+    q = client_sampling_rate(cfg)
+    try:
+        z = calibrate_noise_multiplier(cfg.target_epsilon, cfg.delta, sampling_rate=q,
+                                       steps=cfg.rounds)
+    except ValueError as err:
+        raise ConfigError("target-epsilon", str(err)) from None
+    return dataclasses.replace(cfg, noise_multiplier=z)
+
+
+def planned_user_epsilon(cfg: RunConfig) -> float:
+    """Epsilon of the federation after all ``rounds`` user-level rounds."""
+    event = GaussianSumEvent(noise_multiplier=cfg.noise_multiplier,
+                             sampling_rate=client_sampling_rate(cfg), clip=cfg.clip_norm,
+                             rounds=cfg.rounds)
+    return epsilon([event], cfg.delta)

@@ -1,0 +1,66 @@
+"""What a DP run will spend, said before round 1 (and kept in summary.json)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fedpriv.config import ClipMode, DpMode, RunConfig
+from fedpriv.dp_plan import (
+    WARN_EPSILON,
+    client_sampling_rate,
+    planned_record_epsilon,
+    planned_user_epsilon,
+    record_noise_multiplier,
+)
+from fedpriv.tasks import client_dataset
+
+__all__ = ["privacy_plan"]
+
+
+def privacy_plan(cfg: RunConfig) -> dict[str, Any]:
+    """The run's planned epsilon, how it was reached, and a warning when it is weak.
+
+    User level: the federation's epsilon after ``rounds`` Poisson-sampled rounds at
+    q = clients-per-round / clients. Record level: the largest epsilon any client would
+    spend training every round, for the simulation's partition sizes (a deployed client
+    computes its own from its data).
+    """
+    plan: dict[str, Any] = {"dp_mode": cfg.dp_mode.value, "delta": cfg.delta,
+                            "accountant": "pld (dp-accounting)", "rounds": cfg.rounds,
+                            "reproducible": cfg.reproducible}
+    if cfg.dp_mode is DpMode.USER:
+        eps = planned_user_epsilon(cfg)
+        plan.update(noise_multiplier=cfg.noise_multiplier,
+                    sampling_rate=client_sampling_rate(cfg), epsilon=eps,
+                    adaptive_clip=cfg.clip is ClipMode.ADAPTIVE)
+        how = (f"user-level DP: z={cfg.noise_multiplier:.4g}, q={client_sampling_rate(cfg):g}"
+               f" over {cfg.rounds} rounds")
+    elif cfg.dp_mode is DpMode.RECORD:
+        sizes = [len(client_dataset(cfg, i, cfg.clients)) for i in range(cfg.clients)]
+        per = {n: planned_record_epsilon(cfg, n) for n in set(sizes)}
+        eps = max(per.values())
+        sigmas = sorted({record_noise_multiplier(cfg, n) for n in set(sizes)})
+        one_round = max(planned_record_epsilon(dataclasses.replace(cfg, rounds=1), n)
+                        for n in set(sizes)) if cfg.target_epsilon <= 0 else None
+        plan.update(epsilon=eps, noise_multiplier_range=[sigmas[0], sigmas[-1]],
+                    partition_sizes=[min(sizes), max(sizes)], first_round=one_round)
+        how = (f"record-level DP-SGD: sigma {sigmas[0]:.4g}..{sigmas[-1]:.4g} over "
+               f"{cfg.rounds} rounds, clients of {min(sizes)}..{max(sizes)} examples")
+    else:
+        raise ValueError(f"dp-mode must be record or user for a plan, got {cfg.dp_mode}")
+    plan["warning"] = eps > WARN_EPSILON
+    text = f"this run will spend epsilon <= {eps:.3f} at delta {cfg.delta:g} ({how})"
+    if plan["warning"]:
+        text += (f"; WARNING: epsilon above {WARN_EPSILON:g} is a weak guarantee "
+                 "(set target-epsilon, or raise noise-multiplier)")
+    if plan.get("first_round") and plan["first_round"] > cfg.max_epsilon:
+        text += (f"; one round alone spends up to {plan['first_round']:.3f} > max-epsilon "
+                 f"{cfg.max_epsilon:g}: clients over it refuse round 1")
+    elif eps > cfg.max_epsilon:
+        text += f"; max-epsilon {cfg.max_epsilon:g} will stop it early"
+    if cfg.reproducible:
+        text += "; REPRODUCIBLE: sampling and noise are seeded, epsilon holds only while "
+        text += "the seed is secret"
+    plan["text"] = text
+    return plan

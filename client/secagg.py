@@ -104,8 +104,12 @@ def _identity(cfg: RunConfig, node_config: dict) -> tuple[int, IdentityKey, Rost
 
 
 def modulus_bits(cfg: RunConfig, layout: SumLayout | None = None) -> int:
-    """The run's modulus bits b: the layout's for ``cohort_size`` clients, never clamped."""
-    return (layout or layout_for(cfg)).modulus_bits(cfg.cohort_size)
+    """The run's modulus bits b: the layout's for all ``clients``, never clamped.
+
+    Sized for every enrolled client, not the expected cohort: under user-level DP the
+    cohort is a Poisson sample and may be larger than ``clients-per-round``.
+    """
+    return (layout or layout_for(cfg)).modulus_bits(cfg.clients)
 
 
 def _round(msg: Message) -> tuple[RunConfig, int, dict[str, Any]]:
@@ -159,7 +163,7 @@ def advertise(msg: Message, context: Context) -> RecordDict:
     node, identity, roster = _identity(cfg, dict(context.node_config))
     client = ClientSecAgg(node_id=node, run_id=int(context.run_id), round_id=server_round,
                           params=params_for(cfg), identity=identity, roster=roster,
-                          modulus_bits=modulus_bits(cfg), max_cohort=cfg.cohort_size)
+                          modulus_bits=modulus_bits(cfg), max_cohort=cfg.clients)
     adv = client.advertise_keys()
     context.state[_LAST] = ConfigRecord({"round": server_round})
     _save(context, client)

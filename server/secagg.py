@@ -78,7 +78,7 @@ class SecAggStrategy(Strategy):
         self.rng = rng  # kept for the caller's interface; the graph is derived publicly
         self.params = params_for(cfg)
         self.layout = layout_for(cfg)
-        self.modulus_bits = self.layout.modulus_bits(cfg.cohort_size)
+        self.modulus_bits = self.layout.modulus_bits(cfg.clients)  # Poisson cohorts vary
         if cfg.run_dir:  # simulation: every client's identity, on this machine
             ensure_identities(Path(cfg.run_dir) / "identities", list(range(cfg.clients)))
         self.server: ServerSecAgg | None = None
@@ -221,7 +221,7 @@ class SecAggStrategy(Strategy):
         if dropped:
             log(INFO, "secagg: round %d recovered %d dropped client(s) from shares",
                 server_round, len(dropped))
-        decoded = self.layout.decode(total, n=self.cfg.cohort_size, bits=self.modulus_bits)
+        decoded = self.layout.decode(total, n=self.cfg.clients, bits=self.modulus_bits)
         return self.inner.aggregate_train(
             server_round, [self._sum_reply(decoded, len(server.masked), plain)])
 

@@ -321,11 +321,13 @@ def check_run_config(cfg: Any) -> None:
         raise ConfigError("clients", f"{problem} (c = floor(corruption rate "
                           f"{params.corruption_rate:g} x {cfg.clients} clients))")
     layout = layout_for(cfg)
-    need = layout.modulus_bits(n, check=False)
+    n_max = int(cfg.clients)  # a Poisson cohort (user-level DP) may hold every client
+    need = layout.modulus_bits(n_max, check=False)
     if need > 64:
         fit = max((q for q in range(2, layout.quantizer.bits)
-                   if layout.with_bits(q).modulus_bits(n, check=False) <= 64), default=None)
+                   if layout.with_bits(q).modulus_bits(n_max, check=False) <= 64),
+                  default=None)
         hint = (f"use secagg-bits <= {fit}" if fit else "use fewer clients per round")
-        raise ConfigError("secagg-bits", f"the exact sum of {n} clients needs {need} bits "
-                          f"({layout.explain(n)}) but masked sums are held in 64-bit words; "
-                          f"{hint}")
+        raise ConfigError("secagg-bits", f"the exact sum of {n_max} clients needs {need} "
+                          f"bits ({layout.explain(n_max)}) but masked sums are held in 64-bit "
+                          f"words; {hint}")

@@ -12,11 +12,14 @@ What the client takes from its own side, never from the server's messages:
   simulation, ``RUN_DIR/identities/<partition-id>.ed25519`` and ``roster.json``;
 - the threshold, graph and minimum survivors (derived, :mod:`fedpriv.secagg.params`);
 - the run id (its ``Context``), and the last round it took part in (replays of older
-  rounds are refused).
+  rounds are refused);
+- optionally, the corruption rate and minimum of honest clients it insists on (node
+  config ``secagg-corruption-rate``, ``secagg-min-honest``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ from fedpriv.secagg import (
     RoutedShares,
     SecAggAbort,
     SecAggError,
+    SecurityParams,
     SumLayout,
     UnmaskRequest,
     layout_for,
@@ -42,8 +46,10 @@ from fedpriv.secagg import (
 )
 
 __all__ = [
+    "NODE_SECAGG_CORRUPTION",
     "NODE_SECAGG_ID",
     "NODE_SECAGG_IDENTITY",
+    "NODE_SECAGG_MIN_HONEST",
     "NODE_SECAGG_ROSTER",
     "SimulatedDropout",
     "advertise",
@@ -58,6 +64,8 @@ __all__ = [
 NODE_SECAGG_ID = "secagg-id"
 NODE_SECAGG_IDENTITY = "secagg-identity"
 NODE_SECAGG_ROSTER = "secagg-roster"
+NODE_SECAGG_CORRUPTION = "secagg-corruption-rate"
+NODE_SECAGG_MIN_HONEST = "secagg-min-honest"
 _CLIENT = SECAGG_STATE + "-client"
 _LAST = SECAGG_STATE + "-last"
 
@@ -103,6 +111,27 @@ def _identity(cfg: RunConfig, node_config: dict) -> tuple[int, IdentityKey, Rost
                       "(`fedpriv certs node` writes them)")
 
 
+def _params(cfg: RunConfig, node_config: Any) -> SecurityParams:
+    """The run's security parameters, with the node's own pins applied.
+
+    ``secagg-corruption-rate`` and ``secagg-min-honest`` in the node config (set by the
+    device's operator) replace the run's values: they define what the server may learn,
+    so a deployed client should not take them from the server's message. A pin that
+    differs from the server's makes the derived setups differ, and the client refuses
+    the round (fails safe).
+    """
+    params = params_for(cfg)
+    pins: dict[str, Any] = {}
+    if NODE_SECAGG_CORRUPTION in node_config:
+        pins["corruption_rate"] = float(node_config[NODE_SECAGG_CORRUPTION])
+    if NODE_SECAGG_MIN_HONEST in node_config:
+        pins["min_honest"] = int(node_config[NODE_SECAGG_MIN_HONEST])
+    try:
+        return dataclasses.replace(params, **pins) if pins else params
+    except ValueError as err:
+        raise SecAggError(f"node config: {err}") from None
+
+
 def modulus_bits(cfg: RunConfig, layout: SumLayout | None = None) -> int:
     """The run's modulus bits b: the layout's for all ``clients``, never clamped.
 
@@ -130,7 +159,8 @@ def _load(context: Context, cfg: RunConfig, server_round: int) -> ClientSecAgg:
         raise SecAggError(f"message for round {server_round}, but this client's state is "
                           f"for round {state['round']}")
     node, identity, roster = _identity(cfg, dict(context.node_config))
-    return ClientSecAgg.restore(state, params=params_for(cfg), identity=identity,
+    return ClientSecAgg.restore(state, params=_params(cfg, context.node_config),
+                                identity=identity,
                                 roster=roster)
 
 
@@ -162,7 +192,8 @@ def advertise(msg: Message, context: Context) -> RecordDict:
                           "client took part in (replayed round)")
     node, identity, roster = _identity(cfg, dict(context.node_config))
     client = ClientSecAgg(node_id=node, run_id=int(context.run_id), round_id=server_round,
-                          params=params_for(cfg), identity=identity, roster=roster,
+                          params=_params(cfg, context.node_config), identity=identity,
+                          roster=roster,
                           modulus_bits=modulus_bits(cfg), max_cohort=cfg.clients)
     adv = client.advertise_keys()
     context.state[_LAST] = ConfigRecord({"round": server_round})

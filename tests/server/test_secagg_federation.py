@@ -155,3 +155,29 @@ def test_a_key_substituted_in_transit_makes_that_client_abort_and_the_round_goes
     assert summary["status"] == "completed" and summary["secagg"]["rounds_abandoned"] == 0
     train = [q for q, _ in grid.pairs if q.metadata.message_type == "train"]
     assert sorted(q.metadata.dst_node_id for q in train) == [2, 3, 4]
+
+
+def test_a_client_pinning_a_stricter_minimum_refuses_a_cohort_too_small_for_it(
+        tmp_path, monkeypatch):
+    # Prepare: node 1's operator insists the server learn only sums of >= 8 honest
+    # clients; the run has 6.
+    from fedpriv.messages import SECAGG_SHARE
+    from tests.support import grid as grid_mod
+
+    original = grid_mod.LoopbackGrid.__init__
+
+    def init(self, app, nodes, **kw):
+        nodes = {n: ({**c, "secagg-min-honest": 8} if n == 1 else c)
+                 for n, c in nodes.items()}
+        original(self, app, nodes, **kw)
+
+    monkeypatch.setattr(grid_mod.LoopbackGrid, "__init__", init)
+    grid, summary, _ = _secagg_run(tmp_path, clients="6")
+    # Assert: node 1 refuses at the share stage; the other five go on without it.
+    bad = [r for q, r in grid.pairs
+           if q.metadata.message_type == SECAGG_SHARE and q.metadata.dst_node_id == 1]
+    assert bad and bad[0].has_error()
+    assert "cannot have the 8 survivors" in bad[0].error.reason
+    assert summary["status"] == "completed" and summary["secagg"]["rounds_abandoned"] == 0
+    train = [q for q, _ in grid.pairs if q.metadata.message_type == "train"]
+    assert sorted(q.metadata.dst_node_id for q in train) == [2, 3, 4, 5, 6]

@@ -181,3 +181,43 @@ def test_a_client_pinning_a_stricter_minimum_refuses_a_cohort_too_small_for_it(
     assert summary["status"] == "completed" and summary["secagg"]["rounds_abandoned"] == 0
     train = [q for q, _ in grid.pairs if q.metadata.message_type == "train"]
     assert sorted(q.metadata.dst_node_id for q in train) == [2, 3, 4, 5, 6]
+
+
+def test_deployed_nodes_use_their_own_identity_and_roster_from_the_certs_dir(
+        tmp_path, monkeypatch):
+    # Prepare: `fedpriv certs node` keys for four nodes; each node's config names its
+    # own identity and the roster (what `fedpriv deploy supernode` is to pass).
+    from fedpriv.certs import node_key, node_secagg_config
+    from tests.support import grid as grid_mod
+
+    certs = tmp_path / "certs"
+    for i in range(4):
+        node_key(certs, f"edge-{i}")
+    original = grid_mod.LoopbackGrid.__init__
+
+    def init(self, app, nodes, **kw):
+        nodes = {n: {**c, **node_secagg_config(certs, f"edge-{n - 1}")}
+                 for n, c in nodes.items()}
+        original(self, app, nodes, **kw)
+
+    monkeypatch.setattr(grid_mod.LoopbackGrid, "__init__", init)
+    # Execute
+    grid, summary, path = _secagg_run(tmp_path)
+    # Assert: the round completed with the certs identities (the run directory's
+    # simulation identities would not verify against the certs roster, and vice versa).
+    assert summary["status"] == "completed" and summary["secagg"]["rounds_abandoned"] == 0
+    from fedpriv.certs import load_roster
+    from fedpriv.messages import SECAGG, SECAGG_ADVERTISE
+
+    certs_roster = load_roster(certs / "roster.json")
+    sim_roster = load_roster(path / "identities" / "roster.json")
+    adverts = [r for q, r in grid.pairs if q.metadata.message_type == SECAGG_ADVERTISE]
+    assert len(adverts) == 4
+    from fedpriv.secagg import AdvertiseKeys, advert_payload
+
+    for r in adverts:
+        adv = AdvertiseKeys.from_dict(dict(r.content[SECAGG]))
+        payload = advert_payload(run_id=7, round_id=1, sender=adv.sender, c_pk=adv.c_pk,
+                                 s_pk=adv.s_pk)
+        assert certs_roster.verify(adv.sender, payload, adv.signature)
+        assert not sim_roster.verify(adv.sender, payload, adv.signature)

@@ -17,6 +17,7 @@ from flwr.clientapp import ClientApp
 from client.canary import canary_reply, is_canary
 from client.data import client_identity, local_data, node_overrides
 from client.privacy import (
+    LEDGER_PATH_KEY,
     budget_refusal,
     client_ledger,
     dp_sgd_train,
@@ -44,6 +45,7 @@ from fedpriv.messages import (
     EVAL_ACCURACY,
     EVAL_LOSS,
     LEDGER_HEAD,
+    LEDGER_IN_RUN_DIR,
     MASKED,
     METRICS,
     NODE_PARTITION_ID,
@@ -145,6 +147,13 @@ def train(msg: Message, context: Context) -> Message:
                             proximal_mu=mu, global_params=global_params)
 
     local_state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    bad = [k for k, v in local_state.items() if v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:  # nothing is sent, so nothing is spent or recorded
+        if ledger is not None:
+            ledger.close()
+        raise ValueError(f"training produced non-finite values in {', '.join(bad)}; the "
+                         "update is not sent")
     metrics: dict[str, float] = {}
     if cfg.dp_mode is DpMode.NONE:
         metrics.update({NUM_EXAMPLES: len(data), TRAIN_LOSS: loss})
@@ -179,7 +188,8 @@ def train(msg: Message, context: Context) -> Message:
         seq, digest = ledger.head()
         ledger.close()
         privacy.update({REFUSED: False, CLIENT_EPSILON: spent, DP_EVENT: event_json(event),
-                        LEDGER_HEAD: f"{seq}:{digest}"})
+                        LEDGER_HEAD: f"{seq}:{digest}",
+                        LEDGER_IN_RUN_DIR: not node_config.get(LEDGER_PATH_KEY)})
     return _reply(msg, {**content, METRICS: MetricRecord(metrics),
                         PRIVACY: ConfigRecord(privacy)})
 

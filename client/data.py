@@ -47,6 +47,7 @@ def local_data(cfg: RunConfig, node_config: Mapping[str, Any]) -> ArrayDataset:
             data_dir,
             feature_shape=task.feature_shape,
             num_classes=task.num_classes,
+            feature_range=task.feature_range,
         )
     if NODE_PARTITION_ID not in node_config:
         raise ValueError(

@@ -221,6 +221,8 @@ def _read_summary(path: Path, problems: list[str]
     try:
         summary = json.loads(path.read_text())
         reported = summary.get("epsilon")
+        if reported is not None and not isinstance(reported, dict):
+            raise ValueError(f"'epsilon' must be an object, got {reported!r}")
         head = None
         if "ledger_head" in summary:
             head = (int(summary["ledger_head"]["seq"]), str(summary["ledger_head"]["hash"]))
@@ -284,13 +286,24 @@ def audit_run(run_dir: str | Path) -> AuditReport:
         problems.append(f"{federation} is missing, but summary.json records its head")
     for path in sorted((root / "clients").glob("*/ledger.sqlite")):
         scopes += _audit_ledger(path, client_heads.get(path.parent.name), problems)
+    summary = _summary_dict(root / "summary.json")
+    for client in summary.get("client_ledgers_in_run_dir") or []:
+        path = root / "clients" / str(client) / "ledger.sqlite"
+        if not path.is_file():
+            problems.append(f"{path} is missing: summary.json says client {client} kept "
+                            "its ledger there")
+    if not (root / "summary.json").is_file() and (scopes or federation.exists()):
+        problems.append(f"{root / 'summary.json'} is missing: the run did not finish (or "
+                        "its summary was removed), so no head or epsilon can be checked")
+    elif summary.get("status") not in (None, "completed", "stopped"):
+        problems.append(f"the run did not finish: summary.json says status "
+                        f"{summary.get('status')!r} ({summary.get('reason', '')})")
     if not scopes and not problems:
         problems.append(f"{root} holds no privacy ledger (was the run made with a "
                         "dp-mode?)")
     if reported and federation.is_file() and all(s.chain_ok for s in scopes):
         _check_reported(reported, federation, scopes, problems)
     warnings = []
-    summary = _summary_dict(root / "summary.json")
     if summary.get("reproducible"):
         warnings.append("reproducible = true: client sampling, minibatch sampling and noise "
                         "were seeded from the run's seed; the epsilon holds only while that "
@@ -356,22 +369,23 @@ def render_markdown(report: AuditReport) -> str:
 
 
 def render_table(report: AuditReport) -> Table:
-    """The audit as a ``rich`` table, one row per scope (for the terminal)."""
-    table = Table(title=f"privacy audit: {report.run_dir}")
-    for col in ("ledger", "scope", "chain", "ε (PLD)", "ε (PRV)", "ε (RDP)", "δ", "budget",
-                "rounds", "mechanism"):
+    """The audit as a ``rich`` table, one row per scope, narrow enough for 80 columns.
+
+    δ is shown once in the title; RDP and the mechanisms are in ``audit.md``.
+    """
+    deltas = sorted({s.delta for s in report.scopes if s.delta is not None})
+    delta = ", ".join(f"{d:g}" for d in deltas) or "-"
+    table = Table(title=f"privacy audit (δ = {delta})")
+    for col in ("ledger", "scope", "chain", "ε PLD", "ε PRV", "budget", "rounds"):
         table.add_column(col, overflow="fold")
     for s in report.scopes:
-        ledger = Path(s.ledger)
-        own = ledger.parent.parent.name == "clients"
+        own = Path(s.ledger).parent.parent.name == "clients"
         budget = "∞" if s.max_epsilon is None else f"{s.max_epsilon:g}"
         table.add_row(
-            f"{ledger.parent.name}/{ledger.name}" if own else ledger.name, s.scope,
-            "ok" if s.chain_ok else f"[red]broken at entry {s.broken_seq}[/]",
-            _fmt(s.epsilon_pld), _fmt(s.epsilon_prv), _fmt(s.epsilon_rdp),
-            _fmt(s.delta, "g"),
+            "client's" if own else "server", s.scope,
+            "ok" if s.chain_ok else f"[red]broken at {s.broken_seq}[/]",
+            _fmt(s.epsilon_pld), _fmt(s.epsilon_prv),
             budget + (" [red]exceeded[/]" if s.over_budget else ""), str(s.rounds),
-            ", ".join(s.mechanisms),
         )
     return table
 

@@ -8,7 +8,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -58,8 +58,24 @@ def _keys_table() -> Table:
     return table
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("fedpriv")
+        except PackageNotFoundError:
+            text = "unknown (not installed)"
+        _out.print(f"fedpriv {text}", highlight=False)
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.",
+    )] = False,
+) -> None:
     """Federated, privacy-preserving training on Flower."""
 
 
@@ -131,6 +147,7 @@ def simulate(
     cfg = dataclasses.replace(cfg, run_dir=str(run_dir.path.resolve()))
     run_dir.write_config(cfg.to_flat(), scenario=chosen.name)
 
+    _stop_on_signals(run_dir)
     try:
         run_sim(cfg, run_dir, scenario=chosen.name, reporter=RichReporter(_out),
                 verbose=verbose)
@@ -144,6 +161,8 @@ def simulate(
     _out.print(f"run directory: {run_dir.path}")
     if summary["status"] == "stopped":  # a budget stop is normal operation
         _out.print(f"stopped: {summary.get('reason', '')}", highlight=False)
+    if summary["status"] == "interrupted":
+        raise typer.Exit(getattr(run_dir, "exit_code", EXIT_SIGINT))
     raise typer.Exit(EXIT_OK if summary["status"] in ("completed", "stopped")
                      else EXIT_RUN_FAILED)
 
@@ -355,6 +374,88 @@ def deploy_supernode(
     _exec(cmd, dry_run)
 
 
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+#: Seconds the run gets to write its own summary after a signal before the CLI does.
+_GRACE_SECONDS = 2.0
+
+
+def _stop_on_signals(run_dir: Any) -> None:
+    """SIGINT/SIGTERM: stop the run, write its summary as interrupted, exit 130/143.
+
+    The federation stops before its next round; if it has not written its summary within
+    a short grace period (a round may be waiting on clients), the summary is written from
+    here with what was recorded so far (every ledger entry and metrics line is already
+    on disk), the simulation's child processes (Ray) are stopped by PID, and the process
+    exits.
+    """
+    import signal
+    import threading
+
+    def handler(signum: int, _frame: Any) -> None:
+        code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+        run_dir.exit_code = code
+        run_dir.stop.set()
+        name = signal.Signals(signum).name
+        threading.Thread(target=_finish_interrupted, args=(run_dir, code, name),
+                         daemon=True).start()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _finish_interrupted(run_dir: Any, code: int, name: str) -> None:
+    import time
+
+    _err.print(f"\n{name}: stopping the run ...", highlight=False)
+    summary_path = run_dir.path / "summary.json"
+    deadline = time.monotonic() + _GRACE_SECONDS
+    while time.monotonic() < deadline and not summary_path.exists():
+        time.sleep(0.1)
+    if not summary_path.exists() and run_dir.on_interrupt is not None:
+        try:
+            run_dir.on_interrupt(f"{name} received")
+        except Exception as err:  # still exit: the ledgers and metrics are on disk
+            _err.print(f"could not write the summary: {type(err).__name__}: {err}")
+    _err.print(f"interrupted: run directory {run_dir.path} (status 'interrupted' in "
+               f"summary.json; `fedpriv audit {run_dir.path}` reports it as unfinished). "
+               "Resuming a run is not supported yet: start a new one.", highlight=False,
+               soft_wrap=True)
+    _stop_children()
+    os._exit(code)
+
+
+def _stop_children() -> None:
+    """SIGTERM, then SIGKILL, every descendant of this process (found in /proc)."""
+    import signal
+    import time
+
+    def descendants(root: int) -> list[int]:
+        parents: dict[int, list[int]] = {}
+        for entry in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = entry.read_text().rsplit(")", 1)[1].split()
+                parents.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+            except (OSError, IndexError, ValueError):
+                continue
+        out, todo = [], [root]
+        while todo:
+            for child in parents.get(todo.pop(), []):
+                out.append(child)
+                todo.append(child)
+        return out
+
+    pids = descendants(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if sig == signal.SIGTERM and pids:
+            time.sleep(1.0)
+
+
 def _announce_privacy(cfg: RunConfig) -> RunConfig:
     """Calibrate user-level noise and say, before round 1, what the run will spend."""
     from fedpriv.config import DpMode
@@ -389,3 +490,7 @@ def main() -> None:
     except KeyboardInterrupt:
         _err.print("interrupted")
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -56,6 +56,7 @@ __all__ = [
     "CLIENT_EPSILON",
     "DP_EVENT",
     "LEDGER_HEAD",
+    "LEDGER_IN_RUN_DIR",
     "config_from_record",
 ]
 
@@ -99,6 +100,7 @@ REFUSED_REASON = "reason"
 CLIENT_EPSILON = "epsilon"  # the client's own epsilon after this round (PLD)
 DP_EVENT = "event"  # JSON of the DP event the client recorded this round
 LEDGER_HEAD = "ledger-head"  # "<seq>:<sha256>" of the client's ledger after this round
+LEDGER_IN_RUN_DIR = "ledger-in-run-dir"  # True: RUN_DIR/clients/<id>/ledger.sqlite
 
 # Files in the run directory that the server writes and simulated clients read.
 CANARY_FILE = "canaries.json"  # {"key": hex}: the canaries' direction key (simulation)

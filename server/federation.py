@@ -8,6 +8,7 @@ run ends.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from logging import INFO
 from typing import Any
@@ -30,7 +31,7 @@ from server.reporting import Reporter
 from server.rundir import RunDirectory
 from server.sampling import CohortSampler, SamplingKind
 from server.secagg import SecAggStrategy
-from server.strategy import FedPrivStrategy
+from server.strategy import FedPrivStrategy, RunInterrupted
 from strategies import build_strategy
 from strategies.dp_fedavg import DpFedAvg
 from strategies.update_mean import UpdateMean
@@ -74,6 +75,7 @@ def run_federation(
         fraction_evaluate=cfg.fraction_evaluate,
         node_wait_timeout=cfg.round_timeout,
         privacy=privacy,
+        stop=run_dir.stop,
     )
     state: dict[str, Any] = {"secagg_rounds": [], "rounds": 0, "initial_accuracy": float("nan"),
                              "final_accuracy": float("nan"), "final_loss": float("nan")}
@@ -93,6 +95,7 @@ def run_federation(
             "test_accuracy": acc,
             "cohort": len(strategy.last_cohort),
             "replies": strategy.last_replies,
+            "rejected": list(strategy.last_rejected),
             "elapsed_seconds": time.monotonic() - t0,
         }
         if privacy is not None:
@@ -114,6 +117,29 @@ def run_federation(
     if plan is not None:
         log(INFO, "fedpriv: %s", plan["text"])
     config = ConfigRecord(cfg.to_flat())
+    finished = threading.Lock()
+    written: list[dict[str, Any]] = []
+
+    def finish(status: str, reason: str) -> dict[str, Any]:
+        """Write summary.json once, however the run ends (from any thread)."""
+        with finished:
+            if written:
+                return written[0]
+            summary = _summary(cfg, scenario, state, status, reason, time.monotonic() - t0)
+            if privacy is not None:
+                summary.update(privacy.summary())
+                summary["privacy_plan"] = plan
+                summary["epsilon"]["clients_max"] = max(strategy.clients_epsilon.values(),
+                                                        default=None)
+                summary["refused_clients"] = sorted(privacy.excluded_ids)
+                summary["client_ledger_heads"] = dict(sorted(strategy.client_heads.items()))
+                summary["client_ledgers_in_run_dir"] = sorted(strategy.ledgers_in_run_dir)
+            run_dir.write_summary(summary)
+            written.append(summary)
+        reporter.on_finish(summary)
+        return summary
+
+    run_dir.on_interrupt = lambda reason: finish("interrupted", reason)
     status, reason = "completed", ""
     try:
         strategy.start(
@@ -127,21 +153,15 @@ def run_federation(
         )
     except BudgetExhausted as err:  # a clean stop: the last model is already saved
         status, reason = "stopped", str(err)
+    except RunInterrupted as err:
+        status, reason = "interrupted", str(err)
     except BaseException as err:
         status, reason = "failed", f"{type(err).__name__}: {err}"
         raise
     finally:
-        summary = _summary(cfg, scenario, state, status, reason, time.monotonic() - t0)
+        summary = finish(status, reason)
         if privacy is not None:
-            summary.update(privacy.summary())
-            summary["privacy_plan"] = plan
-            summary["epsilon"]["clients_max"] = max(strategy.clients_epsilon.values(),
-                                                    default=None)
-            summary["refused_clients"] = sorted(privacy.excluded_ids)
-            summary["client_ledger_heads"] = dict(sorted(strategy.client_heads.items()))
             privacy.close()
-        run_dir.write_summary(summary)
-        reporter.on_finish(summary)
     return summary
 
 

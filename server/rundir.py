@@ -17,7 +17,8 @@ import datetime as _dt
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,10 @@ class RunDirectory:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        #: Set (by a signal handler) to stop the run before its next round.
+        self.stop = threading.Event()
+        #: Set by the running federation: writes the summary as "interrupted" (any thread).
+        self.on_interrupt: Callable[[str], Any] | None = None
 
     def create(self) -> RunDirectory:
         """Create the directory; refuse one that already holds a run."""

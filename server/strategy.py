@@ -10,6 +10,7 @@ what actually happened.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from logging import INFO, WARNING
@@ -26,6 +27,7 @@ from fedpriv.messages import (
     CLIENT_EPSILON,
     CLIENT_ID,
     LEDGER_HEAD,
+    LEDGER_IN_RUN_DIR,
     PRIVACY,
     REFUSED,
     REFUSED_REASON,
@@ -36,11 +38,15 @@ from strategies.dp_fedavg import DpFedAvg
 
 T = TypeVar("T")
 
-__all__ = ["CohortGrid", "FedPrivStrategy", "NotEnoughNodesError"]
+__all__ = ["CohortGrid", "FedPrivStrategy", "NotEnoughNodesError", "RunInterrupted"]
 
 
 class NotEnoughNodesError(RuntimeError):
     """Fewer nodes connected than the run needs, within the wait timeout."""
+
+
+class RunInterrupted(RuntimeError):
+    """The operator asked the run to stop (SIGINT or SIGTERM)."""
 
 
 class CohortGrid:
@@ -62,6 +68,15 @@ class CohortGrid:
         return getattr(self._grid, name)
 
 
+def _finite_record(record: ArrayRecord) -> bool:
+    """Every array of ``record`` is finite (integer arrays always are)."""
+    for array in record.values():
+        values = array.numpy()
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            return False
+    return True
+
+
 class FedPrivStrategy(Strategy):
     """Cohort sampling, budget checks and privacy accounting around a Flower strategy.
 
@@ -80,6 +95,8 @@ class FedPrivStrategy(Strategy):
         Seconds to wait for ``min_nodes`` before giving up.
     privacy : FederationPrivacy or None
         The federation's ledger and budget (any DP mode).
+    stop : threading.Event or None
+        Set by a signal handler: no further round starts.
     """
 
     def __init__(
@@ -91,6 +108,7 @@ class FedPrivStrategy(Strategy):
         fraction_evaluate: float = 0.0,
         node_wait_timeout: float = 600.0,
         privacy: FederationPrivacy | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         if min_nodes < 1:
             raise ValueError(f"min_nodes must be >= 1, got {min_nodes}")
@@ -100,14 +118,17 @@ class FedPrivStrategy(Strategy):
         self.fraction_evaluate = fraction_evaluate
         self.node_wait_timeout = node_wait_timeout
         self.privacy = privacy
+        self.stop = stop
         self._eval_rng = np.random.default_rng()  # evaluation protects nothing
         self.last_train_metrics: MetricRecord | None = None
         self.last_cohort: list[int] = []
         self.last_replies = 0
         self.last_refused: list[str] = []
+        self.last_rejected: list[str] = []  # non-finite replies (or aggregate) this round
         self.last_epsilon: float | None = None
         self.clients_epsilon: dict[str, float] = {}  # as each client reports its own
         self.client_heads: dict[str, str] = {}  # "<seq>:<hash>" of each client's ledger
+        self.ledgers_in_run_dir: set[str] = set()  # clients whose ledger the run dir holds
         self._noise_only = False
 
     def layer(self, cls: type[T]) -> T | None:
@@ -149,6 +170,8 @@ class FedPrivStrategy(Strategy):
         refused (:class:`BudgetExhausted`, a normal stop) when its event would take the
         federation past ``max-epsilon``.
         """
+        if self.stop is not None and self.stop.is_set():
+            raise RunInterrupted(f"interrupted before round {server_round}")
         eligible = self.eligible(grid)
         dp = self.layer(DpFedAvg)
         if self.privacy is not None:
@@ -179,16 +202,38 @@ class FedPrivStrategy(Strategy):
         """Delegate to the inner strategy; remember the round's train metrics."""
         self.last_refused = []
         replies = [m for m in replies if not self._refused(m)]
+        replies = self._finite_only(replies)
         self.last_replies = sum(not m.has_error() for m in replies)
         dp = self.layer(DpFedAvg)
         if self._noise_only and dp is not None:
             arrays, metrics = dp.aggregate_train(server_round, [])
         else:
             arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        if arrays is not None and not _finite_record(arrays):
+            log(WARNING, "fedpriv: round %d produced a non-finite model; the global model "
+                "is kept as it was", server_round)
+            self.last_rejected.append("aggregate")
+            arrays = None
         self.last_train_metrics = metrics
         if self.privacy is not None:
             self._account(server_round, replies)
         return arrays, metrics
+
+    def _finite_only(self, replies: list[Message]) -> list[Message]:
+        """Drop replies whose model or update holds NaN or inf; remember who."""
+        self.last_rejected = []
+        kept = []
+        for msg in replies:
+            if not msg.has_error() and not all(
+                    _finite_record(rec) for rec in msg.content.array_records.values()):
+                who = msg.metadata.src_node_id
+                if PRIVACY in msg.content.config_records:
+                    who = msg.content[PRIVACY].get(CLIENT_ID, who)
+                self.last_rejected.append(str(who))
+                log(WARNING, "fedpriv: round reply from %s rejected: non-finite values", who)
+                continue
+            kept.append(msg)
+        return kept
 
     def _refused(self, msg: Message) -> bool:
         """Note a budget refusal: the node is left out from now on."""
@@ -215,6 +260,8 @@ class FedPrivStrategy(Strategy):
                 self.clients_epsilon[str(rep[CLIENT_ID])] = float(rep[CLIENT_EPSILON])
             if LEDGER_HEAD in rep:
                 self.client_heads[str(rep[CLIENT_ID])] = str(rep[LEDGER_HEAD])
+            if rep.get(LEDGER_IN_RUN_DIR):
+                self.ledgers_in_run_dir.add(str(rep[CLIENT_ID]))
         if self.privacy.cfg.dp_mode is DpMode.USER:
             dp = self.layer(DpFedAvg)
             if dp is not None and dp.last_round is not None:

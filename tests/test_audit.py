@@ -28,7 +28,8 @@ def make_run(root, *, client_budget=100.0, rounds=3):
             heads[c] = f"{seq}:{digest}"
     summary = {"epsilon": {"federation": epsilon([EV] * rounds, 1e-5), "delta": 1e-5},
                "ledger_head": {"seq": fed_head[0], "hash": fed_head[1]},
-               "client_ledger_heads": heads}
+               "client_ledger_heads": heads, "status": "completed",
+               "client_ledgers_in_run_dir": sorted(heads)}
     (root / "summary.json").write_text(json.dumps(summary))
     return root
 
@@ -90,3 +91,98 @@ def test_json_output_and_bad_directory(tmp_path):
     assert result.exit_code == 0 and json.loads(result.output)["ok"] is True
     missing = CliRunner().invoke(app, ["audit", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "is not a directory" in " ".join(missing.output.split())
+
+
+def test_audit_names_both_accountants_and_they_agree(tmp_path):
+    run = make_run(tmp_path / "run")
+    result = CliRunner().invoke(app, ["audit", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "dp-accounting PLD" in result.output and "prv-accountant PRV" in result.output
+    report = audit_run(run)
+    for s in report.scopes:
+        assert abs(s.epsilon_pld - s.epsilon_prv) <= 0.01 * s.epsilon_prv
+    assert set(report.to_json()["accountants"]) == {"pld", "prv", "rdp"}
+
+
+def test_a_primary_accountant_that_under_reports_is_caught(tmp_path, monkeypatch):
+    # A bug in the reporting accountant (here: 3 % low) must not pass the audit: the
+    # independent PRV recomputation disagrees by more than 1 %.
+    import fedpriv.audit as audit_mod
+
+    run = make_run(tmp_path / "run")
+    real = audit_mod.epsilon
+    monkeypatch.setattr(audit_mod, "epsilon", lambda *a, **k: 0.97 * real(*a, **k))
+    report = audit_run(run)
+    assert not report.ok
+    assert any("accountants disagree" in p for p in report.problems)
+
+
+def test_a_reported_epsilon_off_the_independent_one_fails(tmp_path):
+    run = make_run(tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["epsilon"]["federation"] *= 0.98
+    (run / "summary.json").write_text(json.dumps(summary))
+    problems = audit_run(run).problems
+    assert any("independent PRV accountant" in p for p in problems)
+
+
+def test_a_reproducible_run_is_flagged(tmp_path):
+    run = make_run(tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["reproducible"] = True
+    (run / "summary.json").write_text(json.dumps(summary))
+    report = audit_run(run)
+    assert report.ok
+    assert any("seed is secret" in w for w in report.warnings)
+    result = CliRunner().invoke(app, ["audit", str(run)])
+    assert "seed is secret" in result.output
+
+
+def test_a_forged_adaptive_z_is_caught(tmp_path):
+    # A ledger entry claiming z = 2 while its recorded noise parts give z = 1 cannot be
+    # written through the event class; the audit also recomputes it from the parts.
+    from fedpriv.audit import _check_theorem1
+
+    ev = GaussianSumEvent(noise_multiplier=1.0, sampling_rate=1.0, clip=1.0,
+                          update_noise_multiplier=1.0327955589886444, count_stddev=2.0)
+    forged = object.__new__(GaussianSumEvent)
+    for name in ("sampling_rate", "clip", "rounds", "update_noise_multiplier",
+                 "count_stddev"):
+        object.__setattr__(forged, name, getattr(ev, name))
+    object.__setattr__(forged, "noise_multiplier", 2.0)
+    problems = []
+    _check_theorem1(tmp_path, "federation", [(1, ev), (2, forged)], problems)
+    assert len(problems) == 1 and "round 2" in problems[0] and "Theorem 1" in problems[0]
+
+
+def _fails_with(run, text):
+    result = CliRunner().invoke(app, ["audit", str(run)])
+    assert result.exit_code == 1, result.output
+    assert text in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_deleted_client_ledger_fails(tmp_path):
+    import shutil
+
+    run = make_run(tmp_path / "run")
+    shutil.rmtree(run / "clients" / "client-1")
+    _fails_with(run, "client-1/ledger.sqlite is missing")
+
+
+def test_a_corrupt_or_missing_summary_fails_without_a_traceback(tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "summary.json").write_text('{"epsilon": {"federation": 1.0, ')
+    _fails_with(run, "is unreadable or malformed")
+    (run / "summary.json").write_text('{"epsilon": 3}')
+    _fails_with(run, "is unreadable or malformed")
+    (run / "summary.json").unlink()
+    _fails_with(run, "the run did not finish")
+
+
+def test_an_unfinished_run_fails(tmp_path):
+    run = make_run(tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["status"] = "failed"
+    (run / "summary.json").write_text(json.dumps(summary))
+    _fails_with(run, "the run did not finish")

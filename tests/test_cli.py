@@ -131,3 +131,12 @@ def test_secure_aggregation_with_dropouts_on_rays_engine(tmp_path):
     assert "secagg" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["secagg"]["enabled"] and summary["rounds"] == 2
+
+
+def test_version_prints_and_exits_zero():
+    from typer.testing import CliRunner
+
+    from fedpriv.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("fedpriv ")

@@ -171,7 +171,10 @@ class PrivacyLedger:
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+        # One connection may be used from a signal-handling thread to write the summary of
+        # an interrupted run; sqlite3 serialises access itself.
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30.0,
+                               check_same_thread=False)
         conn.execute("PRAGMA synchronous=FULL")
         return conn
 

@@ -56,12 +56,16 @@ class TaskData:
         Number of labels.
     natural_partition : list[numpy.ndarray] | None
         Row indices of ``train`` per natural user (Synthetic), else ``None``.
+    feature_range : tuple[float, float] | None
+        The closed interval every feature value lies in (digits: pixels scaled to
+        [0, 1]); ``None`` when unbounded. A client refuses local data outside it.
     """
 
     train: ArrayDataset
     test: ArrayDataset
     num_classes: int
     natural_partition: list[np.ndarray] | None = None
+    feature_range: tuple[float, float] | None = None
 
     @property
     def feature_shape(self) -> tuple[int, ...]:

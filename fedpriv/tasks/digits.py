@@ -31,5 +31,6 @@ def load_digits(*, test_fraction: float, seed: int) -> TaskData:
         x, y, test_size=test_fraction, random_state=seed, stratify=y
     )
     return TaskData(
-        train=ArrayDataset(x_tr, y_tr), test=ArrayDataset(x_te, y_te), num_classes=10
+        train=ArrayDataset(x_tr, y_tr), test=ArrayDataset(x_te, y_te), num_classes=10,
+        feature_range=(0.0, 1.0),
     )

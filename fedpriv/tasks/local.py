@@ -15,14 +15,22 @@ class LocalDataError(ValueError):
     """The local data directory is missing, empty or malformed."""
 
 
+def _first_bad(mask: np.ndarray) -> str:
+    index = tuple(int(i) for i in np.argwhere(mask)[0])
+    return f"index {index}" if len(index) > 1 else f"index {index[0]}"
+
+
 def load_npz_dir(
-    path: str | Path, *, feature_shape: tuple[int, ...], num_classes: int
+    path: str | Path, *, feature_shape: tuple[int, ...], num_classes: int,
+    feature_range: tuple[float, float] | None = None,
 ) -> ArrayDataset:
     """Load and concatenate every ``*.npz`` in ``path`` (sorted by name).
 
     Each file holds ``x`` (``(n, *feature_shape)`` numbers) and ``y`` (``(n,)``
     integer labels in ``[0, num_classes)``). Files are opened with
-    ``allow_pickle=False``: a data file can never execute code.
+    ``allow_pickle=False``: a data file can never execute code. Features must be finite
+    and, when the task fixes ``feature_range``, inside it (raw 0..16 digit pixels are
+    refused, not silently trained on); an empty file is refused.
 
     Raises
     ------
@@ -56,6 +64,22 @@ def load_npz_dir(
             )
         if not np.issubdtype(x.dtype, np.number):
             raise LocalDataError(f"{f}: x must be numeric, got dtype {x.dtype}")
+        if x.shape[0] == 0:
+            raise LocalDataError(f"{f}: holds no examples (x has 0 rows)")
+        finite = np.isfinite(x)
+        if not finite.all():
+            bad = ~finite
+            raise LocalDataError(
+                f"{f}: array x has {int(bad.sum())} non-finite value(s) (NaN or inf), "
+                f"the first at {_first_bad(bad)}")
+        if feature_range is not None:
+            lo, hi = feature_range
+            out = (x < lo) | (x > hi)
+            if out.any():
+                raise LocalDataError(
+                    f"{f}: array x must lie in [{lo:g}, {hi:g}] for this task, got "
+                    f"{float(x[out].flat[0]):g} at {_first_bad(out)} (range [{float(x.min()):g}, "
+                    f"{float(x.max()):g}]; scale raw pixels first)")
         if not np.issubdtype(y.dtype, np.integer):
             raise LocalDataError(f"{f}: y must be integer labels, got dtype {y.dtype}")
         if y.size and (y.min() < 0 or y.max() >= num_classes):

@@ -1,0 +1,73 @@
+"""One bad value on one device never reaches the global model."""
+
+import math
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from client.app import app as client_app
+from fedpriv.config import RunConfig
+from fedpriv.tasks import LocalDataError, client_dataset, load_npz_dir
+from server.federation import run_federation
+from server.reporting import LogReporter
+from server.rundir import RunDirectory
+from tests.support.grid import LoopbackGrid, task_identity
+
+
+def write_devices(root, n, poison=None):
+    cfg = RunConfig.from_mapping({"clients": n, "partition": "iid"}).resolved()
+    dirs = []
+    for i in range(n):
+        part = client_dataset(cfg, i, n)
+        x = part.x.copy()
+        if poison is not None and i == n - 1:
+            x[3, 17] = poison
+        d = root / f"device-{i}"
+        d.mkdir(parents=True)
+        np.savez(d / "data.npz", x=x, y=part.y)
+        dirs.append(d)
+    return dirs
+
+
+def federate(tmp_path, name, dirs):
+    run_dir = RunDirectory(tmp_path / name).create()
+    cfg = RunConfig.from_mapping({"rounds": 2, "clients": len(dirs), "local-epochs": 1,
+                                  "reproducible": True,
+                                  "run-dir": str(run_dir.path)}).resolved()
+    nodes = {i + 1: {"data-dir": str(d)} for i, d in enumerate(dirs)}
+    with task_identity():
+        summary = run_federation(LoopbackGrid(client_app, nodes), cfg, run_dir,
+                                 scenario="t", reporter=LogReporter())
+    return run_dir.path, summary
+
+
+def test_a_poisoned_device_is_dropped_and_the_model_stays_finite(tmp_path):
+    # One NaN pixel on one device (inf takes the same path: see the refusal test).
+    good = write_devices(tmp_path / "good", 4)[:3]
+    bad = write_devices(tmp_path / "bad", 4, poison=math.nan)[3]
+    _, clean = federate(tmp_path, "clean", good)
+    path, poisoned = federate(tmp_path, "poisoned", [*good, bad])
+    assert poisoned["status"] == "completed"
+    model = load_file(path / "model.safetensors")
+    assert all(np.isfinite(v).all() for v in model.values())
+    assert abs(poisoned["final_accuracy"] - clean["final_accuracy"]) <= 0.02
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    (math.nan, r"data.npz: array x has 1 non-finite value\(s\) \(NaN or inf\), the first "
+               r"at index \(3, 17\)"),
+    (-math.inf, r"non-finite value\(s\).*index \(3, 17\)"),
+    (16.0, r"data.npz: array x must lie in \[0, 1\] for this task, got 16 at index "
+           r"\(3, 17\)"),
+])
+def test_bad_local_data_is_refused_naming_file_array_and_index(tmp_path, value, match):
+    d = write_devices(tmp_path, 2, poison=value)[1]
+    with pytest.raises(LocalDataError, match=match):
+        load_npz_dir(d, feature_shape=(64,), num_classes=10, feature_range=(0.0, 1.0))
+
+
+def test_an_empty_npz_is_refused_by_name(tmp_path):
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 64)), y=np.zeros(0, dtype=np.int64))
+    with pytest.raises(LocalDataError, match="empty.npz: holds no examples"):
+        load_npz_dir(tmp_path, feature_shape=(64,), num_classes=10)

@@ -159,6 +159,9 @@ def _load(context: Context, cfg: RunConfig, server_round: int) -> ClientSecAgg:
         raise SecAggError(f"message for round {server_round}, but this client's state is "
                           f"for round {state['round']}")
     node, identity, roster = _identity(cfg, dict(context.node_config))
+    if int(state["node"]) != node:  # type: ignore[call-overload]
+        raise SecAggError(f"this client's round state is for secagg id {state['node']}, "
+                          f"its identity is {node}")
     return ClientSecAgg.restore(state, params=_params(cfg, context.node_config),
                                 identity=identity,
                                 roster=roster)

@@ -112,7 +112,7 @@ def test_secagg_train_replies_carry_no_count_or_loss_and_the_server_gets_totals(
     assert (path / "identities" / "roster.json").exists()
 
 
-def test_a_replayed_round_and_a_forged_key_message_get_error_replies(tmp_path):
+def test_an_advertise_replayed_for_a_finished_round_gets_an_error_reply(tmp_path):
     from fedpriv.messages import SECAGG_ADVERTISE
     from tests.support.grid import instruction
 

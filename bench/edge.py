@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from client.app import app as client_app
     from fedpriv.config import RunConfig
     from fedpriv.messages import ARRAYS, CONFIG, SERVER_ROUND
-    from fedpriv.secagg import Quantizer, make_setup, run_round
+    from fedpriv.secagg import enrol, layout_for, run_round
     from fedpriv.tasks import build_task_model, load_digits, load_task_data
     from tests.support.grid import instruction
 
@@ -54,13 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         train_s = time.perf_counter() - t0
         plain_bytes = sum(a.numpy().nbytes for a in reply.content[ARRAYS].values())
         d = sum(int(np.prod(a.shape)) for a in model.state_dict().values())
-        q = Quantizer(clip_range=cfg.secagg_clip_range, bits=cfg.secagg_bits)
-        # Secure-aggregation upload for a cohort of 10 (k from the default graph).
-        setup = make_setup(list(range(1, 11)), round_id=1, length=d + 2,
-                           modulus_bits=q.modulus_bits(10) + 20, rng=np.random.default_rng(0))
-        x = {u: np.zeros(d + 2, np.uint64) for u in range(1, 11)}
+        layout = layout_for(cfg)
+        # Secure-aggregation upload for a cohort of 10 (k, t derived as the clients do).
+        x = {u: np.zeros(layout.length(d), np.uint64) for u in range(1, 11)}
+        enrolment = enrol(list(x))
         t0 = time.perf_counter()
-        _, transcript = run_round(x, setup=setup)
+        _, transcript = run_round(x, enrolment=enrolment, modulus_bits=layout.modulus_bits(10))
         secagg_s = (time.perf_counter() - t0) / 10
         upload = _client_bytes(transcript, 1)
     out = {

@@ -26,7 +26,15 @@ from client.privacy import (
     privacy_generator,
     user_update,
 )
-from client.secagg import advertise, encode_update, mask, maybe_vanish, share, unmask
+from client.secagg import (
+    advertise,
+    consistency,
+    encode_update,
+    mask,
+    maybe_vanish,
+    share,
+    unmask,
+)
 from fedpriv.config import DpMode, RunConfig, StrategyName
 from fedpriv.messages import (
     ARRAYS,
@@ -54,7 +62,6 @@ from fedpriv.messages import (
     config_from_record,
 )
 from fedpriv.privacy import DpSgdEvent, epsilon
-from fedpriv.secagg import Quantizer
 from fedpriv.tasks import (
     build_task_model,
     evaluate,
@@ -165,11 +172,10 @@ def train(msg: Message, context: Context) -> Message:
             maybe_vanish(cfg, server_round, node_config, stage=3)
             x = encode_update(
                 update, list(global_state.keys()), weight=weight, unclipped=int(unclipped),
-                quantizer=Quantizer(clip_range=cfg.secagg_clip_range, bits=cfg.secagg_bits),
-                rng=np.random.default_rng(),
+                loss=float(loss), cfg=cfg, rng=np.random.default_rng(),
             )
             content = {MASKED: numpy_record({"y": mask(msg, context, x)})}
-            metrics = {}  # nothing per-client beside the masked vector
+            metrics = {}  # nothing per-client beside the masked vector: count, loss inside
         else:
             content = {UPDATE: numpy_record(update)}
             metrics = {UPDATE_WEIGHT: float(weight), UNCLIPPED: float(unclipped)}
@@ -202,9 +208,15 @@ def secagg_share(msg: Message, context: Context) -> Message:
     return Message(share(msg, context), reply_to=msg)
 
 
+@app.train("secagg_consistency")
+def secagg_consistency(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 4: sign the survivor set (ConsistencyCheck)."""
+    return Message(consistency(msg, context), reply_to=msg)
+
+
 @app.train("secagg_unmask")
 def secagg_unmask(msg: Message, context: Context) -> Message:
-    """Secure aggregation, stage 4: shares that let the server remove the masks."""
+    """Secure aggregation, stage 5: shares that let the server remove the masks."""
     cfg, server_round = config_from_record(msg.content[CONFIG])
     maybe_vanish(cfg, server_round, dict(context.node_config), stage=4)
     return Message(unmask(msg, context), reply_to=msg)

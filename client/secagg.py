@@ -1,23 +1,59 @@
 """The client's side of secure aggregation on Flower messages.
 
 Drives :class:`fedpriv.secagg.ClientSecAgg` through the stages the server sends
-(``train.secagg_advertise``, ``train.secagg_share``, then the train message itself, then
-``train.secagg_unmask``), keeping the round's secret state in the node's own
-``Context.state`` between messages (the process may change from one message to the next).
+(``train.secagg_advertise``, ``train.secagg_share``, the train message itself,
+``train.secagg_consistency``, ``train.secagg_unmask``), keeping the round's secret state
+in the node's own ``Context.state`` between messages.
+
+What the client takes from its own side, never from the server's messages:
+
+- its identity key and the roster: node config ``secagg-identity``, ``secagg-roster``
+  and ``secagg-id`` (deployment; ``fedpriv certs node`` writes them), else, in a
+  simulation, ``RUN_DIR/identities/<partition-id>.ed25519`` and ``roster.json``;
+- the threshold, graph and minimum survivors (derived, :mod:`fedpriv.secagg.params`);
+- the run id (its ``Context``), and the last round it took part in (replays of older
+  rounds are refused);
+- optionally, the corruption rate and minimum of honest clients it insists on (node
+  config ``secagg-corruption-rate``, ``secagg-min-honest``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
+from fedpriv.certs import CertError, load_identity, load_roster
 from fedpriv.config import RunConfig
-from fedpriv.messages import NODE_PARTITION_ID, SECAGG, SECAGG_STATE
-from fedpriv.secagg import ClientSecAgg, Quantizer, SecAggError, setup_from_dict
+from fedpriv.messages import CONFIG, NODE_PARTITION_ID, SECAGG, SECAGG_STATE, config_from_record
+from fedpriv.secagg import (
+    ClientSecAgg,
+    ConsistencyRequest,
+    IdentityKey,
+    NeighbourKeys,
+    Roster,
+    RoutedShares,
+    SecAggAbort,
+    SecAggError,
+    SecurityParams,
+    SumLayout,
+    UnmaskRequest,
+    layout_for,
+    params_for,
+)
 
 __all__ = [
+    "NODE_SECAGG_CORRUPTION",
+    "NODE_SECAGG_ID",
+    "NODE_SECAGG_IDENTITY",
+    "NODE_SECAGG_MIN_HONEST",
+    "NODE_SECAGG_ROSTER",
     "SimulatedDropout",
     "advertise",
+    "consistency",
     "encode_update",
     "mask",
     "maybe_vanish",
@@ -25,8 +61,13 @@ __all__ = [
     "unmask",
 ]
 
-#: Largest example count a client may put in the secure sum (sizes the modulus).
-MAX_WEIGHT_BITS = 20
+NODE_SECAGG_ID = "secagg-id"
+NODE_SECAGG_IDENTITY = "secagg-identity"
+NODE_SECAGG_ROSTER = "secagg-roster"
+NODE_SECAGG_CORRUPTION = "secagg-corruption-rate"
+NODE_SECAGG_MIN_HONEST = "secagg-min-honest"
+_CLIENT = SECAGG_STATE + "-client"
+_LAST = SECAGG_STATE + "-last"
 
 
 class SimulatedDropout(RuntimeError):
@@ -48,92 +89,169 @@ def maybe_vanish(cfg: RunConfig, server_round: int, node_config: dict, stage: in
                                f"{stage} of round {server_round} (dropout-rate)")
 
 
-def _position(rec: ConfigRecord, node_id: int) -> int:
-    nodes = [str(n) for n in rec["nodes"]]  # type: ignore[union-attr]
+def _identity(cfg: RunConfig, node_config: dict) -> tuple[int, IdentityKey, Roster]:
+    """(secagg id, identity key, roster) from the node's own files."""
     try:
-        return nodes.index(str(node_id)) + 1
-    except ValueError:
-        raise SecAggError(f"node {node_id} is not in this round's cohort") from None
+        if NODE_SECAGG_IDENTITY in node_config:
+            if NODE_SECAGG_ROSTER not in node_config or NODE_SECAGG_ID not in node_config:
+                raise SecAggError(f"node config names {NODE_SECAGG_IDENTITY} but not "
+                                  f"{NODE_SECAGG_ROSTER} and {NODE_SECAGG_ID}")
+            return (int(node_config[NODE_SECAGG_ID]),
+                    load_identity(str(node_config[NODE_SECAGG_IDENTITY])),
+                    load_roster(str(node_config[NODE_SECAGG_ROSTER])))
+        if NODE_PARTITION_ID in node_config and cfg.run_dir:
+            node = int(node_config[NODE_PARTITION_ID])
+            root = Path(cfg.run_dir) / "identities"
+            return node, load_identity(root / f"{node}.ed25519"), load_roster(
+                root / "roster.json")
+    except CertError as err:
+        raise SecAggError(str(err)) from None
+    raise SecAggError(f"no secure-aggregation identity: set the node config keys "
+                      f"{NODE_SECAGG_IDENTITY}, {NODE_SECAGG_ROSTER} and {NODE_SECAGG_ID} "
+                      "(`fedpriv certs node` writes them)")
 
 
-_CLIENT = SECAGG_STATE + "-client"
+def _params(cfg: RunConfig, node_config: Any) -> SecurityParams:
+    """The run's security parameters, with the node's own pins applied.
+
+    ``secagg-corruption-rate`` and ``secagg-min-honest`` in the node config (set by the
+    device's operator) replace the run's values: they define what the server may learn,
+    so a deployed client should not take them from the server's message. A pin that
+    differs from the server's makes the derived setups differ, and the client refuses
+    the round (fails safe).
+    """
+    params = params_for(cfg)
+    pins: dict[str, Any] = {}
+    if NODE_SECAGG_CORRUPTION in node_config:
+        pins["corruption_rate"] = float(node_config[NODE_SECAGG_CORRUPTION])
+    if NODE_SECAGG_MIN_HONEST in node_config:
+        pins["min_honest"] = int(node_config[NODE_SECAGG_MIN_HONEST])
+    try:
+        return dataclasses.replace(params, **pins) if pins else params
+    except ValueError as err:
+        raise SecAggError(f"node config: {err}") from None
 
 
-def _save(context: Context, client: ClientSecAgg, rec: ConfigRecord) -> None:
-    """Keep the round's public setup and the client's secret state in the node's state."""
-    context.state[SECAGG_STATE] = ConfigRecord(dict(rec))
+def modulus_bits(cfg: RunConfig, layout: SumLayout | None = None) -> int:
+    """The run's modulus bits b: the layout's for all ``clients``, never clamped.
+
+    Sized for every enrolled client, not the expected cohort: under user-level DP the
+    cohort is a Poisson sample and may be larger than ``clients-per-round``.
+    """
+    return (layout or layout_for(cfg)).modulus_bits(cfg.clients)
+
+
+def _round(msg: Message) -> tuple[RunConfig, int, dict[str, Any]]:
+    cfg, server_round = config_from_record(msg.content[CONFIG])
+    rec = dict(msg.content[SECAGG])
+    if int(rec.get("round_id", -1)) != server_round:  # type: ignore[call-overload]
+        raise SecAggError(f"secure-aggregation payload for round {rec.get('round_id')} in "
+                          f"a round-{server_round} message")
+    return cfg, server_round, rec
+
+
+def _load(context: Context, cfg: RunConfig, server_round: int) -> ClientSecAgg:
+    if _CLIENT not in context.state.config_records:
+        raise SecAggError("no secure-aggregation state: this client missed the earlier "
+                          "stages (or aborted the round)")
+    state = dict(context.state[_CLIENT])
+    if int(state["round"]) != server_round or int(state["run"]) != int(context.run_id):  # type: ignore[call-overload]
+        raise SecAggError(f"message for round {server_round}, but this client's state is "
+                          f"for round {state['round']}")
+    node, identity, roster = _identity(cfg, dict(context.node_config))
+    if int(state["node"]) != node:  # type: ignore[call-overload]
+        raise SecAggError(f"this client's round state is for secagg id {state['node']}, "
+                          f"its identity is {node}")
+    return ClientSecAgg.restore(state, params=_params(cfg, context.node_config),
+                                identity=identity,
+                                roster=roster)
+
+
+def _save(context: Context, client: ClientSecAgg) -> None:
     context.state[_CLIENT] = ConfigRecord(client.export())
 
 
-def _load(context: Context, round_id: int) -> tuple[ClientSecAgg, ConfigRecord]:
-    if SECAGG_STATE not in context.state.config_records:
-        raise SecAggError("no secure-aggregation state: this client missed the earlier stages")
-    rec = context.state[SECAGG_STATE]
-    if int(rec["round-id"]) != round_id:  # type: ignore[call-overload]
-        raise SecAggError(f"message for round {round_id}, but this client's state is for "
-                          f"round {rec['round-id']}")
-    client = ClientSecAgg.restore(setup_from_dict(dict(rec)), dict(context.state[_CLIENT]))
-    return client, rec
+def _forget(context: Context) -> None:
+    if _CLIENT in context.state.config_records:
+        del context.state[_CLIENT]
+
+
+def _step(context: Context, fn: Any) -> Any:
+    """Run a stage; on :class:`SecAggAbort` forget the round's secrets and re-raise."""
+    try:
+        return fn()
+    except SecAggAbort:
+        _forget(context)
+        raise
 
 
 def advertise(msg: Message, context: Context) -> RecordDict:
-    """Stage 1: fresh key pairs for the round; reply with the public halves."""
-    rec = msg.content[SECAGG]
-    setup = setup_from_dict(dict(rec))
-    client = ClientSecAgg(node_id=_position(rec, context.node_id), setup=setup)
-    keys = client.advertise()
-    _save(context, client, rec)
-    return RecordDict({SECAGG: ConfigRecord({"round-id": setup.round_id, **keys})})
+    """Stage 1: fresh key pairs for the round; reply with the signed public halves."""
+    cfg, server_round, _ = _round(msg)
+    last = (int(context.state[_LAST]["round"])  # type: ignore[call-overload]
+            if _LAST in context.state.config_records else -1)
+    if server_round <= last:
+        raise SecAggError(f"round {server_round} is not after round {last}, the last this "
+                          "client took part in (replayed round)")
+    node, identity, roster = _identity(cfg, dict(context.node_config))
+    client = ClientSecAgg(node_id=node, run_id=int(context.run_id), round_id=server_round,
+                          params=_params(cfg, context.node_config), identity=identity,
+                          roster=roster,
+                          modulus_bits=modulus_bits(cfg), max_cohort=cfg.clients)
+    adv = client.advertise_keys()
+    context.state[_LAST] = ConfigRecord({"round": server_round})
+    _save(context, client)
+    return RecordDict({SECAGG: ConfigRecord(adv.to_dict())})
 
 
 def share(msg: Message, context: Context) -> RecordDict:
-    """Stage 2: encrypted shares of b_u and s_sk_u for each neighbour."""
-    rec = msg.content[SECAGG]
-    round_id = int(rec["round-id"])  # type: ignore[call-overload]
-    client, state = _load(context, round_id)
-    keys = {int(v): (bytes(c), bytes(s)) for v, c, s in zip(
-        rec["peers"], rec["peer-c"], rec["peer-s"], strict=True)}  # type: ignore[call-overload]
-    cts = client.share(round_id, keys)
-    _save(context, client, state)
-    to = sorted(cts)
-    return RecordDict({SECAGG: ConfigRecord({"round-id": round_id, "to": to,
-                                             "cts": [cts[v] for v in to]})})
+    """Stage 2: verify the neighbours' signed keys; encrypted shares for each."""
+    cfg, server_round, rec = _round(msg)
+    client = _load(context, cfg, server_round)
+    out = _step(context, lambda: client.share_keys(NeighbourKeys.from_dict(rec)))
+    _save(context, client)
+    return RecordDict({SECAGG: ConfigRecord(out.to_dict())})
 
 
 def encode_update(update: dict[str, np.ndarray], keys: list[str], *, weight: int,
-                  unclipped: int, quantizer: Quantizer, rng: np.random.Generator
-                  ) -> np.ndarray:
-    """``[w * enc(Delta) ..., w, b]`` as uint64: the weight travels inside the secure sum."""
-    if not 0 <= weight < 1 << MAX_WEIGHT_BITS:
-        raise SecAggError(f"weight must be in [0, 2^{MAX_WEIGHT_BITS}), got {weight}")
+                  unclipped: int, loss: float, cfg: RunConfig, rng: np.random.Generator,
+                  noise: np.ndarray | None = None) -> np.ndarray:
+    """x_u = [w * enc(Delta) + z, w, unclipped, w * loss]: metadata inside the sum.
+
+    See :class:`fedpriv.secagg.SumLayout`; ``noise`` is an optional integer noise share
+    (distributed DP), bounded by the layout's ``noise_bound``.
+    """
+    layout = layout_for(cfg)
     flat = np.concatenate([np.asarray(update[k], np.float64).ravel() for k in keys])
-    enc = quantizer.encode(flat, rng) * np.uint64(weight)  # (d,)
-    return np.concatenate([enc, np.array([weight, unclipped], dtype=np.uint64)])
+    try:
+        return layout.encode(flat, weight=weight, unclipped=unclipped, loss=loss, rng=rng,
+                             bits=modulus_bits(cfg, layout), noise=noise)
+    except ValueError as err:
+        raise SecAggError(str(err)) from None
 
 
 def mask(msg: Message, context: Context, x: np.ndarray) -> np.ndarray:
     """Stage 3: the masked vector of ``x`` (called from the train handler)."""
-    rec = msg.content[SECAGG]
-    round_id = int(rec["round-id"])  # type: ignore[call-overload]
-    client, state = _load(context, round_id)
-    cts = {int(u): bytes(ct) for u, ct in zip(rec["from"], rec["cts"], strict=True)}  # type: ignore[call-overload]
-    y = client.mask(round_id, cts, x)
-    _save(context, client, state)
+    cfg, server_round, rec = _round(msg)
+    client = _load(context, cfg, server_round)
+    y = _step(context, lambda: client.mask_input(RoutedShares.from_dict(rec), x).y)
+    _save(context, client)
     return y
 
 
+def consistency(msg: Message, context: Context) -> RecordDict:
+    """Stage 4: sign the survivor set (once), if it is large and connected enough."""
+    cfg, server_round, rec = _round(msg)
+    client = _load(context, cfg, server_round)
+    out = _step(context, lambda: client.sign_survivors(ConsistencyRequest.from_dict(rec)))
+    _save(context, client)
+    return RecordDict({SECAGG: ConfigRecord(out.to_dict())})
+
+
 def unmask(msg: Message, context: Context) -> RecordDict:
-    """Stage 4: shares of survivors' b and dropped clients' s_sk, never both for one."""
-    rec = msg.content[SECAGG]
-    round_id = int(rec["round-id"])  # type: ignore[call-overload]
-    client, state = _load(context, round_id)
-    out = client.unmask(round_id, [int(v) for v in rec["survivors"]],  # type: ignore[union-attr]
-                        [int(v) for v in rec["dropped"]])  # type: ignore[union-attr]
-    del context.state[SECAGG_STATE]  # the round's secrets are not needed any more
-    del context.state[_CLIENT]
-    ids = sorted(out)
-    return RecordDict({SECAGG: ConfigRecord({
-        "round-id": round_id, "ids": ids, "kinds": [out[v][1] for v in ids],
-        "x": [out[v][0][0] for v in ids],
-        "y": [out[v][0][1].to_bytes(66, "big") for v in ids],
-    })})
+    """Stage 5: after enough signatures of the same set, b or s_sk shares, never both."""
+    cfg, server_round, rec = _round(msg)
+    client = _load(context, cfg, server_round)
+    out = _step(context, lambda: client.reveal_shares(UnmaskRequest.from_dict(rec)))
+    _forget(context)  # the round's secrets are not needed any more
+    return RecordDict({SECAGG: ConfigRecord(out.to_dict())})

@@ -4,7 +4,10 @@
 SuperLink TLS certificate (``superlink.pem``/``superlink.key``) whose subject alternative
 names are the given hosts (IP addresses and DNS names). ``fedpriv certs node NAME`` writes
 a SuperNode's authentication key pair (``nodes/NAME``, ``nodes/NAME.pub``) in the OpenSSH
-format Flower's node authentication reads (EC on NIST P-384). Private keys are written
+format Flower's node authentication reads (EC on NIST P-384) and, beside it, the node's
+secure-aggregation identity (``nodes/NAME.ed25519``, Ed25519, PKCS#8 PEM) whose public key
+is added to ``roster.json`` under the node's secagg id: the roster clients hold out of
+band (Bonawitz et al. 2017, Section 4, malicious setting). Private keys are written
 0600; nothing is overwritten without ``force``.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +25,24 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertError", "CertPaths", "init_certs", "node_key", "node_paths"]
+from fedpriv.secagg.errors import SecAggError
+from fedpriv.secagg.identity import IdentityKey, Roster
+
+__all__ = [
+    "ROSTER",
+    "CertError",
+    "CertPaths",
+    "ensure_identities",
+    "init_certs",
+    "load_identity",
+    "load_roster",
+    "node_identity",
+    "node_key",
+    "node_paths",
+    "node_secagg_config",
+]
+
+ROSTER = "roster.json"
 
 _VALID_DAYS = 365
 
@@ -128,8 +149,13 @@ def node_paths(directory: str | Path, name: str) -> tuple[Path, Path]:
     return root / name, root / f"{name}.pub"
 
 
-def node_key(directory: str | Path, name: str, *, force: bool = False) -> tuple[Path, Path]:
-    """Write SuperNode ``name``'s authentication key pair (OpenSSH, EC P-384)."""
+def node_key(directory: str | Path, name: str, *, force: bool = False,
+             identity: bool = True) -> tuple[Path, Path]:
+    """Write SuperNode ``name``'s authentication key pair (OpenSSH, EC P-384).
+
+    With ``identity`` (the default) also its secure-aggregation identity beside it
+    (:func:`node_identity`, the next free secagg id).
+    """
     private, public = node_paths(directory, name)
     key = ec.generate_private_key(ec.SECP384R1())
     _write(private, key.private_bytes(serialization.Encoding.PEM,
@@ -138,4 +164,111 @@ def node_key(directory: str | Path, name: str, *, force: bool = False) -> tuple[
     _write(public, key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                  serialization.PublicFormat.OpenSSH) + b"\n",
            private=False, force=force)
+    if identity:
+        node_identity(directory, name, force=force)
     return private, public
+
+
+def load_identity(path: str | Path) -> IdentityKey:
+    """A secure-aggregation identity key from a PEM file; :class:`CertError` if bad."""
+    try:
+        return IdentityKey.from_pem(Path(path).read_bytes())
+    except (OSError, SecAggError) as err:
+        raise CertError(f"cannot read the identity key {path}: {err}") from None
+
+
+def load_roster(path: str | Path) -> Roster:
+    """The roster of identity public keys from ``roster.json``; :class:`CertError` if bad."""
+    try:
+        return Roster.from_json(Path(path).read_text())
+    except (OSError, SecAggError) as err:
+        raise CertError(f"cannot read the roster {path}: {err}") from None
+
+
+def _read_names(path: Path) -> dict[str, int]:
+    if not path.exists():
+        return {}
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).get(
+            "names", {}).items()}
+    except (OSError, ValueError, AttributeError) as err:
+        raise CertError(f"cannot read the roster {path}: {err}") from None
+
+
+def _add_to_roster(path: Path, name: str, node: int, public: bytes, *,
+                   force: bool) -> Roster:
+    keys = dict(load_roster(path).keys) if path.exists() else {}
+    names = _read_names(path)
+    if node in keys and keys[node] != public and not force:
+        raise CertError(f"{path} already has a key for secagg id {node}; pass --force to "
+                        "replace it")
+    keys[node] = public
+    names[name] = node
+    roster = Roster(keys=keys)
+    data = json.loads(roster.to_json())
+    data["names"] = dict(sorted(names.items()))
+    _write(path, json.dumps(data, indent=1).encode(), private=False, force=True)
+    return roster
+
+
+def node_identity(directory: str | Path, name: str, secagg_id: int | None = None, *,
+                  force: bool = False) -> tuple[Path, Path]:
+    """Write node ``name``'s Ed25519 identity beside its node key; add it to the roster.
+
+    ``secagg_id`` defaults to the id ``name`` already has in the roster, else the next
+    free one. Returns (identity private key path, roster path); :func:`node_secagg_config`
+    gives the node-config entries that point the node at them.
+    """
+    root = Path(directory)
+    roster = root / ROSTER
+    names = _read_names(roster)
+    if secagg_id is None:
+        taken = set(load_roster(roster).keys) if roster.exists() else set()
+        secagg_id = names.get(name, max(taken, default=-1) + 1)
+    if secagg_id < 0:
+        raise CertError(f"secagg id must be >= 0, got {secagg_id}")
+    private, _ = node_paths(directory, name)
+    ident = private.with_name(f"{name}.ed25519")
+    key = IdentityKey()
+    _write(ident, key.to_pem(), private=True, force=force)
+    _add_to_roster(roster, name, secagg_id, key.public, force=force)
+    return ident, roster
+
+
+def node_secagg_config(directory: str | Path, name: str) -> dict[str, str | int]:
+    """Node-config entries for node ``name``: its identity, the roster and its secagg id.
+
+    ``fedpriv deploy supernode`` should add these to the node config it passes to
+    ``flower-supernode`` (``secagg-identity``, ``secagg-roster``, ``secagg-id``).
+    """
+    root = Path(directory)
+    roster = root / ROSTER
+    names = _read_names(roster)
+    if name not in names:
+        raise CertError(f"{roster} has no secagg identity for node {name!r}; run "
+                        f"`fedpriv certs node {name}`")
+    ident = node_paths(directory, name)[0].with_name(f"{name}.ed25519")
+    return {"secagg-identity": str(ident.resolve()), "secagg-roster": str(roster.resolve()),
+            "secagg-id": names[name]}
+
+
+def ensure_identities(directory: str | Path, ids: list[int]) -> Roster:
+    """Simulation: one identity per client id in ``directory`` (``<id>.ed25519``).
+
+    Existing keys are kept, missing ones made; ``roster.json`` lists them all. In a
+    simulation every client runs on this machine; deployed clients hold their own key
+    (:func:`node_identity`).
+    """
+    root = Path(directory)
+    roster = root / ROSTER
+    keys = dict(load_roster(roster).keys) if roster.exists() else {}
+    for u in ids:
+        path = root / f"{u}.ed25519"
+        if path.exists() and u in keys:
+            continue
+        key = IdentityKey()
+        _write(path, key.to_pem(), private=True, force=True)
+        keys[u] = key.public
+    out = Roster(keys=keys)
+    _write(roster, out.to_json().encode(), private=False, force=True)
+    return out

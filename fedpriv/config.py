@@ -358,6 +358,7 @@ class RunConfig:
                 "client-gpu-fraction",
                 f"must be 0 with device=cpu, got {self.client_gpu_fraction}",
             )
+        from fedpriv.secagg.params import check_run_config; check_run_config(self)  # noqa: E702, I001
 
     # ------------------------------------------------------------------- derived
     @property

@@ -3,12 +3,19 @@
 :class:`SecAggStrategy` wraps the strategy that turns a sum of updates into a model
 (:class:`strategies.update_mean.UpdateMean` or :class:`strategies.dp_fedavg.DpFedAvg`).
 Within one Flower round it drives the stages of :mod:`fedpriv.secagg` over the grid:
-``configure_train`` runs stages 1-2 (keys, shares) and returns the train messages, which
-carry each client's encrypted shares (stage 3: train and mask); ``aggregate_train``
-collects the masked vectors, runs stage 4 (unmask), and hands the wrapped strategy one
-reply holding only the cohort's sum. Each stage waits at most ``round-timeout``; a
-client that fails or times out counts as dropped; below the threshold the round is
-abandoned and the global model stays as it was.
+``configure_train`` lets the inner strategy pick the cohort, runs stages 1-2 (signed
+keys, shares) with it and returns the train messages carrying each client's encrypted
+shares (stage 3: train and mask); ``aggregate_train`` collects the masked vectors, runs
+stages 4 (ConsistencyCheck) and 5 (unmask), and hands the wrapped strategy one reply
+holding only the cohort's totals: the update sum, the example count, the unclipped
+count and the example-weighted loss (the clients' replies carry no count or loss).
+Each stage waits at most ``round-timeout``; a client that fails or times out counts as
+dropped; when too few remain the round is abandoned and the global model stays as it
+was.
+
+In a simulation the server also makes each client's identity key in
+``RUN_DIR/identities`` (all clients run on this machine); deployed clients hold their
+own (``fedpriv certs node``).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from logging import INFO, WARNING
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +32,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedpriv.certs import ensure_identities
 from fedpriv.config import RunConfig
 from fedpriv.messages import (
     CONFIG,
@@ -42,19 +51,22 @@ from fedpriv.messages import (
     UPDATE_SUM,
 )
 from fedpriv.secagg import (
-    Quantizer,
+    CONSISTENCY_TYPE,
+    AdvertiseKeys,
+    ConsistencySignature,
+    DecodedSum,
+    MaskedInput,
     SecAggAbort,
     SecAggError,
     ServerSecAgg,
-    make_setup,
-    setup_to_dict,
+    ShareKeys,
+    UnmaskShares,
+    layout_for,
+    params_for,
 )
-from strategies.updates import numpy_record, synthetic_reply, train_loss
+from strategies.updates import numpy_record, synthetic_reply
 
 __all__ = ["SecAggStrategy"]
-
-#: Bits for the example counts inside the sum (clients refuse larger weights).
-WEIGHT_BITS = 20
 
 
 class SecAggStrategy(Strategy):
@@ -63,160 +75,167 @@ class SecAggStrategy(Strategy):
     def __init__(self, inner: Strategy, cfg: RunConfig, rng: np.random.Generator) -> None:
         self.inner = inner
         self.cfg = cfg
-        self.rng = rng
-        self.quantizer = Quantizer(clip_range=cfg.secagg_clip_range, bits=cfg.secagg_bits)
+        self.rng = rng  # kept for the caller's interface; the graph is derived publicly
+        self.params = params_for(cfg)
+        self.layout = layout_for(cfg)
+        self.modulus_bits = self.layout.modulus_bits(cfg.clients)  # Poisson cohorts vary
+        if cfg.run_dir:  # simulation: every client's identity, on this machine
+            ensure_identities(Path(cfg.run_dir) / "identities", list(range(cfg.clients)))
         self.server: ServerSecAgg | None = None
         self._grid: Grid | None = None
-        self._nodes: list[int] = []
+        self._node_of: dict[int, int] = {}  # secagg id -> Flower node id
         self._shapes: dict[str, tuple[tuple[int, ...], Any]] = {}
         self._config: ConfigRecord | None = None
         self.last_round: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- helpers
-    def _modulus_bits(self, n: int) -> int:
-        return min(64, self.quantizer.modulus_bits(n) + WEIGHT_BITS)
-
-    def _send(self, stage_type: str, payloads: dict[int, dict[str, Any]]) -> dict[int, Message]:
+    def _send(self, stage_type: str, payloads: dict[int, dict[str, Any]]
+              ) -> dict[int, dict[str, Any]]:
+        """Send each Flower node its payload; return ``{node: reply SECAGG record}``."""
         assert self._grid is not None and self._config is not None
         msgs = [self._grid.create_message(
             content=RecordDict({CONFIG: self._config, SECAGG: ConfigRecord(payload)}),
-            message_type=stage_type, dst_node_id=self._nodes[pos - 1],
-            group_id=str(self.server.setup.round_id) if self.server else "")
-            for pos, payload in payloads.items()]
+            message_type=stage_type, dst_node_id=node,
+            group_id=str(self.server.round_id) if self.server else "")
+            for node, payload in payloads.items()]
         replies = self._grid.send_and_receive(msgs, timeout=self.cfg.round_timeout)
-        pos_of = {node: i + 1 for i, node in enumerate(self._nodes)}
         out = {}
         for r in replies:
-            pos = pos_of.get(r.metadata.src_node_id)
-            if pos is None:
-                log(WARNING, "secagg: reply from node %s outside the cohort ignored",
-                    r.metadata.src_node_id)
+            node = r.metadata.src_node_id
+            if node not in payloads:
+                log(WARNING, "secagg: reply from node %s outside the cohort ignored", node)
             elif r.has_error():
-                log(INFO, "secagg: client %d dropped at %s (%s)", pos, stage_type,
+                log(INFO, "secagg: node %s dropped at %s (%s)", node, stage_type,
                     r.error.reason)
-            else:
-                out[pos] = r
+            elif SECAGG in r.content.config_records:
+                out[node] = dict(r.content[SECAGG])
         return out
+
+    def _accept(self, node: int, cls: Any, rec: dict[str, Any]) -> None:
+        """Parse and record a client message; the sender must be that node's id."""
+        assert self.server is not None
+        try:
+            msg = cls.from_dict(rec)
+            if self._node_of.get(msg.sender, node) != node:
+                raise SecAggError(f"node {node} sends as secagg id {msg.sender}, which "
+                                  f"belongs to node {self._node_of[msg.sender]}")
+            self.server.receive(msg)
+            self._node_of.setdefault(msg.sender, node)
+        except SecAggError as err:
+            log(WARNING, "secagg: rejected a message from node %s: %s", node, err)
+        except (KeyError, TypeError, ValueError) as err:
+            log(WARNING, "secagg: malformed message from node %s rejected: %s", node, err)
+
+    def _abandon(self, server_round: int, why: str) -> None:
+        log(WARNING, "secagg: round %d abandoned, global model unchanged: %s",
+            server_round, why)
+        self.last_round["aborted"] = why
 
     # ----------------------------------------------------------------- stages
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        """Stages 1-2 over the grid, then the train messages carrying the shares."""
+        """The inner strategy's cohort; stages 1-2 with it; its train messages + shares."""
         t0 = time.monotonic()
         self._grid = grid
         self._config = ConfigRecord({**dict(config), SERVER_ROUND: server_round})
-        self._nodes = sorted(grid.get_node_ids())
+        self._node_of = {}
         self._shapes = {k: (tuple(a.shape), a.numpy().dtype) for k, a in arrays.items()}
-        length = sum(int(np.prod(s)) for s, _ in self._shapes.values()) + 2
-        setup = make_setup(list(range(1, len(self._nodes) + 1)), round_id=server_round,
-                           length=length, modulus_bits=self._modulus_bits(len(self._nodes)),
-                           rng=self.rng, degree=self.cfg.secagg_degree,
-                           threshold_fraction=self.cfg.secagg_threshold)
-        self.server = server = ServerSecAgg(setup)
-        self.last_round = {"secagg": True, "cohort": len(self._nodes),
-                           "threshold": setup.threshold,
-                           "degree": min(len(v) for v in setup.neighbours.values())}
-        wire = {**setup_to_dict(setup), "nodes": [str(n) for n in self._nodes]}
-        for pos, r in self._send(SECAGG_ADVERTISE, {p: wire for p in setup.neighbours}).items():
-            rec = r.content[SECAGG]
-            self._accept(server.receive_advertise, pos, int(rec["round-id"]),
-                         bytes(rec["c_pk"]), bytes(rec["s_pk"]))
-        payloads = {}
-        for pos in server.keys:
-            peers = server.keys_for(pos)
-            ids = sorted(peers)
-            payloads[pos] = {"round-id": server_round, "peers": ids,
-                             "peer-c": [peers[v][0] for v in ids],
-                             "peer-s": [peers[v][1] for v in ids]}
-        for pos, r in self._send(SECAGG_SHARE, payloads).items():
-            rec = r.content[SECAGG]
-            cts = {int(v): bytes(ct) for v, ct in zip(rec["to"], rec["cts"], strict=True)}
-            self._accept(server.receive_shares, pos, int(rec["round-id"]), cts)
-        if len(server.routed) < setup.threshold:
-            log(WARNING, "secagg: round %d abandoned before training: %d client(s) shared "
-                "keys, the threshold is %d", server_round, len(server.routed), setup.threshold)
-            self.last_round["aborted"] = "too few clients completed the key stages"
-            return []
-        ready = [self._nodes[p - 1] for p in sorted(server.routed)]
-        view = _NodesView(grid, ready)
-        messages = list(self.inner.configure_train(server_round, arrays, config, view))
-        pos_of = {node: i + 1 for i, node in enumerate(self._nodes)}
-        for msg in messages:
-            pos = pos_of[msg.metadata.dst_node_id]
-            shares = server.shares_for(pos)
-            src = sorted(shares)
-            # Flower strategies give every message the same RecordDict: copy, then add.
-            msg.content = RecordDict({**dict(msg.content), SECAGG: ConfigRecord(
-                {"round-id": server_round, "from": src, "cts": [shares[u] for u in src]})})
-        self.last_round["setup_seconds"] = time.monotonic() - t0
-        return messages
-
-    def _accept(self, fn: Any, pos: int, *args: Any) -> None:
+        d = sum(int(np.prod(s)) for s, _ in self._shapes.values())
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        cohort_nodes = [m.metadata.dst_node_id for m in messages]
+        self.server = server = ServerSecAgg(
+            round_id=server_round, params=self.params, modulus_bits=self.modulus_bits,
+            length=self.layout.length(d), population=self.cfg.clients)
+        self.last_round = {"secagg": True, "cohort": len(cohort_nodes), "threshold": None,
+                           "degree": None}
+        hello = {"round_id": server_round}
+        for node, rec in self._send(SECAGG_ADVERTISE, dict.fromkeys(cohort_nodes,
+                                                                     hello)).items():
+            self._accept(node, AdvertiseKeys, rec)
         try:
-            fn(pos, *args)
-        except SecAggError as err:
-            log(WARNING, "secagg: rejected a message from client %d: %s", pos, err)
-        except (KeyError, TypeError, ValueError) as err:
-            log(WARNING, "secagg: malformed message from client %d rejected: %s", pos, err)
+            setup = server.close_advertising()
+            payloads = {self._node_of[u]: server.neighbour_keys(u).to_dict()
+                        for u in sorted(server.keys)}
+        except SecAggAbort as err:
+            self._abandon(server_round, f"before training: {err}")
+            return []
+        self.last_round.update(threshold=setup.threshold,
+                               degree=min(len(v) for v in setup.neighbours.values()),
+                               consistency_threshold=setup.consistency_threshold,
+                               modulus_bits=self.modulus_bits)
+        for node, rec in self._send(SECAGG_SHARE, payloads).items():
+            self._accept(node, ShareKeys, rec)
+        if len(server.routed) < setup.min_survivors:
+            self._abandon(server_round, f"before training: {len(server.routed)} client(s) "
+                          f"shared keys, at least {setup.min_survivors} must survive")
+            return []
+        ready = {self._node_of[u]: u for u in server.routed}
+        out = []
+        for msg in messages:
+            u = ready.get(msg.metadata.dst_node_id)
+            if u is None:
+                continue
+            routed = server.routed_shares(u).to_dict()
+            # Flower strategies give every message the same RecordDict: copy, then add.
+            msg.content = RecordDict({**dict(msg.content), SECAGG: ConfigRecord(routed)})
+            out.append(msg)
+        self.last_round["setup_seconds"] = time.monotonic() - t0
+        return out
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Collect masked vectors, run stage 4, hand ``inner`` the unmasked sum."""
+        """Collect masked vectors, run stages 4-5, hand ``inner`` the unmasked totals."""
         replies = list(replies)
         server = self.server
-        if server is None:
+        if server is None or server.setup is None or "aborted" in self.last_round:
             return None, None
-        pos_of = {node: i + 1 for i, node in enumerate(self._nodes)}
+        id_of = {node: u for u, node in self._node_of.items()}
         plain = []
         for r in replies:
-            pos = pos_of.get(r.metadata.src_node_id)
-            if pos is None or r.has_error() or MASKED not in r.content.array_records:
+            u = id_of.get(r.metadata.src_node_id)
+            if u is None or r.has_error() or MASKED not in r.content.array_records:
                 continue
-            self._accept(server.receive_masked, pos, server_round,
-                         r.content[MASKED]["y"].numpy())
-            if pos in server.masked:
+            y = r.content[MASKED]["y"].numpy()
+            try:
+                server.receive(MaskedInput(round_id=server_round, sender=u, y=y))
                 plain.append(r)
-        payloads = {}
-        for pos in server.masked:
-            survivors, dropped = server.unmask_request(pos)
-            payloads[pos] = {"round-id": server_round, "survivors": survivors,
-                             "dropped": dropped}
-        for pos, r in self._send(SECAGG_UNMASK, payloads).items():
-            rec = r.content[SECAGG]
-            shares = {int(v): ((int(x), int.from_bytes(bytes(y), "big")), str(k))
-                      for v, k, x, y in zip(rec["ids"], rec["kinds"], rec["x"], rec["y"],
-                                            strict=True)}
-            self._accept(server.receive_unmask, pos, int(rec["round-id"]), shares)
+            except SecAggError as err:
+                log(WARNING, "secagg: rejected the masked input of node %s: %s",
+                    r.metadata.src_node_id, err)
         dropped = sorted(set(server.routed) - set(server.masked))
         self.last_round.update(survivors=len(server.masked), dropped=len(dropped),
-                               dropped_before_share=len(self._nodes) - len(server.routed))
+                               dropped_before_share=len(id_of) - len(server.routed))
         try:
-            total, survivors = server.finish()
+            payloads = {self._node_of[u]: server.consistency_request(u).to_dict()
+                        for u in server.survivors}
+            for node, rec in self._send(CONSISTENCY_TYPE, payloads).items():
+                self._accept(node, ConsistencySignature, rec)
+            payloads = {self._node_of[u]: server.unmask_request_for(u).to_dict()
+                        for u in sorted(server.signatures)}
+            for node, rec in self._send(SECAGG_UNMASK, payloads).items():
+                self._accept(node, UnmaskShares, rec)
+            total, _ = server.finish()
         except SecAggAbort as err:
-            log(WARNING, "secagg: round %d abandoned, global model unchanged: %s",
-                server_round, err)
-            self.last_round["aborted"] = str(err)
+            self._abandon(server_round, str(err))
             return None, None
         if dropped:
             log(INFO, "secagg: round %d recovered %d dropped client(s) from shares",
                 server_round, len(dropped))
-        return self.inner.aggregate_train(server_round, [self._sum_reply(total, plain)])
+        decoded = self.layout.decode(total, n=self.cfg.clients, bits=self.modulus_bits)
+        return self.inner.aggregate_train(
+            server_round, [self._sum_reply(decoded, len(server.masked), plain)])
 
-    def _sum_reply(self, total: np.ndarray, plain: list[Message]) -> Message:
-        """One reply holding the dequantised sum, the summed weight and unclipped count."""
-        weight, unclipped = float(total[-2]), float(total[-1])
-        d = len(total) - 2
-        s = total[:d].astype(np.float64) * self.quantizer.step - weight * self.quantizer.clip_range
+    def _sum_reply(self, total: DecodedSum, survivors: int, plain: list[Message]) -> Message:
+        """One reply holding the totals: update sum, weight, unclipped count, mean loss."""
         arrays, at = {}, 0
         for key, (shape, _) in self._shapes.items():
             size = int(np.prod(shape))
-            arrays[key] = s[at:at + size].reshape(shape)
+            arrays[key] = total.update_sum[at:at + size].reshape(shape)
             at += size
-        loss = train_loss(plain)
-        metrics = {SUM_WEIGHT: weight, SUM_COUNT: float(len(plain)),
-                   SUM_UNCLIPPED: unclipped, NUM_EXAMPLES: weight}
-        if loss is not None:
-            metrics[TRAIN_LOSS] = loss
+        metrics = {SUM_WEIGHT: float(total.weight), SUM_COUNT: float(survivors),
+                   SUM_UNCLIPPED: float(total.unclipped), NUM_EXAMPLES: float(total.weight)}
+        if total.mean_loss is not None:
+            metrics[TRAIN_LOSS] = total.mean_loss
         return synthetic_reply(plain[0], RecordDict({UPDATE_SUM: numpy_record(arrays),
                                                      METRICS: MetricRecord(metrics)}))
 
@@ -232,19 +251,8 @@ class SecAggStrategy(Strategy):
 
     def summary(self) -> None:
         """Log the secure-aggregation settings, then the inner strategy's summary."""
-        log(INFO, "\t├──> secure aggregation: SecAgg+ (quantisation %d bits, range ±%g)",
-            self.quantizer.bits, self.quantizer.clip_range)
+        log(INFO, "\t├──> secure aggregation: SecAgg+ against a malicious server "
+            "(quantisation %d bits, range ±%g, modulus 2^%d, %s masks)",
+            self.layout.quantizer.bits, self.layout.quantizer.clip_range,
+            self.modulus_bits, self.params.prg)
         self.inner.summary()
-
-
-class _NodesView:
-    """A grid that shows only ``nodes`` (those that completed the key stages)."""
-
-    def __init__(self, grid: Grid, nodes: list[int]) -> None:
-        self._grid, self._nodes = grid, nodes
-
-    def get_node_ids(self) -> list[int]:
-        return list(self._nodes)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)

@@ -77,3 +77,31 @@ def test_deploy_wrappers_are_secure_by_default(tmp_path):
     assert "client-max-epsilon=4.0" in node.output and "--root-certificates" in node.output
     lab = runner.invoke(app, ["deploy", "superlink", "--insecure", "--dry-run"])
     assert lab.exit_code == 0 and "WARNING" in lab.output and "--insecure" in lab.output
+
+
+def test_node_identity_beside_the_node_key_and_in_the_roster(tmp_path):
+    from fedpriv.certs import load_identity, load_roster, node_secagg_config
+
+    node_key(tmp_path, "edge-1")
+    node_key(tmp_path, "edge-2")
+    cfg = node_secagg_config(tmp_path, "edge-2")
+    assert cfg["secagg-id"] == 1
+    ident = tmp_path / "nodes" / "edge-2.ed25519"
+    assert cfg["secagg-identity"] == str(ident.resolve())
+    assert stat.S_IMODE(ident.stat().st_mode) == 0o600
+    roster = load_roster(cfg["secagg-roster"])
+    assert roster.keys[1] == load_identity(ident).public and set(roster.keys) == {0, 1}
+    node_key(tmp_path, "edge-1", force=True)  # a new key keeps the node's id
+    assert node_secagg_config(tmp_path, "edge-1")["secagg-id"] == 0
+    assert len(load_roster(tmp_path / "roster.json")) == 2
+    with pytest.raises(CertError, match="no secagg identity"):
+        node_secagg_config(tmp_path, "edge-3")
+
+
+def test_simulation_identities_are_made_once_and_kept(tmp_path):
+    from fedpriv.certs import ensure_identities
+
+    first = ensure_identities(tmp_path, [0, 1, 2])
+    again = ensure_identities(tmp_path, [0, 1, 2, 3])
+    assert all(again.keys[u] == first.keys[u] for u in range(3)) and 3 in again
+    assert stat.S_IMODE((tmp_path / "0.ed25519").stat().st_mode) == 0o600

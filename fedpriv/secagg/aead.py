@@ -2,8 +2,9 @@
 
 Bonawitz et al. 2017 (CCS), Section 4, "AE.enc / AE.dec": the shares u sends v travel
 through the server encrypted under the channel key c_uv, so the server routes them but
-cannot read them. The associated data binds sender, recipient, round and stage: a share
-replayed into another round or stage, or misrouted to another client, fails to open.
+cannot read them. The associated data binds sender, recipient, round, stage and the
+digest of the cohort the sender was shown: a share replayed into another round or stage,
+misrouted to another client, or sent under another view of the cohort, fails to open.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ _NONCE = 12
 _TAG = 16
 
 
-def associated_data(sender: int, recipient: int, round_id: int, stage: int) -> bytes:
-    """The AEAD associated data: big-endian (sender, recipient, round, stage)."""
+def associated_data(sender: int, recipient: int, round_id: int, stage: int,
+                    context: bytes = b"") -> bytes:
+    """The AEAD associated data: big-endian (sender, recipient, round, stage) + context.
+
+    ``context`` is the cohort digest (:func:`fedpriv.secagg.identity.cohort_digest`).
+    """
     try:
-        return struct.pack(">QQQB", sender, recipient, round_id, stage)
+        return struct.pack(">QQQB", sender, recipient, round_id, stage) + context
     except struct.error as err:
         raise SecAggError(f"associated data out of range: {err}") from None
 

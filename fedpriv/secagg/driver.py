@@ -1,13 +1,13 @@
-"""Run one SecAgg+ round in memory: the reference driver for tests and benchmarks.
+"""Run one round in memory: the reference driver for tests and benchmarks.
 
 The Flower bindings (``server/secagg.py``, ``client/secagg.py``) drive the same state
 machines over Flower messages; this driver passes the message objects directly, with
-optional dropouts, and keeps the server's view.
+optional dropouts, and keeps the server's view. :func:`enrol` makes the long-term
+identities and the roster that in a real federation come out of band.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -15,34 +15,52 @@ import numpy as np
 
 from fedpriv.secagg.client import ClientSecAgg
 from fedpriv.secagg.errors import SecAggAbort
-from fedpriv.secagg.graph import default_degree, regular_graph
+from fedpriv.secagg.identity import IdentityKey, Roster
 from fedpriv.secagg.messages import Message
+from fedpriv.secagg.params import SecurityParams
 from fedpriv.secagg.server import ServerSecAgg
 from fedpriv.secagg.setup import RoundSetup
 
-__all__ = ["Transcript", "drive_round", "make_setup", "run_round"]
+__all__ = ["Enrolment", "Transcript", "drive_round", "enrol", "run_round"]
 
 
-def make_setup(ids: Sequence[int], *, round_id: int, length: int, modulus_bits: int,
-               rng: np.random.Generator, degree: int = 0,
-               threshold_fraction: float = 0.5) -> RoundSetup:
-    """A round's public setup: a random k-regular graph and t = floor(fraction * k) + 1.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Enrolment:
+    """A federation's long-term identities (simulation: all on one machine).
 
-    With the default fraction 1/2 the threshold is a strict majority of each
-    neighbourhood, so no minority of a client's neighbours can rebuild its secrets.
-    ``degree = 0`` takes :func:`default_degree`.
+    Attributes
+    ----------
+    run_id : int
+        The run, bound into every signature.
+    params : SecurityParams
+        The public parameters.
+    roster : Roster
+        Every client's identity public key.
+    identities : mapping of int to IdentityKey
+        Every client's private signing key (each belongs on its own device).
     """
-    if not 0 <= threshold_fraction < 1:
-        raise ValueError(f"threshold_fraction must be in [0, 1), got {threshold_fraction}")
-    if len(ids) < 2:
-        raise ValueError(f"a round needs >= 2 clients, got {len(ids)}")
-    k = degree or default_degree(len(ids))
-    graph = regular_graph(list(ids), k, rng)
-    k_min = min(len(v) for v in graph.values())
-    t = max(1, min(k_min, math.floor(threshold_fraction * k_min) + 1))
-    return RoundSetup(round_id=round_id, threshold=t,
-                      neighbours={u: tuple(v) for u, v in graph.items()},
-                      modulus_bits=modulus_bits, length=length)
+
+    run_id: int
+    params: SecurityParams
+    roster: Roster
+    identities: Mapping[int, IdentityKey]
+
+    def client(self, node: int, *, round_id: int, modulus_bits: int,
+               max_cohort: int = 0) -> ClientSecAgg:
+        """A fresh client state machine for ``node`` and round ``round_id``."""
+        return ClientSecAgg(node_id=node, run_id=self.run_id, round_id=round_id,
+                            params=self.params, identity=self.identities[node],
+                            roster=self.roster, modulus_bits=modulus_bits,
+                            max_cohort=max_cohort)
+
+
+def enrol(ids: Sequence[int], *, params: SecurityParams | None = None,
+          run_id: int = 0) -> Enrolment:
+    """Fresh identities for ``ids`` and their roster."""
+    identities = {int(u): IdentityKey() for u in ids}
+    return Enrolment(run_id=run_id, params=params or SecurityParams(),
+                     roster=Roster(keys={u: k.public for u, k in identities.items()}),
+                     identities=identities)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,7 +74,7 @@ class Transcript:
     received : tuple of Message
         Every message the server accepted, in arrival order.
     sent : tuple of Message
-        Every message the server sent (setup excluded).
+        Every message the server sent.
     survivors : tuple of int
         Clients whose masked input is in the sum.
     dropped : tuple of int
@@ -77,88 +95,88 @@ class Transcript:
         raise KeyError(f"no masked input from node {node}")
 
 
-def drive_round(inputs: Mapping[int, np.ndarray], setup: RoundSetup, *,
-                dropouts_after_stage: Mapping[int, set[int]] | None = None
+def drive_round(inputs: Mapping[int, np.ndarray], *, enrolment: Enrolment, round_id: int,
+                modulus_bits: int, dropouts_after_stage: Mapping[int, set[int]] | None = None,
+                max_cohort: int = 0
                 ) -> tuple[np.ndarray | SecAggAbort, ServerSecAgg, dict[int, ClientSecAgg],
                            list[Message]]:
     """Run the stages; return (sum or the abort, server, clients, messages sent).
 
     ``dropouts_after_stage[s]`` are clients that complete stage ``s`` and then vanish
-    (s = 0: they got the setup but never advertise; s = 3: they sent a masked input but
-    do not answer the unmask request). A client that aborts itself (too few live
-    neighbours) counts as dropped from then on.
+    (s = 0: they never advertise; 3: they sent y but never sign the survivor set; 4:
+    they signed but never reveal). A client that aborts counts as dropped from then on.
+    ``max_cohort`` (default: the roster's size) is the largest cohort clients accept.
     """
     drop = {s: set(v) for s, v in (dropouts_after_stage or {}).items()}
     gone: set[int] = set()
-    server = ServerSecAgg(setup)
-    clients = {u: ClientSecAgg(node_id=u, setup=setup) for u in inputs}
+    d = len(next(iter(inputs.values())))
+    server = ServerSecAgg(round_id=round_id, params=enrolment.params,
+                          modulus_bits=modulus_bits, length=d,
+                          population=len(enrolment.roster))
+    clients = {u: enrolment.client(u, round_id=round_id, modulus_bits=modulus_bits,
+                                   max_cohort=max_cohort) for u in inputs}
     sent: list[Message] = []
 
-    def alive(stage_done: int) -> list[int]:
+    def alive(stage_done: int, have: Mapping[int, object]) -> list[int]:
         gone.update(drop.get(stage_done, set()))
-        return [u for u in clients if u not in gone]
+        return [u for u in clients if u not in gone and u in have]
 
     def step(u: int, request: Message | None, x: np.ndarray | None = None) -> None:
         if request is not None:
             sent.append(request)
         try:
             reply = (clients[u].advertise_keys() if request is None
-                     else clients[u].handle(request, x))  # type: ignore[arg-type]
+                     else clients[u].handle(request, x))
         except SecAggAbort:
             gone.add(u)
             return
         server.receive(reply)
 
-    for u in alive(0):
-        step(u, None)
-    for u in [u for u in alive(1) if u in server.keys]:
-        step(u, server.neighbour_keys(u))
-    for u in [u for u in alive(2) if u in server.routed]:
-        step(u, server.routed_shares(u), inputs[u])
-    for u in [u for u in alive(3) if u in server.masked]:
-        step(u, server.unmask_request_for(u))
+    total: np.ndarray | SecAggAbort
     try:
-        total: np.ndarray | SecAggAbort = server.finish()[0]
+        for u in alive(0, clients):
+            step(u, None)
+        for u in alive(1, server.keys):
+            step(u, server.neighbour_keys(u))
+        for u in alive(2, server.routed):
+            step(u, server.routed_shares(u), inputs[u])
+        for u in alive(3, server.masked):
+            step(u, server.consistency_request(u))
+        for u in alive(4, server.signatures):
+            step(u, server.unmask_request_for(u))
+        total = server.finish()[0]
     except SecAggAbort as err:
         total = err
     return total, server, clients, sent
 
 
 def run_round(inputs: Sequence[np.ndarray] | Mapping[int, np.ndarray], *,
-              rng: np.random.Generator | None = None, setup: RoundSetup | None = None,
-              modulus_bits: int = 64, degree: int = 0, threshold_fraction: float = 0.5,
-              round_id: int = 0,
+              params: SecurityParams | None = None, modulus_bits: int = 64,
+              round_id: int = 0, enrolment: Enrolment | None = None,
               dropouts_after_stage: Mapping[int, set[int]] | None = None
               ) -> tuple[np.ndarray, Transcript]:
-    """One SecAgg+ round end to end: the survivors' sum mod 2^b and the server's view.
+    """One round end to end: the survivors' sum mod 2^b and the server's view.
 
     Parameters
     ----------
     inputs : sequence or mapping of integer arrays
-        x_u for u = 1..n (a sequence) or ``{u: x_u}``; each of length d, values in
-        [0, 2^b) (signed ints are taken mod 2^b).
-    rng : numpy.random.Generator, optional
-        Draws the communication graph; required unless ``setup`` is given.
-    setup : RoundSetup, optional
-        A ready setup (then ``modulus_bits``, ``degree``, ``threshold_fraction`` and
-        ``round_id`` are ignored).
+        x_u for u = 1..n (a sequence) or ``{u: x_u}``; each of length d (signed ints
+        are taken mod 2^b).
+    params : SecurityParams, optional
+        Public parameters (defaults when omitted); ignored with ``enrolment``.
+    enrolment : Enrolment, optional
+        Identities to use (fresh ones for the inputs' ids when omitted).
     dropouts_after_stage : mapping of int to set of int, optional
         See :func:`drive_round`.
 
     Raises
     ------
     SecAggAbort
-        When too few clients remain to unmask.
+        When the round cannot complete.
     """
     xs = dict(inputs) if isinstance(inputs, Mapping) else dict(enumerate(inputs, 1))
-    if setup is None:
-        if rng is None:
-            raise ValueError("rng must be given when setup is not")
-        d = len(next(iter(xs.values())))
-        setup = make_setup(sorted(xs), round_id=round_id, length=d,
-                           modulus_bits=modulus_bits, rng=rng, degree=degree,
-                           threshold_fraction=threshold_fraction)
-    mask = np.uint64((1 << setup.modulus_bits) - 1) if setup.modulus_bits < 64 else None
+    enrolment = enrolment or enrol(sorted(xs), params=params)
+    mask = np.uint64((1 << modulus_bits) - 1) if modulus_bits < 64 else None
     enc = {}
     for u, x in xs.items():
         x = np.asarray(x)
@@ -166,13 +184,14 @@ def run_round(inputs: Sequence[np.ndarray] | Mapping[int, np.ndarray], *,
             raise ValueError(f"inputs must be integer arrays, got {x.dtype} for client {u}")
         x = x.astype(np.uint64)  # two's complement: negatives wrap mod 2^64
         enc[u] = x & mask if mask is not None else x
-    total, server, _, sent = drive_round(enc, setup,
+    total, server, _, sent = drive_round(enc, enrolment=enrolment, round_id=round_id,
+                                         modulus_bits=modulus_bits,
                                          dropouts_after_stage=dropouts_after_stage)
     if isinstance(total, SecAggAbort):
         raise total
+    assert server.setup is not None
     survivors = tuple(sorted(server.masked))
-    transcript = Transcript(setup=setup, received=tuple(server.transcript),
-                            sent=tuple(sent),
-                            survivors=survivors,
+    transcript = Transcript(setup=server.setup, received=tuple(server.transcript),
+                            sent=tuple(sent), survivors=survivors,
                             dropped=tuple(sorted(set(server.routed) - set(survivors))))
     return total, transcript

@@ -14,10 +14,11 @@ graph exists and k is raised by one.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["default_degree", "regular_graph"]
+__all__ = ["components", "default_degree", "regular_graph"]
 
 
 def default_degree(n: int) -> int:
@@ -69,3 +70,31 @@ def regular_graph(ids: list[int], k: int, rng: np.random.Generator) -> dict[int,
         if k % 2 == 1:
             nbrs[u].add(order[(pos + n // 2) % n])
     return {u: sorted(vs) for u, vs in nbrs.items()}
+
+
+def components(neighbours: Mapping[int, Iterable[int]], subset: Iterable[int]
+               ) -> list[list[int]]:
+    """Connected components (sorted lists) of the graph restricted to ``subset``.
+
+    The server can strip the pairwise masks between two groups of survivors only if no
+    edge joins them, so what it can learn is the sum over each component of the
+    survivors' graph (Bell et al. 2020, Section 3: the honest survivors must stay
+    connected); clients refuse a survivor set with a component below the minimum.
+    """
+    inside = set(subset)
+    seen: set[int] = set()
+    out = []
+    for start in sorted(inside):
+        if start in seen:
+            continue
+        comp, stack = [], [start]
+        seen.add(start)
+        while stack:
+            u = stack.pop()
+            comp.append(u)
+            for v in neighbours.get(u, ()):
+                if v in inside and v not in seen:
+                    seen.add(v)
+                    stack.append(v)
+        out.append(sorted(comp))
+    return out

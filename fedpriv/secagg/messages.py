@@ -3,18 +3,23 @@
 Every message carries ``round_id`` and ``stage`` (Bell et al. 2020, Algorithm 1 and
 Bonawitz et al. 2017, Figure 4, number the rounds of the protocol the same way):
 
-=====================  =========  ==================  ==================================
-message                stage      direction           content
-=====================  =========  ==================  ==================================
-:class:`RoundSetup`    SETUP      server -> all       graph, t, b, vector length
-:class:`AdvertiseKeys` ADVERTISE  client -> server    c_pk, s_pk
-:class:`NeighbourKeys` ADVERTISE  server -> client    neighbours' (c_pk, s_pk)
-:class:`ShareKeys`     SHARE      client -> server    AEAD share bundles, one per nbr
-:class:`RoutedShares`  SHARE      server -> client    the bundles addressed to it
-:class:`MaskedInput`   MASK       client -> server    y_u (uint64, values < 2^b)
-:class:`UnmaskRequest` UNMASK     server -> client    surviving / dropped neighbours
-:class:`UnmaskShares`  UNMASK     client -> server    b shares (survivors), s_sk (dropped)
-=====================  =========  ==================  ==================================
+===========================  ===========  ================  ==============================
+message                      stage        direction         content
+===========================  ===========  ================  ==============================
+:class:`AdvertiseKeys`       ADVERTISE    client -> server  c_pk, s_pk, signature
+:class:`NeighbourKeys`       ADVERTISE    server -> client  cohort, t claimed, neighbours'
+                                                            (c_pk, s_pk, signature)
+:class:`ShareKeys`           SHARE        client -> server  AEAD share bundles, one per nbr
+:class:`RoutedShares`        SHARE        server -> client  the bundles addressed to it
+:class:`MaskedInput`         MASK         client -> server  y_u (uint64, values < 2^b)
+:class:`ConsistencyRequest`  CONSISTENCY  server -> client  the survivor set S
+:class:`ConsistencySignature` CONSISTENCY client -> server  signature of (run, round, S)
+:class:`UnmaskRequest`       UNMASK       server -> client  S and >= T signatures of it
+:class:`UnmaskShares`        UNMASK       client -> server  b shares (v in S), s_sk (not)
+===========================  ===========  ================  ==============================
+
+The round's :class:`~fedpriv.secagg.setup.RoundSetup` is never sent: each party derives
+it (:func:`fedpriv.secagg.params.derive_setup`).
 
 ``to_dict()`` gives plain values (int, bytes, list of int / bytes, numpy array) under
 string keys that a Flower ``ConfigRecord`` / ``ArrayRecord`` can hold; ``from_dict()``
@@ -33,7 +38,10 @@ from fedpriv.secagg.errors import SecAggError
 from fedpriv.secagg.setup import RoundSetup, Stage
 
 __all__ = [
+    "CONSISTENCY_TYPE",
     "AdvertiseKeys",
+    "ConsistencyRequest",
+    "ConsistencySignature",
     "MaskedInput",
     "Message",
     "NeighbourKeys",
@@ -45,6 +53,12 @@ __all__ = [
     "message_from_dict",
     "wire_size",
 ]
+
+
+#: Flower message type of the ConsistencyCheck stage (to move to fedpriv/messages.py).
+CONSISTENCY_TYPE = "train.secagg_consistency"
+
+_SIG = 64
 
 
 class ShareKind(enum.IntEnum):
@@ -131,13 +145,18 @@ class _Base:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class AdvertiseKeys(_Base):
-    """Stage 1, client -> server: the round's public keys c_pk (channel), s_pk (mask)."""
+    """Stage 1, client -> server: c_pk (channel), s_pk (mask), signed by the client.
+
+    ``signature`` is the sender's identity signature of
+    :func:`fedpriv.secagg.identity.advert_payload` (run, round, sender, c_pk, s_pk).
+    """
 
     STAGE: ClassVar[Stage] = Stage.ADVERTISE
     round_id: int
     sender: int
     c_pk: bytes
     s_pk: bytes
+    signature: bytes
     stage: int = Stage.ADVERTISE
 
     def __post_init__(self) -> None:
@@ -149,27 +168,42 @@ class AdvertiseKeys(_Base):
                 raise SecAggError(f"{name} must be 32 bytes, got {v!r:.40}")
         if self.c_pk == self.s_pk:
             raise SecAggError("c_pk and s_pk must be distinct keys")
+        if not isinstance(self.signature, bytes) or len(self.signature) != _SIG:
+            raise SecAggError(f"signature must be {_SIG} bytes, got {self.signature!r:.40}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class NeighbourKeys(_Base):
-    """Stage 1, server -> client: the keys of the recipient's neighbours that advertised."""
+    """Stage 1, server -> client: the cohort and its neighbours' signed keys.
+
+    ``cohort`` (the clients that advertised) fixes the graph each client derives;
+    ``threshold`` is the t the server says it will use (a client refuses any other
+    than its own); each neighbour's keys come with its signature.
+    """
 
     STAGE: ClassVar[Stage] = Stage.ADVERTISE
-    _PAIRED: ClassVar[tuple[str, ...]] = ("peers", "c_pks", "s_pks")
+    _PAIRED: ClassVar[tuple[str, ...]] = ("peers", "c_pks", "s_pks", "signatures")
     round_id: int
     recipient: int
+    cohort: tuple[int, ...]
+    threshold: int
     peers: tuple[int, ...]
     c_pks: tuple[bytes, ...]
     s_pks: tuple[bytes, ...]
+    signatures: tuple[bytes, ...]
     stage: int = Stage.ADVERTISE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recipient", _int("recipient", self.recipient))
+        object.__setattr__(self, "cohort", _ints("cohort", self.cohort))
+        object.__setattr__(self, "threshold", _int("threshold", self.threshold))
         object.__setattr__(self, "peers", _ints("peers", self.peers))
         object.__setattr__(self, "c_pks", _blobs("c_pks", self.c_pks, 32))
         object.__setattr__(self, "s_pks", _blobs("s_pks", self.s_pks, 32))
+        object.__setattr__(self, "signatures", _blobs("signatures", self.signatures, _SIG))
         self._validate()
+        if len(set(self.cohort)) != len(self.cohort):
+            raise SecAggError("NeighbourKeys.cohort has duplicates")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,30 +264,70 @@ class MaskedInput(_Base):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class UnmaskRequest(_Base):
-    """Stage 4, server -> client: which of its neighbours survived / dropped."""
+class ConsistencyRequest(_Base):
+    """Stage 4, server -> client: the survivor set S (clients whose y arrived)."""
 
-    STAGE: ClassVar[Stage] = Stage.UNMASK
+    STAGE: ClassVar[Stage] = Stage.CONSISTENCY
     round_id: int
     recipient: int
     survivors: tuple[int, ...]
-    dropped: tuple[int, ...]
+    stage: int = Stage.CONSISTENCY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recipient", _int("recipient", self.recipient))
+        object.__setattr__(self, "survivors", _ints("survivors", self.survivors))
+        self._validate()
+        if len(set(self.survivors)) != len(self.survivors):
+            raise SecAggError("ConsistencyRequest.survivors has duplicates")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConsistencySignature(_Base):
+    """Stage 4, client -> server: the sender's signature of (run, round, S)."""
+
+    STAGE: ClassVar[Stage] = Stage.CONSISTENCY
+    round_id: int
+    sender: int
+    signature: bytes
+    stage: int = Stage.CONSISTENCY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sender", _int("sender", self.sender))
+        if not isinstance(self.signature, bytes) or len(self.signature) != _SIG:
+            raise SecAggError(f"signature must be {_SIG} bytes, got {self.signature!r:.40}")
+        self._validate()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class UnmaskRequest(_Base):
+    """Stage 5, server -> client: S again, with the signatures the clients made of it.
+
+    The client derives who dropped itself (neighbours that shared with it but are not
+    in S) and reveals only after T valid signatures of this very S.
+    """
+
+    STAGE: ClassVar[Stage] = Stage.UNMASK
+    _PAIRED: ClassVar[tuple[str, ...]] = ("signers", "signatures")
+    round_id: int
+    recipient: int
+    survivors: tuple[int, ...]
+    signers: tuple[int, ...]
+    signatures: tuple[bytes, ...]
     stage: int = Stage.UNMASK
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recipient", _int("recipient", self.recipient))
         object.__setattr__(self, "survivors", _ints("survivors", self.survivors))
-        object.__setattr__(self, "dropped", _ints("dropped", self.dropped))
+        object.__setattr__(self, "signers", _ints("signers", self.signers))
+        object.__setattr__(self, "signatures", _blobs("signatures", self.signatures, _SIG))
         self._validate()
-        both = set(self.survivors) & set(self.dropped)
-        if both:
-            raise SecAggError(f"clients {sorted(both)} named both survivor and dropped: "
-                              "revealing both shares would expose their input")
+        if len(set(self.survivors)) != len(self.survivors):
+            raise SecAggError("UnmaskRequest.survivors has duplicates")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class UnmaskShares(_Base):
-    """Stage 4, client -> server: per neighbour, a b share or an s_sk share, never both."""
+    """Stage 5, client -> server: per neighbour, a b share or an s_sk share, never both."""
 
     STAGE: ClassVar[Stage] = Stage.UNMASK
     _PAIRED: ClassVar[tuple[str, ...]] = ("owners", "kinds", "shares")
@@ -277,9 +351,11 @@ class UnmaskShares(_Base):
 
 
 Message = (RoundSetup | AdvertiseKeys | NeighbourKeys | ShareKeys | RoutedShares
-           | MaskedInput | UnmaskRequest | UnmaskShares)
+           | MaskedInput | ConsistencyRequest | ConsistencySignature | UnmaskRequest
+           | UnmaskShares)
 _BY_NAME = {c.__name__: c for c in (AdvertiseKeys, NeighbourKeys, ShareKeys, RoutedShares,
-                                    MaskedInput, UnmaskRequest, UnmaskShares)}
+                                    MaskedInput, ConsistencyRequest, ConsistencySignature,
+                                    UnmaskRequest, UnmaskShares)}
 
 
 def message_from_dict(kind: str, data: dict[str, Any]) -> Message:

@@ -1,33 +1,39 @@
-"""SecAgg+ for an honest-but-curious server: the stages, and why each exists.
+"""SecAgg+ against a malicious server: the stages, and why each exists.
 
 Bell, Bonawitz, Gascon, Lepoint & Raykova 2020, "Secure Single-Server Aggregation with
-(Poly)Logarithmic Overhead" (CCS), Algorithm 1, after Bonawitz et al. 2017, "Practical
-Secure Aggregation for Privacy-Preserving Machine Learning" (CCS), Figure 4.
+(Poly)Logarithmic Overhead" (CCS), Algorithm 1, with the active-adversary version of
+Bonawitz et al. 2017, "Practical Secure Aggregation for Privacy-Preserving Machine
+Learning" (CCS), Section 4 and Figure 4 (signed advertisements, ConsistencyCheck).
 
-0. ``setup`` (:class:`RoundSetup`, server -> all) - fixes the round id, the cohort, the
-   k-regular communication graph, the threshold t, the modulus 2^b and the length d, so
-   that every later message can be checked against them.
+0. *enrolment* (out of band, once) - every client has a long-term Ed25519 identity; every
+   client holds the roster of identity keys (:mod:`fedpriv.secagg.identity`).
 1. ``advertise`` (:class:`AdvertiseKeys` -> :class:`NeighbourKeys`) - each client makes
    two fresh X25519 key pairs: ``c`` to encrypt the shares it sends, ``s`` to derive the
-   pairwise mask seeds s_uv. The server only relays public keys to graph neighbours.
+   pairwise mask seeds s_uv, and signs (run, round, id, c_pk, s_pk). The server relays
+   the cohort and the signed keys; each client derives the graph, t, T and the minimum
+   survivors itself (:func:`~fedpriv.secagg.params.derive_setup`) and checks every
+   neighbour's signature against the roster.
 2. ``share`` (:class:`ShareKeys` -> :class:`RoutedShares`) - each client draws a
    self-mask seed b_u and Shamir-shares b_u and s_sk_u t-of-k among its neighbours, each
-   bundle AEAD-sealed for its recipient. Shares make dropouts recoverable; encryption
-   keeps them from the server, which routes them.
+   bundle AEAD-sealed for its recipient.
 3. ``mask`` (:class:`MaskedInput`) - each client sends y_u = x_u + PRG(b_u) +
-   sum_v +-PRG(s_uv) mod 2^b. The pairwise masks cancel in the sum; the self mask
-   protects x_u if the server later (wrongly) thinks u dropped and rebuilds its pairwise
-   masks - *double masking*.
-4. ``unmask`` (:class:`UnmaskRequest` -> :class:`UnmaskShares`) - the server names who
-   sent y (survivors) and who did not (dropped); each survivor returns shares of b_v for
-   surviving neighbours and of s_sk_v for dropped ones, never both for one v. With >= t
-   shares per secret the server removes the survivors' self masks and the dropped
-   clients' dangling pairwise masks (:meth:`ServerSecAgg.finish`).
+   sum_v +-PRG(s_uv) mod 2^b (double masking).
+4. ``consistency`` (:class:`ConsistencyRequest` -> :class:`ConsistencySignature`) - the
+   server names the survivor set S; each client checks it (in the cohort, holds the
+   client, at least the minimum survivors in every component of the graph restricted
+   to S) and signs (run, round, S), once.
+5. ``unmask`` (:class:`UnmaskRequest` -> :class:`UnmaskShares`) - the server returns S
+   with the signatures it collected; a client that sees T valid signatures of the very
+   S it signed reveals, for each neighbour v that shared with it, b_v's share if v is
+   in S and s_sk_v's if not. Since T > (n + c) / 2, at most one S can be revealed
+   against in a round, so no client's b and s_sk are both rebuilt.
 
 In fedpriv, training happens between stages 2 and 3 (its result is x_u). Every message
 carries the round and stage; both state machines reject (:class:`SecAggError`) a message
-for another round or stage, a replay, a sender they do not expect, a malformed vector or
-a share that fails authentication, and stay usable. Too few clients -> :class:`SecAggAbort`.
+for another round or stage, a replay, a misrouted message, a malformed vector or a share
+that fails authentication, and stay usable; evidence of a malicious server (forged keys,
+a threshold or graph other than the derived one, a changed survivor set, too few
+signatures) makes the client abort the round (:class:`SecAggAbort`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from fedpriv.secagg.client import ClientSecAgg
 from fedpriv.secagg.errors import SecAggAbort, SecAggError
 from fedpriv.secagg.messages import (
     AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
     MaskedInput,
     NeighbourKeys,
     RoutedShares,
@@ -48,6 +56,8 @@ from fedpriv.secagg.setup import RoundSetup, Stage, setup_from_dict, setup_to_di
 
 __all__ = [
     "AdvertiseKeys",
+    "ConsistencyRequest",
+    "ConsistencySignature",
     "ClientSecAgg",
     "MaskedInput",
     "NeighbourKeys",

@@ -11,7 +11,10 @@ count). n such integers sum to at most n (2^q - 1)(2^w_bits - 1) < 2^b for
 
     b = q + w_bits + ceil(log2 n) + 1,
 
-so the sum mod 2^b equals the integer sum (no wrap). Error bound: per coordinate the
+so the sum mod 2^b equals the integer sum (no wrap). The masked vector of a round also
+carries the weight, the clip bit and the loss, and may carry a noise share: its modulus
+is :meth:`fedpriv.secagg.layout.SumLayout.modulus_bits`, computed exactly from all of
+them. Error bound: per coordinate the
 dequantised sum differs from the sum of the clipped values by less than n * step,
 step = 2r / (2^q - 1), and by zero in expectation.
 """

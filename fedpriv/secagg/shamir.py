@@ -22,6 +22,7 @@ Detection of a wrong answer (instead of returning one silently):
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 
@@ -67,16 +68,37 @@ def split(secret: bytes, threshold: int, num: int) -> list[Share]:
     return shares
 
 
-def _interpolate_at_zero(pts: Sequence[Share]) -> int:
-    secret = 0
-    for i, yi in pts:
+@functools.lru_cache(maxsize=4096)
+def _weights_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
+    """Lagrange basis values l_i(0) = prod_{j != i} x_j / (x_j - x_i) mod p.
+
+    They depend only on the x-coordinates, which repeat across the secrets of a round
+    (the same neighbours reveal for many owners), so they are computed once per set;
+    one modular inverse per set (Montgomery's batch-inversion trick).
+    """
+    nums, dens = [], []
+    for i in xs:
         num, den = 1, 1
-        for j, _ in pts:
+        for j in xs:
             if j != i:
-                num = num * (-j) % PRIME
-                den = den * (i - j) % PRIME
-        secret = (secret + yi * num * pow(den, -1, PRIME)) % PRIME
-    return secret
+                num = num * j % PRIME
+                den = den * (j - i) % PRIME
+        nums.append(num)
+        dens.append(den)
+    prefix = [1]
+    for den in dens:
+        prefix.append(prefix[-1] * den % PRIME)
+    inv = pow(prefix[-1], -1, PRIME)
+    out = [0] * len(xs)
+    for k in range(len(xs) - 1, -1, -1):
+        out[k] = nums[k] * inv * prefix[k] % PRIME  # inv * prefix[k] = 1 / dens[k]
+        inv = inv * dens[k] % PRIME
+    return tuple(out)
+
+
+def _interpolate_at_zero(pts: Sequence[Share]) -> int:
+    weights = _weights_at_zero(tuple(x for x, _ in pts))
+    return sum(w * y for w, (_, y) in zip(weights, pts, strict=True)) % PRIME
 
 
 def combine(shares: Sequence[Share], threshold: int) -> bytes:

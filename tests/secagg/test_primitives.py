@@ -112,9 +112,36 @@ def test_prg_deterministic_and_seed_sensitive():
     np.testing.assert_array_equal(expand_mask(s, 10, 64)[:5], expand_mask(s, 5, 64))
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from(["aes128-ctr", "chacha20"]), st.integers(0, 5000),
+       st.sampled_from([8, 64, 1024]), st.integers(1, 3))
+def test_chunked_threaded_accumulation_equals_whole_masks(prg, d, chunk, threads):
+    # The keystream is random access: chunks and per-thread ranges that seek into it
+    # must give exactly the masks expanded in one piece.
+    seeds = [os.urandom(32) for _ in range(4)]
+    whole = [expand_mask(sd, d, 64, prg) for sd in seeds]
+    y = np.arange(d, dtype=np.uint64)
+    got = sa.accumulate(np.zeros(d, np.uint64), plus=seeds[:3], minus=seeds[3:], adds=[y],
+                        prg=prg, chunk_words=chunk, threads=threads)
+    np.testing.assert_array_equal(got, whole[0] + whole[1] + whole[2] - whole[3] + y)
+
+
+def test_aes_and_chacha_masks_differ_and_bad_arguments_are_refused():
+    s = os.urandom(32)
+    assert np.mean(expand_mask(s, 1000, 64, "aes128-ctr")
+                   == expand_mask(s, 1000, 64, "chacha20")) < 0.01
+    with pytest.raises(ValueError, match="prg must be"):
+        expand_mask(s, 10, 64, "rc4")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        sa.accumulate(np.zeros(10, np.uint64), plus=[s], chunk_words=12)
+    with pytest.raises(ValueError, match="C-contiguous 1-D uint64"):
+        sa.accumulate(np.zeros(10, np.int64), plus=[s])
+
+
+@pytest.mark.parametrize("prg", ["aes128-ctr", "chacha20"])
 @pytest.mark.parametrize("bits", [8, 20, 64])
-def test_prg_residues_are_uniform(bits):
-    x = expand_mask(os.urandom(32), 200_000, bits)
+def test_prg_residues_are_uniform(bits, prg):
+    x = expand_mask(os.urandom(32), 200_000, bits, prg)
     top = (x >> np.uint64(bits - 8)).astype(np.int64)  # top byte
     counts = np.bincount(top, minlength=256)
     assert stats.chisquare(counts).pvalue > 1e-4

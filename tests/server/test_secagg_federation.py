@@ -1,5 +1,7 @@
 """Secure aggregation through the real ServerApp logic and ClientApp, in-process."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,168 @@ def test_composes_with_user_level_dp(tmp_path):
 def test_dropout_rate_needs_secagg():
     with pytest.raises(ConfigError, match="dropout-rate: simulated dropouts need secagg"):
         RunConfig.from_mapping({"dropout-rate": "0.2"})
+
+
+class RecordingGrid:
+    """A LoopbackGrid that keeps every (request, reply) pair."""
+
+    def __new__(cls, app, nodes):
+        from tests.support.grid import LoopbackGrid
+
+        class _Grid(LoopbackGrid):
+            def send_and_receive(self, messages, *, timeout=None):
+                messages = list(messages)
+                replies = super().send_and_receive(messages, timeout=timeout)
+                self.pairs.extend(zip(self.sent[-len(messages):], replies, strict=False))
+                return replies
+
+        grid = _Grid(app, nodes)
+        grid.pairs = []
+        return grid
+
+
+def _secagg_run(tmp_path, **overrides):
+    from client.app import app as client_app
+    from server.federation import run_federation
+    from server.reporting import LogReporter
+    from tests.support.grid import task_identity
+
+    values = {"rounds": 1, "clients": 4, "local-epochs": 1, "partition": "iid",
+              "secagg": "true", **overrides}
+    run_dir = RunDirectory(tmp_path / "run").create()
+    cfg = RunConfig.from_mapping({**values, "run-dir": str(run_dir.path)}).resolved()
+    nodes = {i + 1: {"partition-id": i, "num-partitions": cfg.clients}
+             for i in range(cfg.clients)}
+    grid = RecordingGrid(client_app, nodes)
+    with task_identity():
+        summary = run_federation(grid, cfg, run_dir, scenario="t", reporter=LogReporter())
+    return grid, summary, run_dir.path
+
+
+def test_secagg_train_replies_carry_no_count_or_loss_and_the_server_gets_totals(tmp_path):
+    from fedpriv.messages import MASKED, NUM_EXAMPLES, TRAIN_LOSS
+
+    grid, summary, path = _secagg_run(tmp_path)
+    train = [(q, r) for q, r in grid.pairs if q.metadata.message_type == "train"]
+    assert len(train) == 4 and all(not r.has_error() for _, r in train)
+    for _, reply in train:
+        assert MASKED in reply.content.array_records
+        for rec in (*reply.content.metric_records.values(),
+                    *reply.content.config_records.values()):
+            assert NUM_EXAMPLES not in rec and TRAIN_LOSS not in rec
+    assert summary["status"] == "completed" and summary["secagg"]["rounds_abandoned"] == 0
+    metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    loss = metrics[-1]["train_loss"]
+    assert loss is not None and 0 < loss < 10  # the example-weighted mean, from the sum
+    assert (path / "identities" / "roster.json").exists()
+
+
+def test_an_advertise_replayed_for_a_finished_round_gets_an_error_reply(tmp_path):
+    from fedpriv.messages import SECAGG_ADVERTISE
+    from tests.support.grid import instruction
+
+    grid, summary, _ = _secagg_run(tmp_path)
+    old_adv = next(q for q, _ in grid.pairs if q.metadata.message_type == SECAGG_ADVERTISE)
+    node = old_adv.metadata.dst_node_id
+    replay = instruction(old_adv.content, dst_node_id=node, message_type=SECAGG_ADVERTISE)
+    [reply] = grid.send_and_receive([replay])
+    assert reply.has_error() and "replayed round" in reply.error.reason
+
+
+def test_a_key_substituted_in_transit_makes_that_client_abort_and_the_round_goes_on(
+        tmp_path, monkeypatch):
+    # Prepare: a server (here: its transport) that swaps one neighbour key in the
+    # share-stage message to node 1.
+    from flwr.app import ConfigRecord, RecordDict
+
+    from fedpriv.messages import SECAGG, SECAGG_SHARE
+    from tests.support import grid as grid_mod
+
+    original = grid_mod.delivered
+
+    def tamper(msg, **kw):
+        out = original(msg, **kw)
+        if out.metadata.message_type == SECAGG_SHARE and out.metadata.dst_node_id == 1:
+            rec = dict(out.content[SECAGG])
+            rec["c_pks"] = [bytes(32 * [7])] + list(rec["c_pks"])[1:]
+            out.content = RecordDict({**dict(out.content), SECAGG: ConfigRecord(rec)})
+        return out
+
+    monkeypatch.setattr(grid_mod, "delivered", tamper)
+    # Execute
+    grid, summary, _ = _secagg_run(tmp_path)
+    # Assert: node 1 refused (its reply is an error naming the signature), the other
+    # three completed the round without it.
+    share = [(q, r) for q, r in grid.pairs if q.metadata.message_type == SECAGG_SHARE]
+    bad = [r for q, r in share if q.metadata.dst_node_id == 1]
+    assert bad and bad[0].has_error() and "do not carry its signature" in bad[0].error.reason
+    assert all(not r.has_error() for q, r in share if q.metadata.dst_node_id != 1)
+    assert summary["status"] == "completed" and summary["secagg"]["rounds_abandoned"] == 0
+    train = [q for q, _ in grid.pairs if q.metadata.message_type == "train"]
+    assert sorted(q.metadata.dst_node_id for q in train) == [2, 3, 4]
+
+
+def test_a_client_pinning_a_stricter_minimum_refuses_a_cohort_too_small_for_it(
+        tmp_path, monkeypatch):
+    # Prepare: node 1's operator insists the server learn only sums of >= 8 honest
+    # clients; the run has 6.
+    from fedpriv.messages import SECAGG_SHARE
+    from tests.support import grid as grid_mod
+
+    original = grid_mod.LoopbackGrid.__init__
+
+    def init(self, app, nodes, **kw):
+        nodes = {n: ({**c, "secagg-min-honest": 8} if n == 1 else c)
+                 for n, c in nodes.items()}
+        original(self, app, nodes, **kw)
+
+    monkeypatch.setattr(grid_mod.LoopbackGrid, "__init__", init)
+    grid, summary, _ = _secagg_run(tmp_path, clients="6")
+    # Assert: node 1 refuses at the share stage; the other five go on without it.
+    bad = [r for q, r in grid.pairs
+           if q.metadata.message_type == SECAGG_SHARE and q.metadata.dst_node_id == 1]
+    assert bad and bad[0].has_error()
+    assert "cannot have the 8 survivors" in bad[0].error.reason
+    assert summary["status"] == "completed" and summary["secagg"]["rounds_abandoned"] == 0
+    train = [q for q, _ in grid.pairs if q.metadata.message_type == "train"]
+    assert sorted(q.metadata.dst_node_id for q in train) == [2, 3, 4, 5, 6]
+
+
+def test_deployed_nodes_use_their_own_identity_and_roster_from_the_certs_dir(
+        tmp_path, monkeypatch):
+    # Prepare: `fedpriv certs node` keys for four nodes; each node's config names its
+    # own identity and the roster (what `fedpriv deploy supernode` is to pass).
+    from fedpriv.certs import node_key, node_secagg_config
+    from tests.support import grid as grid_mod
+
+    certs = tmp_path / "certs"
+    for i in range(4):
+        node_key(certs, f"edge-{i}")
+    original = grid_mod.LoopbackGrid.__init__
+
+    def init(self, app, nodes, **kw):
+        nodes = {n: {**c, **node_secagg_config(certs, f"edge-{n - 1}")}
+                 for n, c in nodes.items()}
+        original(self, app, nodes, **kw)
+
+    monkeypatch.setattr(grid_mod.LoopbackGrid, "__init__", init)
+    # Execute
+    grid, summary, path = _secagg_run(tmp_path)
+    # Assert: the round completed with the certs identities (the run directory's
+    # simulation identities would not verify against the certs roster, and vice versa).
+    assert summary["status"] == "completed" and summary["secagg"]["rounds_abandoned"] == 0
+    from fedpriv.certs import load_roster
+    from fedpriv.messages import SECAGG, SECAGG_ADVERTISE
+
+    certs_roster = load_roster(certs / "roster.json")
+    sim_roster = load_roster(path / "identities" / "roster.json")
+    adverts = [r for q, r in grid.pairs if q.metadata.message_type == SECAGG_ADVERTISE]
+    assert len(adverts) == 4
+    from fedpriv.secagg import AdvertiseKeys, advert_payload
+
+    for r in adverts:
+        adv = AdvertiseKeys.from_dict(dict(r.content[SECAGG]))
+        payload = advert_payload(run_id=7, round_id=1, sender=adv.sender, c_pk=adv.c_pk,
+                                 s_pk=adv.s_pk)
+        assert certs_roster.verify(adv.sender, payload, adv.signature)
+        assert not sim_roster.verify(adv.sender, payload, adv.signature)

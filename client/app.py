@@ -172,7 +172,9 @@ def train(msg: Message, context: Context) -> Message:
             maybe_vanish(cfg, server_round, node_config, stage=3)
             x = encode_update(
                 update, list(global_state.keys()), weight=weight, unclipped=int(unclipped),
-                loss=float(loss), cfg=cfg, rng=np.random.default_rng(),
+                # Under DP the loss is an unnoised function of the data: its slot is 0.
+                loss=float(loss) if cfg.dp_mode is DpMode.NONE else 0.0,
+                cfg=cfg, rng=np.random.default_rng(),
             )
             content = {MASKED: numpy_record({"y": mask(msg, context, x)})}
             metrics = {}  # nothing per-client beside the masked vector: count, loss inside

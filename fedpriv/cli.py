@@ -344,7 +344,7 @@ def deploy_supernode(
     The node config carries the data directory, the device, the ledger path and the
     device's own privacy budget, which the ClientApp applies whatever the server asks.
     """
-    from fedpriv.certs import CertError, node_paths
+    from fedpriv.certs import CertError, node_paths, node_secagg_config
 
     if device not in {"auto", "cpu", "cuda"}:
         raise _fail(f"--device must be one of {{auto, cpu, cuda}}, got {device!r}")
@@ -354,6 +354,14 @@ def deploy_supernode(
         raise _fail(f"--max-epsilon must be > 0, got {max_epsilon:g}")
     node_config = (f'data-dir="{data_dir.resolve()}" ledger-path="{ledger.resolve()}" '
                    f'device="{device}" client-max-epsilon={max_epsilon!r}')
+    try:  # the node's secure-aggregation identity and the roster, out of band
+        secagg = node_secagg_config(certs, name)
+    except CertError as err:
+        if not insecure:
+            raise _fail(f"--certs: {err}") from None
+        secagg = {}
+    for key, value in secagg.items():
+        node_config += f' {key}="{value}"' if isinstance(value, str) else f" {key}={value}"
     cmd = ["flower-supernode", "--superlink", superlink, "--node-config", node_config,
            "--port", str(port)]
     if insecure:

@@ -37,6 +37,7 @@ __all__ = [
     "PRIVACY",
     "SECAGG",
     "SECAGG_ADVERTISE",
+    "SECAGG_CONSISTENCY",
     "SECAGG_SHARE",
     "SECAGG_STATE",
     "SECAGG_UNMASK",
@@ -77,6 +78,7 @@ SECAGG_STATE = "secagg-state"  # the client's own round state in its Context.sta
 SECAGG_ADVERTISE = "train.secagg_advertise"
 SECAGG_SHARE = "train.secagg_share"
 SECAGG_UNMASK = "train.secagg_unmask"
+SECAGG_CONSISTENCY = "train.secagg_consistency"  # signed survivor sets (before unmask)
 
 # Keys the server adds to the run configuration it sends.
 SERVER_ROUND = "server-round"

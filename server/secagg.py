@@ -33,7 +33,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedpriv.certs import ensure_identities
-from fedpriv.config import RunConfig
+from fedpriv.config import DpMode, RunConfig
 from fedpriv.messages import (
     CONFIG,
     MASKED,
@@ -41,6 +41,7 @@ from fedpriv.messages import (
     NUM_EXAMPLES,
     SECAGG,
     SECAGG_ADVERTISE,
+    SECAGG_CONSISTENCY,
     SECAGG_SHARE,
     SECAGG_UNMASK,
     SERVER_ROUND,
@@ -51,7 +52,6 @@ from fedpriv.messages import (
     UPDATE_SUM,
 )
 from fedpriv.secagg import (
-    CONSISTENCY_TYPE,
     AdvertiseKeys,
     ConsistencySignature,
     DecodedSum,
@@ -64,12 +64,13 @@ from fedpriv.secagg import (
     layout_for,
     params_for,
 )
+from strategies.delegation import Delegating
 from strategies.updates import numpy_record, synthetic_reply
 
 __all__ = ["SecAggStrategy"]
 
 
-class SecAggStrategy(Strategy):
+class SecAggStrategy(Delegating, Strategy):
     """Secure aggregation around ``inner`` (which must accept an update sum)."""
 
     def __init__(self, inner: Strategy, cfg: RunConfig, rng: np.random.Generator) -> None:
@@ -208,7 +209,7 @@ class SecAggStrategy(Strategy):
         try:
             payloads = {self._node_of[u]: server.consistency_request(u).to_dict()
                         for u in server.survivors}
-            for node, rec in self._send(CONSISTENCY_TYPE, payloads).items():
+            for node, rec in self._send(SECAGG_CONSISTENCY, payloads).items():
                 self._accept(node, ConsistencySignature, rec)
             payloads = {self._node_of[u]: server.unmask_request_for(u).to_dict()
                         for u in sorted(server.signatures)}
@@ -234,25 +235,14 @@ class SecAggStrategy(Strategy):
             at += size
         metrics = {SUM_WEIGHT: float(total.weight), SUM_COUNT: float(survivors),
                    SUM_UNCLIPPED: float(total.unclipped), NUM_EXAMPLES: float(total.weight)}
-        if total.mean_loss is not None:
-            metrics[TRAIN_LOSS] = total.mean_loss
+        if total.mean_loss is not None and self.cfg.dp_mode is DpMode.NONE:
+            metrics[TRAIN_LOSS] = total.mean_loss  # under DP no loss is summed (slot is 0)
         return synthetic_reply(plain[0], RecordDict({UPDATE_SUM: numpy_record(arrays),
                                                      METRICS: MetricRecord(metrics)}))
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        """Delegate to the inner strategy."""
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
-                           ) -> MetricRecord | None:
-        """Delegate to the inner strategy."""
-        return self.inner.aggregate_evaluate(server_round, replies)
-
-    def summary(self) -> None:
-        """Log the secure-aggregation settings, then the inner strategy's summary."""
+    def describe(self) -> None:
+        """Log the secure-aggregation settings."""
         log(INFO, "\t├──> secure aggregation: SecAgg+ against a malicious server "
             "(quantisation %d bits, range ±%g, modulus 2^%d, %s masks)",
             self.layout.quantizer.bits, self.layout.quantizer.clip_range,
             self.modulus_bits, self.params.prg)
-        self.inner.summary()

@@ -19,7 +19,6 @@ from fedpriv.secagg.identity import (
 from fedpriv.secagg.keys import KeyPair, KeyPurpose, agree, agreement_info, pair_key
 from fedpriv.secagg.layout import DecodedSum, SumLayout, layout_for
 from fedpriv.secagg.messages import (
-    CONSISTENCY_TYPE,
     AdvertiseKeys,
     ConsistencyRequest,
     ConsistencySignature,
@@ -55,7 +54,6 @@ from fedpriv.secagg.shamir import (
 )
 
 __all__ = [
-    "CONSISTENCY_TYPE",
     "PRIME",
     "AdvertiseKeys",
     "ClientSecAgg",

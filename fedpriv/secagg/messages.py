@@ -38,7 +38,6 @@ from fedpriv.secagg.errors import SecAggError
 from fedpriv.secagg.setup import RoundSetup, Stage
 
 __all__ = [
-    "CONSISTENCY_TYPE",
     "AdvertiseKeys",
     "ConsistencyRequest",
     "ConsistencySignature",
@@ -56,7 +55,6 @@ __all__ = [
 
 
 #: Flower message type of the ConsistencyCheck stage (to move to fedpriv/messages.py).
-CONSISTENCY_TYPE = "train.secagg_consistency"
 
 _SIG = 64
 

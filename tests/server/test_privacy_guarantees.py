@@ -125,3 +125,22 @@ def test_user_level_server_sees_no_per_client_loss_or_count(tmp_path):
         assert record["train_loss"] is None
     text = "\n".join(p.read_text(errors="ignore") for p in path.glob("*.json*"))
     assert NUM_EXAMPLES not in text and TRAIN_LOSS not in text
+
+
+@pytest.mark.parametrize("mode", ["user", "record"])
+def test_secure_aggregation_server_sees_no_per_client_loss_or_count(tmp_path, mode):
+    # Under secure aggregation the server receives only masked vectors; under DP not
+    # even the summed training loss (an unnoised function of the data) is reported.
+    from fedpriv.messages import MASKED
+
+    path, summary, grid = run(tmp_path, **{"dp-mode": mode, "secagg": "true",
+                                           "clients": 5})
+    assert summary["status"] == "completed"
+    train = [m for m in grid.received
+             if m.metadata.message_type == "train" and not m.has_error()]
+    assert train
+    for reply in train:
+        assert set(reply.content.array_records) == {MASKED}
+        assert dict(reply.content[METRICS]) == {}
+    for line in (path / "metrics.jsonl").read_text().splitlines():
+        assert json.loads(line)["train_loss"] is None

@@ -30,6 +30,7 @@ from client.secagg import (
     advertise,
     consistency,
     encode_update,
+    head_identity,
     mask,
     maybe_vanish,
     share,
@@ -46,6 +47,7 @@ from fedpriv.messages import (
     EVAL_LOSS,
     LEDGER_HEAD,
     LEDGER_IN_RUN_DIR,
+    LEDGER_SIGNATURE,
     MASKED,
     METRICS,
     NODE_PARTITION_ID,
@@ -55,6 +57,7 @@ from fedpriv.messages import (
     REFUSED_REASON,
     ROUND_CLIP_NORM,
     SECAGG,
+    SIGNER_ID,
     TRAIN_LOSS,
     UNCLIPPED,
     UPDATE,
@@ -124,7 +127,9 @@ def train(msg: Message, context: Context) -> Message:
     ledger = event = None
     privacy: dict[str, bool | float | str] = {CLIENT_ID: client_id}
     if cfg.dp_mode is not DpMode.NONE:
-        ledger = client_ledger(cfg, node_config, client_id, context.run_id)
+        identity = head_identity(cfg, node_config)
+        ledger = client_ledger(cfg, node_config, client_id, context.run_id,
+                               signer=identity[1].public if identity else None)
         event = planned_event(cfg, len(data), round_clip)
         reason = budget_refusal(ledger, event, cfg)  # before any data is touched
         if reason:
@@ -188,6 +193,9 @@ def train(msg: Message, context: Context) -> Message:
         ledger.append(server_round, event)  # recorded before anything leaves the device
         spent = epsilon([ev for _, ev in ledger.events()], ledger.delta)
         seq, digest = ledger.head()
+        if identity is not None and ledger.signer == identity[1].public:
+            privacy.update({SIGNER_ID: identity[0], LEDGER_SIGNATURE: identity[1].sign(
+                run_id=ledger.run_id, scope=ledger.scope, seq=seq, head_hash=digest)})
         ledger.close()
         privacy.update({REFUSED: False, CLIENT_EPSILON: spent, DP_EVENT: event_json(event),
                         LEDGER_HEAD: f"{seq}:{digest}",

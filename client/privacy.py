@@ -50,8 +50,8 @@ LEDGER_PATH_KEY = "ledger-path"
 
 
 def client_ledger(cfg: RunConfig, node_config: Mapping[str, Any], client_id: str,
-                  run_id: int) -> PrivacyLedger:
-    """Open (or create) this client's own ledger."""
+                  run_id: int, signer: bytes | None = None) -> PrivacyLedger:
+    """Open (or create) this client's own ledger (``signer``: its identity public key)."""
     path = str(node_config.get(LEDGER_PATH_KEY, "") or "")
     if not path:
         if not cfg.run_dir:
@@ -61,7 +61,8 @@ def client_ledger(cfg: RunConfig, node_config: Mapping[str, Any], client_id: str
             )
         path = str(Path(cfg.run_dir) / "clients" / client_id / "ledger.sqlite")
     return PrivacyLedger.open_or_create(path, run_id=str(run_id), scope=client_id,
-                                        delta=cfg.delta, max_epsilon=client_budget(cfg))
+                                        delta=cfg.delta, max_epsilon=client_budget(cfg),
+                                        signer=signer)
 
 
 def client_budget(cfg: RunConfig) -> float:

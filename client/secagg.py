@@ -29,6 +29,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from fedpriv.certs import CertError, load_identity, load_roster
 from fedpriv.config import RunConfig
 from fedpriv.messages import CONFIG, NODE_PARTITION_ID, SECAGG, SECAGG_STATE, config_from_record
+from fedpriv.privacy.attest import HeadSigner
 from fedpriv.secagg import (
     ClientSecAgg,
     ConsistencyRequest,
@@ -109,6 +110,19 @@ def _identity(cfg: RunConfig, node_config: dict) -> tuple[int, IdentityKey, Rost
     raise SecAggError(f"no secure-aggregation identity: set the node config keys "
                       f"{NODE_SECAGG_IDENTITY}, {NODE_SECAGG_ROSTER} and {NODE_SECAGG_ID} "
                       "(`fedpriv certs node` writes them)")
+
+
+def head_identity(cfg: RunConfig, node_config: dict) -> tuple[int, HeadSigner] | None:
+    """(roster id, signer) for signing this client's ledger head, if it has an identity.
+
+    The same long-term Ed25519 key as secure aggregation's (node config or, in
+    simulation, ``RUN_DIR/identities``); ``None`` when the node has none.
+    """
+    try:
+        node, key, _ = _identity(cfg, dict(node_config))
+    except SecAggError:
+        return None
+    return node, HeadSigner.from_private_bytes(key.private_bytes())
 
 
 def _params(cfg: RunConfig, node_config: Any) -> SecurityParams:

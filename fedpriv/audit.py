@@ -253,7 +253,91 @@ def _check_reported(reported: dict[str, Any], federation: Path,
                         f"{AGREEMENT:.0%} apart)")
 
 
-def audit_run(run_dir: str | Path) -> AuditReport:
+def _check_signatures(root: Path, summary: dict[str, Any], problems: list[str],
+                      warnings: list[str], server_key: str | None,
+                      roster_path: Path | None) -> None:
+    """Signed heads (fedpriv.privacy.attest): a re-hashed forgery has no valid signature.
+
+    The federation ledger's genesis names the run's head-signing key; summary.json must
+    carry its signature of the ledger's actual head, ``run-key.pub`` must be that key,
+    and ``server_key`` (a fingerprint recorded at run time) pins it. Each client ledger
+    whose genesis names a key must have its head signed by that key, and that key must
+    be the client's in the roster (``RUN_DIR/identities/roster.json`` or ``roster_path``).
+    """
+    from fedpriv.privacy.attest import fingerprint, verify_head
+
+    def head_of(path: Path) -> tuple[PrivacyLedger, int, str] | None:
+        try:
+            ledger = PrivacyLedger.open(path)
+        except LedgerError:
+            return None
+        seq, digest = ledger.head()
+        return ledger, seq, digest
+
+    federation = root / "ledger.sqlite"
+    opened = head_of(federation) if federation.is_file() else None
+    if opened is not None:
+        ledger, seq, digest = opened
+        with ledger:
+            signer, run_id = ledger.signer, ledger.run_id
+        if signer is None:
+            warnings.append(f"{federation}: unsigned (made before signed heads); a fully "
+                            "re-hashed forgery of it would not be detected")
+        else:
+            sig = str(summary.get("ledger_head_signature") or "")
+            if not verify_head(signer, sig, run_id=run_id, scope="federation", seq=seq,
+                               head_hash=digest):
+                problems.append(f"{federation}: its head (entry {seq}) carries no valid "
+                                "signature of the run's key: the ledger was rewritten")
+            key_file = root / "run-key.pub"
+            try:
+                on_disk = bytes.fromhex(key_file.read_text().strip())
+            except (OSError, ValueError):
+                on_disk = b""
+            if on_disk != signer:
+                problems.append(f"{key_file} is not the key the federation ledger's "
+                                "genesis names")
+            if server_key and fingerprint(signer) != server_key.strip().lower():
+                problems.append(f"the federation ledger is signed by key "
+                                f"{fingerprint(signer)}, not the pinned {server_key}")
+            elif not server_key:
+                warnings.append(f"server key {fingerprint(signer)} is not pinned: pass "
+                                "--server-key with the fingerprint recorded when the run "
+                                "started to rule out a wholesale replacement")
+    roster = None
+    candidate = roster_path or root / "identities" / "roster.json"
+    if candidate.is_file():
+        from fedpriv.certs import CertError, load_roster
+
+        try:
+            roster = load_roster(candidate)
+        except CertError as err:
+            problems.append(str(err))
+    signatures = summary.get("client_ledger_signatures") or {}
+    for path in sorted((root / "clients").glob("*/ledger.sqlite")):
+        client = path.parent.name
+        opened = head_of(path)
+        if opened is None:
+            continue  # already reported by the chain check
+        ledger, seq, digest = opened
+        with ledger:
+            signer, run_id = ledger.signer, ledger.run_id
+        if signer is None:
+            continue
+        entry = signatures.get(client) or {}
+        if not verify_head(signer, str(entry.get("signature") or ""), run_id=run_id,
+                           scope=client, seq=seq, head_hash=digest):
+            problems.append(f"{path}: its head (entry {seq}) carries no valid signature of "
+                            f"{client}'s key: the ledger was rewritten")
+        if roster is not None:
+            listed = roster.keys.get(int(entry.get("signer", -1)))
+            if listed != signer:
+                problems.append(f"{path}: the key its genesis names is not {client}'s key "
+                                f"in the roster {candidate}")
+
+
+def audit_run(run_dir: str | Path, *, server_key: str | None = None,
+              roster: str | Path | None = None) -> AuditReport:
     """Audit every ledger of the run in ``run_dir``.
 
     Parameters
@@ -264,6 +348,10 @@ def audit_run(run_dir: str | Path) -> AuditReport:
         ``summary.json`` with ``"ledger_head": {"seq": n, "hash": "..."}`` (checked as
         the federation ledger's head), ``"client_ledger_heads": {"<id>": "seq:hash"}``
         and ``"epsilon": {"federation": eps}`` (checked against the recomputation).
+    server_key : str, optional
+        The fingerprint of the run's head-signing key, recorded when the run started.
+    roster : path, optional
+        The clients' identity roster (default ``RUN_DIR/identities/roster.json``).
 
     Returns
     -------
@@ -303,7 +391,10 @@ def audit_run(run_dir: str | Path) -> AuditReport:
                         "dp-mode?)")
     if reported and federation.is_file() and all(s.chain_ok for s in scopes):
         _check_reported(reported, federation, scopes, problems)
-    warnings = []
+    warnings: list[str] = []
+    if all(s.chain_ok for s in scopes):
+        _check_signatures(root, summary, problems, warnings, server_key,
+                          Path(roster) if roster else None)
     if summary.get("reproducible"):
         warnings.append("reproducible = true: client sampling, minibatch sampling and noise "
                         "were seeded from the run's seed; the epsilon holds only while that "

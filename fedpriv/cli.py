@@ -159,6 +159,10 @@ def simulate(
     summary = json.loads(summary_path.read_text())
     _out.print(summary_table(summary))
     _out.print(f"run directory: {run_dir.path}")
+    if summary.get("server_key_fingerprint"):
+        _out.print(f"ledger key fingerprint: {summary['server_key_fingerprint']} (keep it: "
+                   f"`fedpriv audit --server-key {summary['server_key_fingerprint']}` pins it)",
+                   highlight=False)
     if summary["status"] == "stopped":  # a budget stop is normal operation
         _out.print(f"stopped: {summary.get('reason', '')}", highlight=False)
     if summary["status"] == "interrupted":
@@ -173,6 +177,12 @@ def audit(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON (for machines).")
     ] = False,
+    server_key: Annotated[str | None, typer.Option(
+        "--server-key", help="Fingerprint of the run's ledger key, as printed when the run "
+        "ran: pins the federation ledger's signer.")] = None,
+    roster: Annotated[Path | None, typer.Option(
+        "--roster", help="The clients' identity roster (default RUN_DIR/identities/"
+        "roster.json).")] = None,
 ) -> None:
     """Verify every privacy ledger of a run and recompute its epsilon independently.
 
@@ -184,7 +194,7 @@ def audit(
 
     if not run_dir.is_dir():
         raise _fail(f"RUN_DIR: {str(run_dir)!r} is not a directory")
-    report = audit_run(run_dir)
+    report = audit_run(run_dir, server_key=server_key, roster=roster)
     written = write_report(report, run_dir) if report.scopes else []
     if as_json:
         _out.print_json(json.dumps(report.to_json()))

@@ -45,6 +45,7 @@ __all__ = [
     "REFUSED_REASON",
     "ROUND_CLIP_NORM",
     "SERVER_ROUND",
+    "SIGNER_ID",
     "SUM_COUNT",
     "SUM_UNCLIPPED",
     "SUM_WEIGHT",
@@ -58,6 +59,7 @@ __all__ = [
     "DP_EVENT",
     "LEDGER_HEAD",
     "LEDGER_IN_RUN_DIR",
+    "LEDGER_SIGNATURE",
     "config_from_record",
 ]
 
@@ -103,6 +105,8 @@ CLIENT_EPSILON = "epsilon"  # the client's own epsilon after this round (PLD)
 DP_EVENT = "event"  # JSON of the DP event the client recorded this round
 LEDGER_HEAD = "ledger-head"  # "<seq>:<sha256>" of the client's ledger after this round
 LEDGER_IN_RUN_DIR = "ledger-in-run-dir"  # True: RUN_DIR/clients/<id>/ledger.sqlite
+LEDGER_SIGNATURE = "ledger-signature"  # hex Ed25519 signature of the head (identity key)
+SIGNER_ID = "signer-id"  # the roster id whose key made LEDGER_SIGNATURE
 
 # Files in the run directory that the server writes and simulated clients read.
 CANARY_FILE = "canaries.json"  # {"key": hex}: the canaries' direction key (simulation)

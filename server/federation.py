@@ -11,6 +11,7 @@ import math
 import threading
 import time
 from logging import INFO
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
+from fedpriv.certs import ensure_identities
 from fedpriv.config import ClipMode, DpMode, RunConfig, default_count_stddev
 from fedpriv.dp_plan import client_sampling_rate, with_user_noise
 from fedpriv.messages import TRAIN_LOSS
@@ -68,6 +70,8 @@ def run_federation(
                if cfg.dp_mode is not DpMode.NONE else None)
     if cfg.canaries > 0:
         write_canary_key(run_dir.path)
+    if privacy is not None and cfg.run_dir:  # simulation: identities sign ledger heads
+        ensure_identities(Path(cfg.run_dir) / "identities", list(range(cfg.clients)))
     strategy = FedPrivStrategy(
         _aggregation(cfg),
         sampler=_sampler(cfg),
@@ -134,6 +138,8 @@ def run_federation(
                 summary["refused_clients"] = sorted(privacy.excluded_ids)
                 summary["client_ledger_heads"] = dict(sorted(strategy.client_heads.items()))
                 summary["client_ledgers_in_run_dir"] = sorted(strategy.ledgers_in_run_dir)
+                summary["client_ledger_signatures"] = dict(
+                    sorted(strategy.client_signatures.items()))
             run_dir.write_summary(summary)
             written.append(summary)
         reporter.on_finish(summary)

@@ -26,6 +26,7 @@ from fedpriv.privacy import (
     epsilon,
     event_from_dict,
 )
+from fedpriv.privacy.attest import HeadSigner, fingerprint
 
 __all__ = ["BudgetExhausted", "FEDERATION", "FederationPrivacy"]
 
@@ -41,12 +42,18 @@ class FederationPrivacy:
 
     LEDGER = "ledger.sqlite"
 
+    KEY = "run-key.pub"
+
     def __init__(self, cfg: RunConfig, run_path: Path, run_id: str) -> None:
         self.cfg = cfg
+        # The head-signing key lives only in this process: once the run ends nobody,
+        # the operator included, can sign a different head for this ledger.
+        self.signer = HeadSigner()
         self.ledger = PrivacyLedger.create(
             run_path / self.LEDGER, run_id=run_id, scope=FEDERATION, delta=cfg.delta,
-            max_epsilon=cfg.max_epsilon,
+            max_epsilon=cfg.max_epsilon, signer=self.signer.public,
         )
+        (run_path / self.KEY).write_text(self.signer.public.hex() + "\n")
         self.excluded: dict[int, str] = {}  # node id -> reason (client budget)
 
     # --------------------------------------------------------------- accounting
@@ -118,7 +125,11 @@ class FederationPrivacy:
         eps = self.scope_epsilons()
         clients = {k: v for k, v in eps.items() if k != FEDERATION}
         seq, digest = self.ledger.head()
+        signature = self.signer.sign(run_id=self.ledger.run_id, scope=FEDERATION, seq=seq,
+                                     head_hash=digest)
         return {
+            "ledger_head_signature": signature,
+            "server_key_fingerprint": fingerprint(self.signer.public),
             "epsilon": {
                 "federation": self.federation_epsilon(),
                 "clients_max": max(clients.values(), default=None),

@@ -28,9 +28,11 @@ from fedpriv.messages import (
     CLIENT_ID,
     LEDGER_HEAD,
     LEDGER_IN_RUN_DIR,
+    LEDGER_SIGNATURE,
     PRIVACY,
     REFUSED,
     REFUSED_REASON,
+    SIGNER_ID,
 )
 from server.privacy import BudgetExhausted, FederationPrivacy
 from server.sampling import CohortSampler
@@ -129,6 +131,7 @@ class FedPrivStrategy(Strategy):
         self.clients_epsilon: dict[str, float] = {}  # as each client reports its own
         self.client_heads: dict[str, str] = {}  # "<seq>:<hash>" of each client's ledger
         self.ledgers_in_run_dir: set[str] = set()  # clients whose ledger the run dir holds
+        self.client_signatures: dict[str, dict[str, int | str]] = {}  # signed heads
         self._noise_only = False
 
     def layer(self, cls: type[T]) -> T | None:
@@ -260,6 +263,10 @@ class FedPrivStrategy(Strategy):
                 self.clients_epsilon[str(rep[CLIENT_ID])] = float(rep[CLIENT_EPSILON])
             if LEDGER_HEAD in rep:
                 self.client_heads[str(rep[CLIENT_ID])] = str(rep[LEDGER_HEAD])
+            if LEDGER_SIGNATURE in rep:
+                self.client_signatures[str(rep[CLIENT_ID])] = {
+                    "signer": int(rep.get(SIGNER_ID, -1)),
+                    "signature": str(rep[LEDGER_SIGNATURE])}
             if rep.get(LEDGER_IN_RUN_DIR):
                 self.ledgers_in_run_dir.add(str(rep[CLIENT_ID]))
         if self.privacy.cfg.dp_mode is DpMode.USER:

@@ -123,8 +123,12 @@ class PrivacyLedger:
     # ------------------------------------------------------------- lifecycle
     @classmethod
     def create(cls, path: str | Path, *, run_id: str, scope: str, delta: float,
-               max_epsilon: float) -> PrivacyLedger:
-        """A new ledger whose genesis entry records the scope, delta and budget."""
+               max_epsilon: float, signer: bytes | None = None) -> PrivacyLedger:
+        """A new ledger whose genesis entry records the scope, delta and budget.
+
+        ``signer``: the 32-byte Ed25519 public key whose signatures of this ledger's head
+        an auditor should require (see :mod:`fedpriv.privacy.attest`).
+        """
         if not 0.0 < delta < 1.0:
             raise ValueError(f"delta must be in (0, 1), got {delta!r}")
         if not max_epsilon > 0:
@@ -137,8 +141,13 @@ class PrivacyLedger:
         path.parent.mkdir(parents=True, exist_ok=True)
         ledger = cls(path, cls._connect(path))
         ledger._conn.execute(_SCHEMA)
+        params: dict[str, Any] = {"delta": delta, "max_epsilon": _budget_text(max_epsilon)}
+        if signer is not None:
+            if len(signer) != 32:
+                raise ValueError(f"signer must be a 32-byte public key, got {len(signer)}")
+            params["signer"] = signer.hex()
         ledger._append(run_id=run_id, round_=0, scope=scope, mechanism=GENESIS,
-                       params={"delta": delta, "max_epsilon": _budget_text(max_epsilon)})
+                       params=params)
         return ledger
 
     @classmethod
@@ -162,12 +171,12 @@ class PrivacyLedger:
 
     @classmethod
     def open_or_create(cls, path: str | Path, *, run_id: str, scope: str, delta: float,
-                       max_epsilon: float) -> PrivacyLedger:
+                       max_epsilon: float, signer: bytes | None = None) -> PrivacyLedger:
         """Open ``path`` if it exists, else create it."""
         if Path(path).exists():
             return cls.open(path)
         return cls.create(path, run_id=run_id, scope=scope, delta=delta,
-                          max_epsilon=max_epsilon)
+                          max_epsilon=max_epsilon, signer=signer)
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -264,6 +273,17 @@ class PrivacyLedger:
     def max_epsilon(self) -> float:
         """The budget the genesis entry fixes (``inf``: none)."""
         return float(json.loads(self.genesis().params)["max_epsilon"])
+
+    @property
+    def signer(self) -> bytes | None:
+        """The head-signing public key the genesis entry fixes, if any."""
+        text = json.loads(self.genesis().params).get("signer")
+        return bytes.fromhex(text) if text else None
+
+    @property
+    def run_id(self) -> str:
+        """The run id the genesis entry fixes."""
+        return self.genesis().run_id
 
     @property
     def scope(self) -> str:

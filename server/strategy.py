@@ -10,6 +10,7 @@ what actually happened.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -24,15 +25,21 @@ from flwr.serverapp.strategy import Strategy
 
 from fedpriv.config import DpMode
 from fedpriv.messages import (
+    ARRAYS,
     CLIENT_EPSILON,
     CLIENT_ID,
     LEDGER_HEAD,
     LEDGER_IN_RUN_DIR,
     LEDGER_SIGNATURE,
+    METRICS,
+    NUM_EXAMPLES,
     PRIVACY,
     REFUSED,
     REFUSED_REASON,
     SIGNER_ID,
+    UNCLIPPED,
+    UPDATE,
+    UPDATE_WEIGHT,
 )
 from server.privacy import BudgetExhausted, FederationPrivacy
 from server.sampling import CohortSampler
@@ -133,6 +140,7 @@ class FedPrivStrategy(Strategy):
         self.ledgers_in_run_dir: set[str] = set()  # clients whose ledger the run dir holds
         self.client_signatures: dict[str, dict[str, int | str]] = {}  # signed heads
         self._noise_only = False
+        self.reference: ArrayRecord | None = None  # the global model of this round
 
     def layer(self, cls: type[T]) -> T | None:
         """The first wrapped strategy of type ``cls`` down the ``inner`` chain."""
@@ -189,6 +197,7 @@ class FedPrivStrategy(Strategy):
         if dp is not None:  # McMahan et al.'s fixed denominator: m = q * eligible
             dp.set_expected_cohort(self.sampler.expected_size(len(eligible)))
         self.last_cohort = self.sampler.sample(eligible)
+        self.reference = arrays
         view = CohortGrid(grid, self.last_cohort)
         self._noise_only = not self.last_cohort and dp is not None
         if not self.last_cohort:
@@ -223,20 +232,56 @@ class FedPrivStrategy(Strategy):
         return arrays, metrics
 
     def _finite_only(self, replies: list[Message]) -> list[Message]:
-        """Drop replies whose model or update holds NaN or inf; remember who."""
+        """Drop malformed replies and those with NaN or inf; remember who and why.
+
+        A reply that carries a model or an update must carry exactly the global model's
+        parameters (names, shapes, floating dtypes), finite values and well-formed
+        metrics; anything else is a client's fault and must not stop the run.
+        """
         self.last_rejected = []
         kept = []
         for msg in replies:
-            if not msg.has_error() and not all(
-                    _finite_record(rec) for rec in msg.content.array_records.values()):
+            problem = "" if msg.has_error() else self._malformed(msg)
+            if problem:
                 who = msg.metadata.src_node_id
                 if PRIVACY in msg.content.config_records:
                     who = msg.content[PRIVACY].get(CLIENT_ID, who)
                 self.last_rejected.append(str(who))
-                log(WARNING, "fedpriv: round reply from %s rejected: non-finite values", who)
+                log(WARNING, "fedpriv: round reply from %s rejected: %s", who, problem)
                 continue
             kept.append(msg)
         return kept
+
+    def _malformed(self, msg: Message) -> str:
+        """Why ``msg`` cannot be aggregated, or ``""``."""
+        content = msg.content
+        for name, rec in content.array_records.items():
+            if name not in (ARRAYS, UPDATE):
+                continue
+            ref = self.reference
+            if ref is not None:
+                if list(rec.keys()) != list(ref.keys()):
+                    return f"{name} holds parameters {sorted(rec.keys())[:4]}..., not the model's"
+                for key, array in rec.items():
+                    got, want = array.numpy(), ref[key].numpy()
+                    if got.shape != want.shape or not np.issubdtype(got.dtype, np.floating):
+                        return (f"{name}[{key}] is {got.dtype}{list(got.shape)}, not "
+                                f"{want.dtype}{list(want.shape)}")
+            if not _finite_record(rec):
+                return "non-finite values"
+            metrics = dict(content[METRICS]) if METRICS in content.metric_records else None
+            if metrics is None:
+                return "no metrics record"
+            values = {k: float(v) for k, v in metrics.items()
+                      if isinstance(v, int | float)}
+            if not all(math.isfinite(v) for v in values.values()):
+                return "non-finite metrics"
+            if name == ARRAYS and not values.get(NUM_EXAMPLES, 0) > 0:
+                return f"no positive {NUM_EXAMPLES} to weight the model by"
+            if name == UPDATE and not (values.get(UPDATE_WEIGHT, 1.0) >= 0
+                                       and 0 <= values.get(UNCLIPPED, 0.0) <= 1):
+                return f"{UPDATE_WEIGHT} or {UNCLIPPED} out of range"
+        return ""
 
     def _refused(self, msg: Message) -> bool:
         """Note a budget refusal: the node is left out from now on."""

@@ -64,7 +64,8 @@ from fedpriv.messages import (
     UPDATE_WEIGHT,
     config_from_record,
 )
-from fedpriv.privacy import DpSgdEvent, epsilon
+from fedpriv.privacy import DpSgdEvent, PrivacyLedger, epsilon
+from fedpriv.privacy.attest import HeadSigner
 from fedpriv.tasks import (
     build_task_model,
     evaluate,
@@ -88,6 +89,20 @@ def _shuffle_generator(cfg: RunConfig, server_round: int, node_config: dict
     part = int(node_config.get(NODE_PARTITION_ID, 0))
     state = np.random.SeedSequence([cfg.seed, server_round, part]).generate_state(1)
     return torch.Generator().manual_seed(int(state[0]))
+
+
+def _signed_head(ledger: PrivacyLedger, identity: tuple[int, HeadSigner] | None,
+                 node_config: dict) -> dict[str, bool | int | str]:
+    """The ledger's head, where it lives, and the head signed with the identity key."""
+    seq, digest = ledger.head()
+    out: dict[str, bool | int | str] = {
+        LEDGER_HEAD: f"{seq}:{digest}",
+        LEDGER_IN_RUN_DIR: not node_config.get(LEDGER_PATH_KEY)}
+    if identity is not None and ledger.signer == identity[1].public:
+        out[SIGNER_ID] = identity[0]
+        out[LEDGER_SIGNATURE] = identity[1].sign(run_id=ledger.run_id, scope=ledger.scope,
+                                                 seq=seq, head_hash=digest)
+    return out
 
 
 def _reply(msg: Message, records: dict) -> Message:
@@ -133,8 +148,9 @@ def train(msg: Message, context: Context) -> Message:
         event = planned_event(cfg, len(data), round_clip)
         reason = budget_refusal(ledger, event, cfg)  # before any data is touched
         if reason:
+            privacy.update({REFUSED: True, REFUSED_REASON: reason,
+                            **_signed_head(ledger, identity, node_config)})
             ledger.close()
-            privacy.update({REFUSED: True, REFUSED_REASON: reason})
             return _reply(msg, {METRICS: MetricRecord({}), PRIVACY: ConfigRecord(privacy)})
 
     mu = cfg.proximal_mu if cfg.strategy is StrategyName.FEDPROX else 0.0
@@ -192,14 +208,9 @@ def train(msg: Message, context: Context) -> Message:
     if ledger is not None and event is not None:
         ledger.append(server_round, event)  # recorded before anything leaves the device
         spent = epsilon([ev for _, ev in ledger.events()], ledger.delta)
-        seq, digest = ledger.head()
-        if identity is not None and ledger.signer == identity[1].public:
-            privacy.update({SIGNER_ID: identity[0], LEDGER_SIGNATURE: identity[1].sign(
-                run_id=ledger.run_id, scope=ledger.scope, seq=seq, head_hash=digest)})
-        ledger.close()
         privacy.update({REFUSED: False, CLIENT_EPSILON: spent, DP_EVENT: event_json(event),
-                        LEDGER_HEAD: f"{seq}:{digest}",
-                        LEDGER_IN_RUN_DIR: not node_config.get(LEDGER_PATH_KEY)})
+                        **_signed_head(ledger, identity, node_config)})
+        ledger.close()
     return _reply(msg, {**content, METRICS: MetricRecord(metrics),
                         PRIVACY: ConfigRecord(privacy)})
 

@@ -293,27 +293,34 @@ class FedPrivStrategy(Strategy):
             reason = str(rec.get(REFUSED_REASON, ""))
             if self.privacy is not None:
                 self.privacy.excluded[node] = f"{rec.get(CLIENT_ID, node)}: {reason}"
+                self._record_head(dict(rec))  # its ledger as it stands, signed
             self.last_refused.append(str(rec.get(CLIENT_ID, node)))
             log(WARNING, "fedpriv: %s refused to train and is left out from now on: %s",
                 rec.get(CLIENT_ID, node), reason)
             return True
         return False
 
+    def _record_head(self, rep: dict[str, Any]) -> None:
+        """Keep a client's reported epsilon, ledger head, signature and ledger location."""
+        client = str(rep.get(CLIENT_ID, ""))
+        if not client:
+            return
+        if CLIENT_EPSILON in rep:
+            self.clients_epsilon[client] = float(rep[CLIENT_EPSILON])
+        if LEDGER_HEAD in rep:
+            self.client_heads[client] = str(rep[LEDGER_HEAD])
+        if LEDGER_SIGNATURE in rep:
+            self.client_signatures[client] = {"signer": int(rep.get(SIGNER_ID, -1)),
+                                              "signature": str(rep[LEDGER_SIGNATURE])}
+        if rep.get(LEDGER_IN_RUN_DIR):
+            self.ledgers_in_run_dir.add(client)
+
     def _account(self, server_round: int, replies: list[Message]) -> None:
         assert self.privacy is not None
         reports = [dict(m.content[PRIVACY]) for m in replies
                    if not m.has_error() and PRIVACY in m.content.config_records]
         for rep in reports:
-            if CLIENT_EPSILON in rep:
-                self.clients_epsilon[str(rep[CLIENT_ID])] = float(rep[CLIENT_EPSILON])
-            if LEDGER_HEAD in rep:
-                self.client_heads[str(rep[CLIENT_ID])] = str(rep[LEDGER_HEAD])
-            if LEDGER_SIGNATURE in rep:
-                self.client_signatures[str(rep[CLIENT_ID])] = {
-                    "signer": int(rep.get(SIGNER_ID, -1)),
-                    "signature": str(rep[LEDGER_SIGNATURE])}
-            if rep.get(LEDGER_IN_RUN_DIR):
-                self.ledgers_in_run_dir.add(str(rep[CLIENT_ID]))
+            self._record_head(rep)
         if self.privacy.cfg.dp_mode is DpMode.USER:
             dp = self.layer(DpFedAvg)
             if dp is not None and dp.last_round is not None:

@@ -533,11 +533,11 @@ def _plot(report: AuditReport, path: Path, plt: Any) -> None:
     budgets: dict[float, set[str]] = {}
     for s in report.scopes:
         if s.max_epsilon is not None:
-            who = "federation" if s.scope == "federation" else "client"
-            budgets.setdefault(s.max_epsilon, set()).add(who)
-    for value, who in sorted(budgets.items()):
+            kind = "federation" if s.scope == "federation" else "client"
+            budgets.setdefault(s.max_epsilon, set()).add(kind)
+    for value, kinds in sorted(budgets.items()):
         ax.axhline(value, linestyle="--", color=_PALETTE[6], linewidth=1)
-        ax.annotate(f"{' & '.join(sorted(who))} budget ε = {value:g}", xy=(1.0, value),
+        ax.annotate(f"{' & '.join(sorted(kinds))} budget ε = {value:g}", xy=(1.0, value),
                     xycoords=("axes fraction", "data"), xytext=(-4, 3),
                     textcoords="offset points", ha="right", fontsize="small",
                     color=_PALETTE[6])

@@ -206,7 +206,8 @@ def train(msg: Message, context: Context) -> Message:
         content = {ARRAYS: ArrayRecord(local_state)}
 
     if ledger is not None and event is not None:
-        ledger.append(server_round, event)  # recorded before anything leaves the device
+        # recorded, under this run's id, before anything leaves the device
+        ledger.append(server_round, event, run_id=str(context.run_id))
         spent = epsilon([ev for _, ev in ledger.events()], ledger.delta)
         privacy.update({REFUSED: False, CLIENT_EPSILON: spent, DP_EVENT: event_json(event),
                         **_signed_head(ledger, identity, node_config)})

@@ -60,9 +60,12 @@ def client_ledger(cfg: RunConfig, node_config: Mapping[str, Any], client_id: str
                 "(or run-dir in simulation)"
             )
         path = str(Path(cfg.run_dir) / "clients" / client_id / "ledger.sqlite")
+    # A device's own ledger (node config) spans every run it takes part in: its budget is
+    # the device's lifetime budget, and each entry records the run it came from.
+    device = bool(node_config.get(LEDGER_PATH_KEY, ""))
     return PrivacyLedger.open_or_create(path, run_id=str(run_id), scope=client_id,
                                         delta=cfg.delta, max_epsilon=client_budget(cfg),
-                                        signer=signer)
+                                        signer=signer, multi_run=device)
 
 
 def client_budget(cfg: RunConfig) -> float:

@@ -123,7 +123,8 @@ class PrivacyLedger:
     # ------------------------------------------------------------- lifecycle
     @classmethod
     def create(cls, path: str | Path, *, run_id: str, scope: str, delta: float,
-               max_epsilon: float, signer: bytes | None = None) -> PrivacyLedger:
+               max_epsilon: float, signer: bytes | None = None,
+               multi_run: bool = False) -> PrivacyLedger:
         """A new ledger whose genesis entry records the scope, delta and budget.
 
         ``signer``: the 32-byte Ed25519 public key whose signatures of this ledger's head
@@ -142,6 +143,8 @@ class PrivacyLedger:
         ledger = cls(path, cls._connect(path))
         ledger._conn.execute(_SCHEMA)
         params: dict[str, Any] = {"delta": delta, "max_epsilon": _budget_text(max_epsilon)}
+        if multi_run:
+            params["multi_run"] = True
         if signer is not None:
             if len(signer) != 32:
                 raise ValueError(f"signer must be a 32-byte public key, got {len(signer)}")
@@ -171,12 +174,13 @@ class PrivacyLedger:
 
     @classmethod
     def open_or_create(cls, path: str | Path, *, run_id: str, scope: str, delta: float,
-                       max_epsilon: float, signer: bytes | None = None) -> PrivacyLedger:
+                       max_epsilon: float, signer: bytes | None = None,
+                       multi_run: bool = False) -> PrivacyLedger:
         """Open ``path`` if it exists, else create it."""
         if Path(path).exists():
             return cls.open(path)
         return cls.create(path, run_id=run_id, scope=scope, delta=delta,
-                          max_epsilon=max_epsilon, signer=signer)
+                          max_epsilon=max_epsilon, signer=signer, multi_run=multi_run)
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -198,13 +202,20 @@ class PrivacyLedger:
         self.close()
 
     # ------------------------------------------------------------------ write
-    def append(self, round_: int, event: DpEvent, *, scope: str | None = None
-               ) -> LedgerEntry:
+    def append(self, round_: int, event: DpEvent, *, scope: str | None = None,
+               run_id: str | None = None) -> LedgerEntry:
         """Append ``event`` for ``round_``.
 
         ``scope`` defaults to the genesis entry's; the federation's ledger in record-level
-        mode mirrors each client's events under the client's id.
+        mode mirrors each client's events under the client's id. ``run_id`` (a device
+        ledger, which spans runs) records the run the event belongs to; a single-run
+        ledger refuses any run but its own.
         """
+        if run_id is not None:
+            _check_name("run_id", run_id)
+            if run_id != self.genesis().run_id and not self.multi_run:
+                raise ValueError(f"this ledger belongs to run {self.genesis().run_id!r}, "
+                                 f"got run_id {run_id!r}")
         if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 1:
             raise ValueError(f"round must be an integer >= 1, got {round_!r}")
         if not isinstance(event, DpSgdEvent | GaussianSumEvent):
@@ -215,7 +226,7 @@ class PrivacyLedger:
         params = event.to_dict()
         mechanism = params.pop("mechanism")
         genesis = self.genesis()
-        return self._append(run_id=genesis.run_id, round_=round_,
+        return self._append(run_id=run_id or genesis.run_id, round_=round_,
                             scope=scope or genesis.scope, mechanism=mechanism,
                             params=params)
 
@@ -281,6 +292,11 @@ class PrivacyLedger:
         return bytes.fromhex(text) if text else None
 
     @property
+    def multi_run(self) -> bool:
+        """A device's ledger: its entries may belong to several runs (genesis says so)."""
+        return bool(json.loads(self.genesis().params).get("multi_run", False))
+
+    @property
     def run_id(self) -> str:
         """The run id the genesis entry fixes."""
         return self.genesis().run_id
@@ -327,8 +343,9 @@ class PrivacyLedger:
             return ChainReport(ok=False, n_entries=0, broken_seq=1,
                                reason="ledger is empty")
         prev = _ZERO
+        multi = bool(json.loads(entries[0].params).get("multi_run", False))
         for i, e in enumerate(entries, start=1):
-            problem = _entry_problem(i, e, prev, entries[0].run_id)
+            problem = _entry_problem(i, e, prev, None if multi else entries[0].run_id)
             if problem is not None:
                 return ChainReport(ok=False, n_entries=len(entries), broken_seq=problem[0],
                                    reason=problem[1])
@@ -345,7 +362,7 @@ class PrivacyLedger:
         return ChainReport(ok=True, n_entries=len(entries))
 
 
-def _entry_problem(i: int, e: LedgerEntry, prev: str, run_id: str
+def _entry_problem(i: int, e: LedgerEntry, prev: str, run_id: str | None
                    ) -> tuple[int, str] | None:
     """``(seq, reason)`` if the i-th entry (1-based) breaks the chain, else None."""
     if e.seq != i:
@@ -354,7 +371,7 @@ def _entry_problem(i: int, e: LedgerEntry, prev: str, run_id: str
         return e.seq, f"entry {e.seq} does not link to entry {e.seq - 1}"
     if e.expected_hash() != e.hash:
         return e.seq, f"entry {e.seq} was modified (hash mismatch)"
-    if e.run_id != run_id:
+    if run_id is not None and e.run_id != run_id:
         return e.seq, f"entry {e.seq} belongs to run {e.run_id!r}, not {run_id!r}"
     if (i == 1) != (e.mechanism == GENESIS):
         return e.seq, f"entry {e.seq}: genesis must be first and only"

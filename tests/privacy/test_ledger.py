@@ -106,3 +106,17 @@ def test_create_refuses_existing_and_open_refuses_non_ledgers(ledger, tmp_path):
         PrivacyLedger.open(junk)
     with pytest.raises(LedgerError, match="no ledger"):
         PrivacyLedger.open(tmp_path / "missing.sqlite")
+
+
+def test_a_device_ledger_records_each_run_and_a_run_ledger_refuses_others(tmp_path):
+    device = PrivacyLedger.create(tmp_path / "device.sqlite", run_id="101", scope="edge-1",
+                                  delta=1e-5, max_epsilon=8.0, multi_run=True)
+    with device:
+        device.append(1, EV, run_id="101")
+        device.append(1, EV, run_id="102")  # the next run on the same device
+        assert [e.run_id for e in device.entries()] == ["101", "101", "102"]
+        assert device.verify().ok
+    single = PrivacyLedger.create(tmp_path / "run.sqlite", run_id="7", scope="federation",
+                                  delta=1e-5, max_epsilon=8.0)
+    with single, pytest.raises(ValueError, match="belongs to run '7'"):
+        single.append(1, EV, run_id="8")

@@ -302,8 +302,8 @@ def _check_signatures(root: Path, summary: dict[str, Any], problems: list[str],
                                 f"{fingerprint(signer)}, not the pinned {server_key}")
             elif not server_key:
                 warnings.append(f"server key {fingerprint(signer)} is not pinned: pass "
-                                "--server-key with the fingerprint recorded when the run "
-                                "started to rule out a wholesale replacement")
+                                "--server-key with the fingerprint `fedpriv simulate` "
+                                "printed to rule out a wholesale replacement")
     roster = None
     candidate = roster_path or root / "identities" / "roster.json"
     if candidate.is_file():

@@ -83,8 +83,12 @@ app = ClientApp()
 
 def _shuffle_generator(cfg: RunConfig, server_round: int, node_config: dict
                        ) -> torch.Generator:
-    """Minibatch order for non-private training (privacy randomness: see client.privacy)."""
-    if not cfg.reproducible:
+    """Minibatch order for training without DP-SGD (DP-SGD's sampling: client.privacy).
+
+    Seeded from the run's seed without DP (nothing to protect, and runs reproduce) or
+    with ``reproducible``; from OS entropy otherwise.
+    """
+    if cfg.dp_mode is not DpMode.NONE and not cfg.reproducible:
         return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
     part = int(node_config.get(NODE_PARTITION_ID, 0))
     state = np.random.SeedSequence([cfg.seed, server_round, part]).generate_state(1)

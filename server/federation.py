@@ -174,9 +174,11 @@ def run_federation(
 def _sampler(cfg: RunConfig) -> CohortSampler:
     """Poisson at q = m / N under user-level DP (what is accounted), else fixed size m.
 
-    Secret randomness unless ``reproducible = true``.
+    Secret randomness under any DP mode unless ``reproducible = true``; seeded from the
+    run's seed without DP (no privacy claim depends on it, and runs reproduce).
     """
-    seed = [cfg.seed, _SAMPLING_STREAM] if cfg.reproducible else None
+    seeded = cfg.reproducible or cfg.dp_mode is DpMode.NONE
+    seed = [cfg.seed, _SAMPLING_STREAM] if seeded else None
     if cfg.dp_mode is DpMode.USER:
         return CohortSampler(SamplingKind.POISSON, rate=client_sampling_rate(cfg), seed=seed)
     return CohortSampler(SamplingKind.FIXED, size=cfg.cohort_size, seed=seed)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -58,12 +59,19 @@ def test_cohorts_are_seeded_only_when_reproducible(tmp_path):
     assert all(len(set(c)) == 2 for c in first)
 
 
-def test_cohorts_are_secret_by_default(tmp_path):
+def test_cohorts_are_secret_under_dp(tmp_path):
     # Same config and seed: the sampler must not be predictable from them. 3 rounds of
     # 2 of 8 clients: the chance two runs draw the same cohorts is 28^-3 < 5e-5.
     cfg = RunConfig.from_mapping({"rounds": 3, "clients": 8, "clients-per-round": 2,
-                                  "local-epochs": 1}).resolved()
+                                  "local-epochs": 1, "dp-mode": "record"}).resolved()
+    cfg = dataclasses.replace(cfg, run_dir=str(tmp_path / "ledgers"))
     assert _cohorts(tmp_path, cfg, "a") != _cohorts(tmp_path, cfg, "b")
+
+
+def test_runs_without_dp_reproduce_from_their_seed(tmp_path):
+    cfg = RunConfig.from_mapping({"rounds": 2, "clients": 6, "clients-per-round": 2,
+                                  "local-epochs": 1}).resolved()
+    assert _cohorts(tmp_path, cfg, "a") == _cohorts(tmp_path, cfg, "b")
 
 
 def test_a_failing_run_still_writes_its_summary(tmp_path):

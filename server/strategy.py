@@ -140,6 +140,7 @@ class FedPrivStrategy(Strategy):
         self.ledgers_in_run_dir: set[str] = set()  # clients whose ledger the run dir holds
         self.client_signatures: dict[str, dict[str, int | str]] = {}  # signed heads
         self._noise_only = False
+        self._started = False  # all min_nodes were connected once
         self.reference: ArrayRecord | None = None  # the global model of this round
 
     def layer(self, cls: type[T]) -> T | None:
@@ -153,8 +154,15 @@ class FedPrivStrategy(Strategy):
 
     # ------------------------------------------------------------------ sampling
     def _wait_for_nodes(self, grid: Grid) -> list[int]:
+        """The connected nodes: all ``min_nodes`` before round 1, at least one later.
+
+        Once the run has started, a node that vanished (a killed SuperNode) does not
+        hold up the next round: the round goes on with the nodes still connected, and
+        the one that left is reported among the round's missing replies.
+        """
+        needed = self.min_nodes if not self._started else 1
         deadline = time.monotonic() + self.node_wait_timeout
-        while len(nodes := sorted(grid.get_node_ids())) < self.min_nodes:
+        while len(nodes := sorted(grid.get_node_ids())) < needed:
             if time.monotonic() > deadline:
                 raise NotEnoughNodesError(
                     f"{len(nodes)} node(s) connected after {self.node_wait_timeout:.0f}s; "
@@ -162,8 +170,12 @@ class FedPrivStrategy(Strategy):
                     f"`flwr run`, match it to the federation, e.g. --federation-config "
                     f"'num-supernodes={self.min_nodes}', or lower `clients`"
                 )
-            log(INFO, "Waiting for nodes: %d of %d connected", len(nodes), self.min_nodes)
+            log(INFO, "Waiting for nodes: %d of %d connected", len(nodes), needed)
             time.sleep(1.0)
+        if self._started and len(nodes) < self.min_nodes:
+            log(WARNING, "fedpriv: %d of %d nodes connected; the round goes on without the "
+                "others", len(nodes), self.min_nodes)
+        self._started = True
         return nodes
 
     def eligible(self, grid: Grid) -> list[int]:

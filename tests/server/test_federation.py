@@ -89,3 +89,25 @@ def test_run_directory_refuses_to_overwrite_a_run(tmp_path):
     RunDirectory(tmp_path).create().write_config({"rounds": 1}, scenario="x")
     with pytest.raises(FileExistsError, match="already holds a run"):
         RunDirectory(tmp_path).create()
+
+
+def test_a_node_that_vanishes_mid_run_does_not_stop_the_next_round(tmp_path):
+    # A killed SuperNode drops out of the grid after round 1: the run goes on with the
+    # others instead of waiting for all `clients` again (it used to wait, then fail).
+    cfg = RunConfig.from_mapping({"rounds": 3, "clients": 3, "local-epochs": 1,
+                                  "round-timeout": 5}).resolved()
+
+    class Vanishing(LoopbackGrid):
+        def get_node_ids(self):
+            rounds_sent = len({m.metadata.group_id for m in self.sent})
+            nodes = super().get_node_ids()
+            return nodes if rounds_sent < 1 else [n for n in nodes if n != 2]
+
+    nodes = {i + 1: {"partition-id": i, "num-partitions": 3} for i in range(3)}
+    run_dir = RunDirectory(tmp_path / "run").create()
+    with task_identity():
+        summary = run_federation(Vanishing(client_app, nodes), cfg, run_dir, scenario="t",
+                                 reporter=LogReporter())
+    assert summary["status"] == "completed" and summary["rounds"] == 3
+    cohorts = [r["cohort"] for r in run_dir.read_metrics()]
+    assert cohorts == [3, 2, 2]

@@ -1,0 +1,157 @@
+"""``fedpriv simulate``: run a federation on Flower's simulation engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from fedpriv.cli.common import EXIT_OK, EXIT_RUN_FAILED, EXIT_SIGINT, fail, stderr, stdout
+from fedpriv.cli.signals import stop_on_signals
+from fedpriv.config import ConfigError, RunConfig
+
+__all__ = ["announce_privacy", "check_feasible", "keys_table", "parse_sets", "simulate"]
+
+
+def simulate(
+    scenario: Annotated[
+        str | None,
+        typer.Argument(help="A shipped scenario name (see --list) or a scenario .toml file."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", metavar="KEY=VALUE",
+                     help="Override one run-config key; repeatable."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run directory (default runs/<timestamp>-<scenario>)."),
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="List the shipped scenarios and exit.")
+    ] = False,
+    keys: Annotated[
+        bool, typer.Option("--keys", help="List every run-config key and exit.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's own logs.")
+    ] = False,
+) -> None:
+    """Run a federation on Flower's simulation engine and record it in a run directory."""
+    from simulations.scenarios import ScenarioError, list_scenarios, load_scenario
+
+    if list_:
+        table = Table(title="shipped scenarios")
+        table.add_column("name", style="cyan")
+        table.add_column("description")
+        for s in list_scenarios():
+            table.add_row(s.name, s.description)
+        stdout.print(table)
+        raise typer.Exit(EXIT_OK)
+    if keys:
+        stdout.print(keys_table())
+        raise typer.Exit(EXIT_OK)
+
+    # Everything the user gave is checked before a directory or Ray exists.
+    try:
+        chosen = load_scenario(scenario)
+        cfg = RunConfig.from_mapping(chosen.values)
+    except ScenarioError as err:
+        raise fail(str(err)) from None
+    except ConfigError as err:
+        raise fail(f"scenario {chosen.name!r}: {err}") from None
+    try:
+        cfg = RunConfig.from_mapping(parse_sets(set_ or []), base=cfg).resolved()
+        check_feasible(cfg)
+        cfg = announce_privacy(cfg)
+    except ConfigError as err:
+        raise fail(str(err)) from None
+
+    from server.rundir import RunDirectory, default_run_dir
+    from simulations.driver import simulate as run_sim
+    from simulations.progress import RichReporter, summary_table
+
+    run_dir = RunDirectory(out if out is not None else default_run_dir(chosen.name))
+    try:
+        run_dir.create()
+    except (FileExistsError, OSError) as err:
+        raise fail(f"--out: {err}") from None
+    # Simulated clients keep their own ledgers under the run directory.
+    cfg = dataclasses.replace(cfg, run_dir=str(run_dir.path.resolve()))
+    run_dir.write_config(cfg.to_flat(), scenario=chosen.name)
+
+    stop_on_signals(run_dir)
+    try:
+        run_sim(cfg, run_dir, scenario=chosen.name, reporter=RichReporter(stdout),
+                verbose=verbose)
+    except Exception as err:  # the run's own failure: recorded in summary.json
+        stderr.print(f"[bold red]run failed:[/] {type(err).__name__}: {err}", highlight=False)
+    summary_path = run_dir.path / RunDirectory.SUMMARY
+    if not summary_path.exists():
+        raise fail(f"the run ended without a summary; see {run_dir.path}", EXIT_RUN_FAILED)
+    summary = json.loads(summary_path.read_text())
+    stdout.print(summary_table(summary))
+    stdout.print(f"run directory: {run_dir.path}")
+    if summary.get("server_key_fingerprint"):
+        stdout.print(f"ledger key fingerprint: {summary['server_key_fingerprint']} (keep it: "
+                   f"`fedpriv audit --server-key {summary['server_key_fingerprint']}` pins it)",
+                   highlight=False)
+    if summary["status"] == "stopped":  # a budget stop is normal operation
+        stdout.print(f"stopped: {summary.get('reason', '')}", highlight=False)
+    if summary["status"] == "interrupted":
+        raise typer.Exit(getattr(run_dir, "exit_code", EXIT_SIGINT))
+    raise typer.Exit(EXIT_OK if summary["status"] in ("completed", "stopped")
+                     else EXIT_RUN_FAILED)
+
+
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` from ``--set`` as a dict; exit 2 on a malformed pair."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise fail(f"--set takes KEY=VALUE, got {pair!r}")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def keys_table() -> Table:
+    """Every run-config key with its allowed values, default and meaning."""
+    table = Table(title="run-config keys (scenario files and --set KEY=VALUE)")
+    table.add_column("key", no_wrap=True)
+    for col in ("allowed", "default", "meaning"):
+        table.add_column(col, overflow="fold")
+    for row in RunConfig.describe():
+        table.add_row(*row)
+    return table
+
+
+def announce_privacy(cfg: RunConfig) -> RunConfig:
+    """Calibrate user-level noise and say, before round 1, what the run will spend."""
+    from fedpriv.config import DpMode
+    from fedpriv.dp_plan import with_user_noise
+    from server.planning import privacy_plan
+
+    if cfg.dp_mode is DpMode.NONE:
+        return cfg
+    cfg = with_user_noise(cfg)
+    plan = privacy_plan(cfg)
+    style = "bold yellow" if plan["warning"] or cfg.reproducible else "bold"
+    stdout.print(f"[{style}]privacy:[/] {plan['text']}", highlight=False, soft_wrap=True)
+    return cfg
+
+
+def check_feasible(cfg: RunConfig) -> None:
+    """Checks that need the data (cheap: the data set ships in a package)."""
+    from fedpriv.tasks import load_task_data
+
+    n = len(load_task_data(cfg).train)
+    if cfg.clients > n:
+        raise ConfigError(
+            "clients", f"must be at most the {n} training examples of {cfg.dataset.value}, "
+            f"got {cfg.clients}"
+        )

@@ -10,23 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from fedpriv.cli.signals import descendants
+
 pytestmark = pytest.mark.slow
-
-
-def _descendants(root):
-    parents = {}
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = entry.read_text().rsplit(")", 1)[1].split()
-            parents.setdefault(int(fields[1]), []).append(int(entry.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    out, todo = [], [root]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130)])
@@ -48,14 +34,14 @@ def test_a_signal_mid_run_exits_quickly_with_an_interrupted_summary(tmp_path, si
             if line.lstrip().startswith("round   1") or proc.poll() is not None:
                 break
         assert any(x.lstrip().startswith("round   1") for x in lines), "".join(lines)
-        children = _descendants(proc.pid)
+        children = descendants(proc.pid)
         sent = time.monotonic()
         proc.send_signal(sig)
         rest, _ = proc.communicate(timeout=30)
         took = time.monotonic() - sent
     finally:
         if proc.poll() is None:  # stop what we started, by PID
-            for pid in [*_descendants(proc.pid), proc.pid]:
+            for pid in [*descendants(proc.pid), proc.pid]:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

@@ -8,7 +8,7 @@ from typing import Any
 
 from fedpriv.cli.common import EXIT_SIGINT, EXIT_SIGTERM, stderr
 
-__all__ = ["finish_interrupted", "stop_children", "stop_on_signals"]
+__all__ = ["descendants", "finish_interrupted", "stop_children", "stop_on_signals"]
 
 #: Seconds the run gets to write its own summary after a signal before the CLI does.
 _GRACE_SECONDS = 2.0
@@ -60,25 +60,27 @@ def finish_interrupted(run_dir: Any, code: int, name: str) -> None:
     os._exit(code)
 
 
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` (children, their children, ...), read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def stop_children() -> None:
-    """SIGTERM, then SIGKILL, every descendant of this process (found in /proc)."""
+    """SIGTERM, then SIGKILL, every descendant of this process (by PID, never by name)."""
     import signal
     import time
-
-    def descendants(root: int) -> list[int]:
-        parents: dict[int, list[int]] = {}
-        for entry in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = entry.read_text().rsplit(")", 1)[1].split()
-                parents.setdefault(int(fields[1]), []).append(int(entry.parent.name))
-            except (OSError, IndexError, ValueError):
-                continue
-        out, todo = [], [root]
-        while todo:
-            for child in parents.get(todo.pop(), []):
-                out.append(child)
-                todo.append(child)
-        return out
 
     pids = descendants(os.getpid())
     for sig in (signal.SIGTERM, signal.SIGKILL):

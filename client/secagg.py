@@ -218,12 +218,25 @@ def advertise(msg: Message, context: Context) -> RecordDict:
     return RecordDict({SECAGG: ConfigRecord(adv.to_dict())})
 
 
-def share(msg: Message, context: Context) -> RecordDict:
-    """Stage 2: verify the neighbours' signed keys; encrypted shares for each."""
+def _stage(msg: Message, context: Context, run: Any, *, last: bool = False) -> Any:
+    """One stage after the first: restore the round's state, run it, keep or forget it.
+
+    ``run(client, rec)`` is the state machine's step on the stage's payload; the state
+    is saved for the next stage, or forgotten after the ``last`` one (and on abort).
+    """
     cfg, server_round, rec = _round(msg)
     client = _load(context, cfg, server_round)
-    out = _step(context, lambda: client.share_keys(NeighbourKeys.from_dict(rec)))
-    _save(context, client)
+    out = _step(context, lambda: run(client, rec))
+    if last:
+        _forget(context)  # the round's secrets are not needed any more
+    else:
+        _save(context, client)
+    return out
+
+
+def share(msg: Message, context: Context) -> RecordDict:
+    """Stage 2: verify the neighbours' signed keys; encrypted shares for each."""
+    out = _stage(msg, context, lambda c, rec: c.share_keys(NeighbourKeys.from_dict(rec)))
     return RecordDict({SECAGG: ConfigRecord(out.to_dict())})
 
 
@@ -246,26 +259,19 @@ def encode_update(update: dict[str, np.ndarray], keys: list[str], *, weight: int
 
 def mask(msg: Message, context: Context, x: np.ndarray) -> np.ndarray:
     """Stage 3: the masked vector of ``x`` (called from the train handler)."""
-    cfg, server_round, rec = _round(msg)
-    client = _load(context, cfg, server_round)
-    y = _step(context, lambda: client.mask_input(RoutedShares.from_dict(rec), x).y)
-    _save(context, client)
-    return y
+    return _stage(msg, context,
+                  lambda c, rec: c.mask_input(RoutedShares.from_dict(rec), x)).y
 
 
 def consistency(msg: Message, context: Context) -> RecordDict:
     """Stage 4: sign the survivor set (once), if it is large and connected enough."""
-    cfg, server_round, rec = _round(msg)
-    client = _load(context, cfg, server_round)
-    out = _step(context, lambda: client.sign_survivors(ConsistencyRequest.from_dict(rec)))
-    _save(context, client)
+    out = _stage(msg, context,
+                 lambda c, rec: c.sign_survivors(ConsistencyRequest.from_dict(rec)))
     return RecordDict({SECAGG: ConfigRecord(out.to_dict())})
 
 
 def unmask(msg: Message, context: Context) -> RecordDict:
     """Stage 5: after enough signatures of the same set, b or s_sk shares, never both."""
-    cfg, server_round, rec = _round(msg)
-    client = _load(context, cfg, server_round)
-    out = _step(context, lambda: client.reveal_shares(UnmaskRequest.from_dict(rec)))
-    _forget(context)  # the round's secrets are not needed any more
+    out = _stage(msg, context,
+                 lambda c, rec: c.reveal_shares(UnmaskRequest.from_dict(rec)), last=True)
     return RecordDict({SECAGG: ConfigRecord(out.to_dict())})

@@ -7,8 +7,6 @@ Everything a client needs arrives in the server's message (see
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -36,7 +34,7 @@ from client.secagg import (
     share,
     unmask,
 )
-from fedpriv.config import DpMode, RunConfig, StrategyName
+from fedpriv.config import DpMode, StrategyName
 from fedpriv.messages import (
     ARRAYS,
     CLIENT_EPSILON,
@@ -79,20 +77,6 @@ from strategies.updates import numpy_record
 __all__ = ["app"]
 
 app = ClientApp()
-
-
-def _shuffle_generator(cfg: RunConfig, server_round: int, node_config: dict
-                       ) -> torch.Generator:
-    """Minibatch order for training without DP-SGD (DP-SGD's sampling: client.privacy).
-
-    Seeded from the run's seed without DP (nothing to protect, and runs reproduce) or
-    with ``reproducible``; from OS entropy otherwise.
-    """
-    if cfg.dp_mode is not DpMode.NONE and not cfg.reproducible:
-        return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
-    part = int(node_config.get(NODE_PARTITION_ID, 0))
-    state = np.random.SeedSequence([cfg.seed, server_round, part]).generate_state(1)
-    return torch.Generator().manual_seed(int(state[0]))
 
 
 def _signed_head(ledger: PrivacyLedger, identity: tuple[int, HeadSigner] | None,
@@ -165,7 +149,7 @@ def train(msg: Message, context: Context) -> Message:
             noise=privacy_generator(cfg, device, server_round, part, 2))
     else:
         loader = to_loader(data, cfg.batch_size, shuffle=True,
-                           generator=_shuffle_generator(cfg, server_round, node_config))
+                           generator=privacy_generator(cfg, "cpu", server_round, part))
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
         loss = train_epochs(model, loader, optimizer, epochs=cfg.local_epochs, device=device,

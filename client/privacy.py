@@ -28,6 +28,7 @@ from fedpriv.privacy import (
     PrivacyLedger,
     clip_by_l2,
     epsilon,
+    projected_epsilon,
 )
 from fedpriv.tasks import ArrayDataset, to_loader
 from fedpriv.tasks.training import proximal_term
@@ -83,14 +84,15 @@ def client_budget(cfg: RunConfig) -> float:
 
 def privacy_generator(cfg: RunConfig, device: torch.device | str, *stream: int
                       ) -> torch.Generator:
-    """A generator for randomness that privacy depends on (minibatch sampling, noise).
+    """A generator for a client's training randomness (sampling, shuffling, noise).
 
-    Seeded from ``os.urandom`` (never from the run's seed, the round or anything the
-    server sends), so that the sampling and noise are secret from whoever sees the
-    update, which amplification by sampling and the Gaussian mechanism assume. Only
-    ``reproducible = true`` (research) derives it from the run's seed and ``stream``.
+    Under any DP mode it is seeded from ``os.urandom`` (never from the run's seed, the
+    round or anything the server sends), so that the sampling and noise are secret from
+    whoever sees the update, which amplification by sampling and the Gaussian mechanism
+    assume. Without DP (no claim to protect) or with ``reproducible = true`` (research)
+    it is derived from the run's seed and ``stream``, so runs reproduce.
     """
-    if cfg.reproducible:
+    if cfg.reproducible or cfg.dp_mode is DpMode.NONE:
         seed = int(np.random.SeedSequence([cfg.seed, *stream]).generate_state(1)[0])
     else:
         seed = int.from_bytes(os.urandom(8), "little")
@@ -132,7 +134,7 @@ def budget_refusal(ledger: PrivacyLedger, event: DpEvent, cfg: RunConfig | None 
         label = "client-max-epsilon"
     if math.isinf(budget):
         return ""
-    projected = epsilon([*spent, event], ledger.delta)
+    projected = projected_epsilon(spent, event, ledger.delta)
     if projected > budget:
         return (f"this round would raise its epsilon from "
                 f"{epsilon(spent, ledger.delta):.3f} to {projected:.3f} > {label} "

@@ -18,7 +18,7 @@ from fedpriv.privacy.adaptive import (
     geometric_clip_update,
     noised_unclipped_fraction,
 )
-from fedpriv.privacy.budget import Budget, projected_epsilon, would_exceed
+from fedpriv.privacy.budget import projected_epsilon
 from fedpriv.privacy.canary import (
     canary_direction,
     cosines,
@@ -54,7 +54,6 @@ __all__ = [
     "PLD_DISCRETIZATION",
     "Accountant",
     "AdaptiveClip",
-    "Budget",
     "ChainReport",
     "DpEvent",
     "DpSgdEvent",
@@ -84,5 +83,4 @@ __all__ = [
     "noised_unclipped_fraction",
     "projected_epsilon",
     "sampled_gaussian",
-    "would_exceed",
 ]

@@ -20,7 +20,7 @@ import math
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.table import Table
 
@@ -157,8 +157,17 @@ def _budget(value: float) -> float | None:
     return None if math.isinf(value) else value
 
 
+class LedgerFacts(NamedTuple):
+    """What the signature check needs of a ledger whose chain verified (read once)."""
+
+    run_id: str
+    signer: bytes | None
+    seq: int
+    digest: str
+
+
 def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
-                  problems: list[str]) -> list[ScopeAudit]:
+                  problems: list[str], facts: dict[Path, LedgerFacts]) -> list[ScopeAudit]:
     try:
         ledger = PrivacyLedger.open(path)
     except LedgerError as err:
@@ -176,6 +185,7 @@ def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
             return [ScopeAudit(ledger=str(path), scope=scope, chain_ok=False,
                                broken_seq=report.broken_seq, reason=report.reason)]
         delta, budget = ledger.delta, ledger.max_epsilon
+        facts[path] = LedgerFacts(ledger.run_id, ledger.signer, *ledger.head())
         out = []
         for scope in ledger.scopes() or [ledger.scope]:
             events = ledger.events(scope)
@@ -214,12 +224,25 @@ Head = tuple[int, str]
 
 
 def _read_summary(path: Path, problems: list[str]
-                  ) -> tuple[dict[str, Any] | None, Head | None, dict[str, Head]]:
-    """The reported epsilon, the federation's head and each client's, from summary.json."""
+                  ) -> tuple[dict[str, Any], dict[str, Any] | None, Head | None,
+                             dict[str, Head]]:
+    """Read summary.json once: the object, the epsilon, and the ledger heads.
+
+    Returns the whole object ({} if absent or unreadable), the reported epsilon, the
+    federation's head and each client's head.
+    """
     if not path.is_file():
-        return None, None, {}
+        return {}, None, None, {}
     try:
         summary = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        problems.append(f"{path} is unreadable or malformed ({err}); no head is checked")
+        return {}, None, None, {}
+    if not isinstance(summary, dict):
+        problems.append(f"{path} is unreadable or malformed (not an object); no head is "
+                        "checked")
+        return {}, None, None, {}
+    try:
         reported = summary.get("epsilon")
         if reported is not None and not isinstance(reported, dict):
             raise ValueError(f"'epsilon' must be an object, got {reported!r}")
@@ -232,8 +255,8 @@ def _read_summary(path: Path, problems: list[str]
             client_heads[str(client)] = (int(seq), digest)
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         problems.append(f"{path} is unreadable or malformed ({err}); no head is checked")
-        return None, None, {}
-    return reported, head, client_heads
+        return summary, None, None, {}
+    return summary, reported, head, client_heads
 
 
 def _check_reported(reported: dict[str, Any], federation: Path,
@@ -253,7 +276,8 @@ def _check_reported(reported: dict[str, Any], federation: Path,
                         f"{AGREEMENT:.0%} apart)")
 
 
-def _check_signatures(root: Path, summary: dict[str, Any], problems: list[str],
+def _check_signatures(root: Path, summary: dict[str, Any],
+                      facts: dict[Path, LedgerFacts], problems: list[str],
                       warnings: list[str], server_key: str | None,
                       roster_path: Path | None) -> None:
     """Signed heads (fedpriv.privacy.attest): a re-hashed forgery has no valid signature.
@@ -266,20 +290,9 @@ def _check_signatures(root: Path, summary: dict[str, Any], problems: list[str],
     """
     from fedpriv.privacy.attest import fingerprint, verify_head
 
-    def head_of(path: Path) -> tuple[PrivacyLedger, int, str] | None:
-        try:
-            ledger = PrivacyLedger.open(path)
-        except LedgerError:
-            return None
-        seq, digest = ledger.head()
-        return ledger, seq, digest
-
     federation = root / "ledger.sqlite"
-    opened = head_of(federation) if federation.is_file() else None
-    if opened is not None:
-        ledger, seq, digest = opened
-        with ledger:
-            signer, run_id = ledger.signer, ledger.run_id
+    if federation in facts:
+        run_id, signer, seq, digest = facts[federation]
         if signer is None:
             warnings.append(f"{federation}: unsigned (made before signed heads); a fully "
                             "re-hashed forgery of it would not be detected")
@@ -316,12 +329,9 @@ def _check_signatures(root: Path, summary: dict[str, Any], problems: list[str],
     signatures = summary.get("client_ledger_signatures") or {}
     for path in sorted((root / "clients").glob("*/ledger.sqlite")):
         client = path.parent.name
-        opened = head_of(path)
-        if opened is None:
+        if path not in facts:
             continue  # already reported by the chain check
-        ledger, seq, digest = opened
-        with ledger:
-            signer, run_id = ledger.signer, ledger.run_id
+        run_id, signer, seq, digest = facts[path]
         if signer is None:
             continue
         entry = signatures.get(client) or {}
@@ -365,16 +375,16 @@ def audit_run(run_dir: str | Path, *, server_key: str | None = None,
     if not root.is_dir():
         return AuditReport(run_dir=str(root), scopes=[], reported=None,
                            problems=[f"{root} is not a run directory"])
-    reported, head, client_heads = _read_summary(root / "summary.json", problems)
+    summary, reported, head, client_heads = _read_summary(root / "summary.json", problems)
+    facts: dict[Path, LedgerFacts] = {}
     federation = root / "ledger.sqlite"
     scopes: list[ScopeAudit] = []
     if federation.is_file():
-        scopes += _audit_ledger(federation, head, problems)
+        scopes += _audit_ledger(federation, head, problems, facts)
     elif head is not None:
         problems.append(f"{federation} is missing, but summary.json records its head")
     for path in sorted((root / "clients").glob("*/ledger.sqlite")):
-        scopes += _audit_ledger(path, client_heads.get(path.parent.name), problems)
-    summary = _summary_dict(root / "summary.json")
+        scopes += _audit_ledger(path, client_heads.get(path.parent.name), problems, facts)
     for client in summary.get("client_ledgers_in_run_dir") or []:
         path = root / "clients" / str(client) / "ledger.sqlite"
         if not path.is_file():
@@ -393,7 +403,7 @@ def audit_run(run_dir: str | Path, *, server_key: str | None = None,
         _check_reported(reported, federation, scopes, problems)
     warnings: list[str] = []
     if all(s.chain_ok for s in scopes):
-        _check_signatures(root, summary, problems, warnings, server_key,
+        _check_signatures(root, summary, facts, problems, warnings, server_key,
                           Path(roster) if roster else None)
     if summary.get("reproducible"):
         warnings.append("reproducible = true: client sampling, minibatch sampling and noise "
@@ -410,14 +420,6 @@ def audit_run(run_dir: str | Path, *, server_key: str | None = None,
                                  problems=problems)
     return AuditReport(run_dir=str(root), scopes=scopes, problems=problems,
                        reported=reported, warnings=warnings, empirical=empirical)
-
-
-def _summary_dict(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _fmt(x: float | None, spec: str = ".4f") -> str:

@@ -91,7 +91,8 @@ def with_user_noise(cfg: RunConfig) -> RunConfig:
 
     z is found once for ``rounds`` Poisson-sampled rounds at ``q`` with the PLD
     accountant the run reports with, so a run that completes spends just under
-    ``target-epsilon``.
+    ``target-epsilon``; the search is cached, so the CLI's announcement and the server
+    (one process in simulation) do it once.
 
     Raises
     ------
@@ -101,10 +102,9 @@ def with_user_noise(cfg: RunConfig) -> RunConfig:
     """
     if cfg.dp_mode is not DpMode.USER or cfg.target_epsilon <= 0:
         return cfg
-    q = client_sampling_rate(cfg)
     try:
-        z = calibrate_noise_multiplier(cfg.target_epsilon, cfg.delta, sampling_rate=q,
-                                       steps=cfg.rounds)
+        z = _calibrated(cfg.target_epsilon, cfg.delta, client_sampling_rate(cfg),
+                        cfg.rounds)
     except ValueError as err:
         raise ConfigError("target-epsilon", str(err)) from None
     return dataclasses.replace(cfg, noise_multiplier=z)

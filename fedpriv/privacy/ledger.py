@@ -211,11 +211,6 @@ class PrivacyLedger:
         ledger, which spans runs) records the run the event belongs to; a single-run
         ledger refuses any run but its own.
         """
-        if run_id is not None:
-            _check_name("run_id", run_id)
-            if run_id != self.genesis().run_id and not self.multi_run:
-                raise ValueError(f"this ledger belongs to run {self.genesis().run_id!r}, "
-                                 f"got run_id {run_id!r}")
         if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 1:
             raise ValueError(f"round must be an integer >= 1, got {round_!r}")
         if not isinstance(event, DpSgdEvent | GaussianSumEvent):
@@ -223,9 +218,15 @@ class PrivacyLedger:
                 f"event must be a DpSgdEvent or GaussianSumEvent, got {event!r}")
         if scope is not None:
             _check_name("scope", scope)
+        genesis = self.genesis()
+        if run_id is not None:
+            _check_name("run_id", run_id)
+            multi = bool(json.loads(genesis.params).get("multi_run", False))
+            if run_id != genesis.run_id and not multi:
+                raise ValueError(f"this ledger belongs to run {genesis.run_id!r}, got "
+                                 f"run_id {run_id!r}")
         params = event.to_dict()
         mechanism = params.pop("mechanism")
-        genesis = self.genesis()
         return self._append(run_id=run_id or genesis.run_id, round_=round_,
                             scope=scope or genesis.scope, mechanism=mechanism,
                             params=params)

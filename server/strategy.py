@@ -226,7 +226,7 @@ class FedPrivStrategy(Strategy):
         """Delegate to the inner strategy; remember the round's train metrics."""
         self.last_refused = []
         replies = [m for m in replies if not self._refused(m)]
-        replies = self._finite_only(replies)
+        replies = self._well_formed(replies)
         self.last_replies = sum(not m.has_error() for m in replies)
         dp = self.layer(DpFedAvg)
         if self._noise_only and dp is not None:
@@ -243,7 +243,7 @@ class FedPrivStrategy(Strategy):
             self._account(server_round, replies)
         return arrays, metrics
 
-    def _finite_only(self, replies: list[Message]) -> list[Message]:
+    def _well_formed(self, replies: list[Message]) -> list[Message]:
         """Drop malformed replies and those with NaN or inf; remember who and why.
 
         A reply that carries a model or an update must carry exactly the global model's

@@ -7,6 +7,8 @@ Everything a client needs arrives in the server's message (see
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -24,6 +26,7 @@ from client.privacy import (
     privacy_generator,
     user_update,
 )
+from client.replay import Payload, ReplayCache, model_digest
 from client.secagg import (
     advertise,
     consistency,
@@ -34,7 +37,7 @@ from client.secagg import (
     share,
     unmask,
 )
-from fedpriv.config import DpMode, StrategyName
+from fedpriv.config import DpMode, RunConfig, StrategyName
 from fedpriv.messages import (
     ARRAYS,
     CLIENT_EPSILON,
@@ -62,7 +65,7 @@ from fedpriv.messages import (
     UPDATE_WEIGHT,
     config_from_record,
 )
-from fedpriv.privacy import DpSgdEvent, PrivacyLedger, epsilon
+from fedpriv.privacy import DpEvent, DpSgdEvent, PrivacyLedger, epsilon
 from fedpriv.privacy.attest import HeadSigner
 from fedpriv.tasks import (
     build_task_model,
@@ -104,7 +107,8 @@ def train(msg: Message, context: Context) -> Message:
     With ``dp-mode = record`` training is DP-SGD; with ``dp-mode = user`` the reply is
     the clipped update. With any DP mode the client first checks its own budget in its
     own ledger, refuses the round if it would be exceeded, and records the round's DP
-    event before replying.
+    event before replying. A round this run already charged (a resumed run asking again)
+    is answered with the payload already released, uncharged (see :mod:`client.replay`).
 
     What leaves the device: without DP, the model, the example count and the training
     loss. Under any DP mode, no training loss (an unnoised function of the data). Under
@@ -118,29 +122,73 @@ def train(msg: Message, context: Context) -> Message:
     round_clip = float(msg.content[CONFIG].get(ROUND_CLIP_NORM, cfg.clip_norm))
     if is_canary(cfg, node_config):
         return _reply(msg, canary_reply(cfg, node_config, msg, round_clip))
-    data = local_data(cfg, node_config)
-    device = resolve_device(cfg.device)
-    model = build_task_model(cfg, load_task_data(cfg))
     global_state = msg.content[ARRAYS].to_torch_state_dict()
-    model.load_state_dict(global_state)
-    model.to(device)
     client_id = client_identity(node_config, context.node_id)
-    part = int(node_config.get(NODE_PARTITION_ID, 0))
+    run_id = cfg.run_id or str(context.run_id)
 
-    ledger = event = None
+    ledger = event = cache = identity = None
+    payload: Payload | None = None
     privacy: dict[str, bool | float | str] = {CLIENT_ID: client_id}
+    digest = model_digest({k: v.numpy() for k, v in global_state.items()})
     if cfg.dp_mode is not DpMode.NONE:
         identity = head_identity(cfg, node_config)
-        ledger = client_ledger(cfg, node_config, client_id, context.run_id,
+        ledger = client_ledger(cfg, node_config, client_id, run_id,
                                signer=identity[1].public if identity else None)
-        event = planned_event(cfg, len(data), round_clip)
-        reason = budget_refusal(ledger, event, cfg)  # before any data is touched
+        cache = ReplayCache(ledger.path, ledger.scope)
+        if _charged(ledger, run_id, server_round):
+            payload = cache.load(run_id=run_id, server_round=server_round, model=digest)
+            reason = "" if payload is not None else (
+                f"round {server_round} of run {run_id} is already charged to its ledger and "
+                "the update it released is not kept for this model; it will not be charged "
+                "twice")
+        else:
+            event = planned_event(cfg, len(local_data(cfg, node_config)), round_clip)
+            reason = budget_refusal(ledger, event, cfg)  # before any data is touched
         if reason:
             privacy.update({REFUSED: True, REFUSED_REASON: reason,
                             **_signed_head(ledger, identity, node_config)})
             ledger.close()
             return _reply(msg, {METRICS: MetricRecord({}), PRIVACY: ConfigRecord(privacy)})
 
+    if payload is None:
+        try:
+            payload = _train_payload(cfg, msg, node_config, global_state, event, round_clip,
+                                     server_round)
+        except BaseException:
+            if ledger is not None:
+                ledger.close()
+            raise
+        if ledger is not None and event is not None and cache is not None:
+            # kept, then recorded under this run's id, before anything leaves the device
+            cache.save(run_id=run_id, server_round=server_round, model=digest,
+                       payload=payload)
+            ledger.append(server_round, event, run_id=run_id)
+    content, metrics = _content(cfg, msg, context, payload, server_round)
+    if ledger is not None:
+        spent = epsilon([ev for _, ev in ledger.events()], ledger.delta)
+        privacy.update({REFUSED: False, CLIENT_EPSILON: spent,
+                        DP_EVENT: str(payload.info["event"]),
+                        **_signed_head(ledger, identity, node_config)})
+        ledger.close()
+    return _reply(msg, {**content, METRICS: MetricRecord(metrics),
+                        PRIVACY: ConfigRecord(privacy)})
+
+
+def _charged(ledger: PrivacyLedger, run_id: str, server_round: int) -> bool:
+    """Whether this run's ``server_round`` is already in the ledger."""
+    return any(e.is_event and e.run_id == run_id and e.round == server_round
+               for e in ledger.entries())
+
+
+def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state: dict,
+                   event: DpEvent | None, round_clip: float, server_round: int) -> Payload:
+    """Train on local data; what this round releases, before any masking."""
+    data = local_data(cfg, node_config)
+    device = resolve_device(cfg.device)
+    model = build_task_model(cfg, load_task_data(cfg))
+    model.load_state_dict(global_state)
+    model.to(device)
+    part = int(node_config.get(NODE_PARTITION_ID, 0))
     mu = cfg.proximal_mu if cfg.strategy is StrategyName.FEDPROX else 0.0
     if isinstance(event, DpSgdEvent):
         loss = dp_sgd_train(
@@ -159,16 +207,10 @@ def train(msg: Message, context: Context) -> Message:
     bad = [k for k, v in local_state.items() if v.is_floating_point()
            and not bool(torch.isfinite(v).all())]
     if bad:  # nothing is sent, so nothing is spent or recorded
-        if ledger is not None:
-            ledger.close()
         raise ValueError(f"training produced non-finite values in {', '.join(bad)}; the "
                          "update is not sent")
-    metrics: dict[str, float] = {}
-    if cfg.dp_mode is DpMode.NONE:
-        metrics.update({NUM_EXAMPLES: len(data), TRAIN_LOSS: loss})
-    elif cfg.dp_mode is DpMode.RECORD:
-        metrics[NUM_EXAMPLES] = len(data)  # FedAvg's weight; q and steps reveal it anyway
-    content: dict[str, ArrayRecord]
+    info: dict[str, Any] = {"event": event_json(event) if event is not None else "",
+                            "loss": float(loss), "examples": len(data)}
     if cfg.dp_mode is DpMode.USER or SECAGG in msg.content.config_records:
         if cfg.dp_mode is DpMode.USER:  # clipped, unweighted (McMahan et al. 2018)
             update, unclipped = user_update(local_state, global_state, round_clip)
@@ -177,31 +219,38 @@ def train(msg: Message, context: Context) -> Message:
             update = {k: local_state[k].numpy().astype(np.float32)
                       - global_state[k].numpy().astype(np.float32) for k in global_state}
             unclipped, weight = False, len(data)
-        if SECAGG in msg.content.config_records:
-            maybe_vanish(cfg, server_round, node_config, stage=3)
-            x = encode_update(
-                update, list(global_state.keys()), weight=weight, unclipped=int(unclipped),
-                # Under DP the loss is an unnoised function of the data: its slot is 0.
-                loss=float(loss) if cfg.dp_mode is DpMode.NONE else 0.0,
-                cfg=cfg, rng=np.random.default_rng(),
-            )
-            content = {MASKED: numpy_record({"y": mask(msg, context, x)})}
-            metrics = {}  # nothing per-client beside the masked vector: count, loss inside
-        else:
-            content = {UPDATE: numpy_record(update)}
-            metrics = {UPDATE_WEIGHT: float(weight), UNCLIPPED: float(unclipped)}
-    else:
-        content = {ARRAYS: ArrayRecord(local_state)}
+        info.update(weight=int(weight), unclipped=int(unclipped))
+        return Payload(kind="update", arrays={k: np.asarray(v) for k, v in update.items()},
+                       info=info)
+    return Payload(kind="arrays", arrays={k: v.numpy() for k, v in local_state.items()},
+                   info=info)
 
-    if ledger is not None and event is not None:
-        # recorded, under this run's id, before anything leaves the device
-        ledger.append(server_round, event, run_id=str(context.run_id))
-        spent = epsilon([ev for _, ev in ledger.events()], ledger.delta)
-        privacy.update({REFUSED: False, CLIENT_EPSILON: spent, DP_EVENT: event_json(event),
-                        **_signed_head(ledger, identity, node_config)})
-        ledger.close()
-    return _reply(msg, {**content, METRICS: MetricRecord(metrics),
-                        PRIVACY: ConfigRecord(privacy)})
+
+def _content(cfg: RunConfig, msg: Message, context: Context, payload: Payload,
+             server_round: int) -> tuple[dict[str, ArrayRecord], dict[str, float]]:
+    """The reply's arrays and metrics for ``payload`` (masked under secure aggregation)."""
+    info = payload.info
+    metrics: dict[str, float] = {}
+    if cfg.dp_mode is DpMode.NONE:
+        metrics.update({NUM_EXAMPLES: int(info["examples"]), TRAIN_LOSS: float(info["loss"])})
+    elif cfg.dp_mode is DpMode.RECORD:
+        metrics[NUM_EXAMPLES] = int(info["examples"])  # FedAvg's weight; q and steps reveal it
+    keys = list(msg.content[ARRAYS].keys())  # the global model's order (safetensors sorts)
+    if payload.kind == "arrays":
+        state = {k: torch.from_numpy(np.array(payload.arrays[k])) for k in keys}
+        return {ARRAYS: ArrayRecord(state)}, metrics
+    if SECAGG in msg.content.config_records:
+        maybe_vanish(cfg, server_round, dict(context.node_config), stage=3)
+        x = encode_update(
+            payload.arrays, keys, weight=int(info["weight"]), unclipped=int(info["unclipped"]),
+            # Under DP the loss is an unnoised function of the data: its slot is 0.
+            loss=float(info["loss"]) if cfg.dp_mode is DpMode.NONE else 0.0,
+            cfg=cfg, rng=np.random.default_rng(),
+        )
+        # nothing per-client beside the masked vector: count and loss ride inside it
+        return {MASKED: numpy_record({"y": mask(msg, context, x)})}, {}
+    metrics = {UPDATE_WEIGHT: float(info["weight"]), UNCLIPPED: float(info["unclipped"])}
+    return {UPDATE: numpy_record({k: payload.arrays[k] for k in keys})}, metrics
 
 
 @app.train("secagg_advertise")

@@ -51,7 +51,7 @@ LEDGER_PATH_KEY = "ledger-path"
 
 
 def client_ledger(cfg: RunConfig, node_config: Mapping[str, Any], client_id: str,
-                  run_id: int, signer: bytes | None = None) -> PrivacyLedger:
+                  run_id: str, signer: bytes | None = None) -> PrivacyLedger:
     """Open (or create) this client's own ledger (``signer``: its identity public key)."""
     path = str(node_config.get(LEDGER_PATH_KEY, "") or "")
     if not path:

@@ -27,6 +27,7 @@ from rich.table import Table
 from fedpriv.privacy import (
     Accountant,
     GaussianSumEvent,
+    KeyRotation,
     LedgerError,
     PrivacyLedger,
     epsilon,
@@ -164,6 +165,8 @@ class LedgerFacts(NamedTuple):
     signer: bytes | None
     seq: int
     digest: str
+    genesis_signer: bytes | None = None
+    rotations: tuple[KeyRotation, ...] = ()
 
 
 def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
@@ -185,7 +188,14 @@ def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
             return [ScopeAudit(ledger=str(path), scope=scope, chain_ok=False,
                                broken_seq=report.broken_seq, reason=report.reason)]
         delta, budget = ledger.delta, ledger.max_epsilon
-        facts[path] = LedgerFacts(ledger.run_id, ledger.signer, *ledger.head())
+        rotations = tuple(ledger.rotations())
+        hashes = {e.seq: e.hash for e in ledger.entries()}
+        for rot in rotations:
+            if hashes.get(rot.prior_seq) != rot.prior_hash:
+                problems.append(f"{path}: entry {rot.seq} (resume) endorses a head that is "
+                                f"not entry {rot.prior_seq} of this chain")
+        facts[path] = LedgerFacts(ledger.run_id, ledger.signer, *ledger.head(),
+                                  genesis_signer=ledger.genesis_signer, rotations=rotations)
         out = []
         for scope in ledger.scopes() or [ledger.scope]:
             events = ledger.events(scope)
@@ -292,7 +302,8 @@ def _check_signatures(root: Path, summary: dict[str, Any],
 
     federation = root / "ledger.sqlite"
     if federation in facts:
-        run_id, signer, seq, digest = facts[federation]
+        fed = facts[federation]
+        run_id, signer, seq, digest = fed.run_id, fed.signer, fed.seq, fed.digest
         if signer is None:
             warnings.append(f"{federation}: unsigned (made before signed heads); a fully "
                             "re-hashed forgery of it would not be detected")
@@ -302,19 +313,21 @@ def _check_signatures(root: Path, summary: dict[str, Any],
                                head_hash=digest):
                 problems.append(f"{federation}: its head (entry {seq}) carries no valid "
                                 "signature of the run's key: the ledger was rewritten")
+            _check_rotations(federation, fed, problems, warnings)
+            first = fed.genesis_signer or signer
             key_file = root / "run-key.pub"
             try:
                 on_disk = bytes.fromhex(key_file.read_text().strip())
             except (OSError, ValueError):
                 on_disk = b""
-            if on_disk != signer:
+            if on_disk != first:
                 problems.append(f"{key_file} is not the key the federation ledger's "
                                 "genesis names")
-            if server_key and fingerprint(signer) != server_key.strip().lower():
+            if server_key and fingerprint(first) != server_key.strip().lower():
                 problems.append(f"the federation ledger is signed by key "
-                                f"{fingerprint(signer)}, not the pinned {server_key}")
+                                f"{fingerprint(first)}, not the pinned {server_key}")
             elif not server_key:
-                warnings.append(f"server key {fingerprint(signer)} is not pinned: pass "
+                warnings.append(f"server key {fingerprint(first)} is not pinned: pass "
                                 "--server-key with the fingerprint `fedpriv simulate` "
                                 "printed to rule out a wholesale replacement")
     roster = None
@@ -331,7 +344,7 @@ def _check_signatures(root: Path, summary: dict[str, Any],
         client = path.parent.name
         if path not in facts:
             continue  # already reported by the chain check
-        run_id, signer, seq, digest = facts[path]
+        run_id, signer, seq, digest = facts[path][:4]
         if signer is None:
             continue
         entry = signatures.get(client) or {}
@@ -344,6 +357,33 @@ def _check_signatures(root: Path, summary: dict[str, Any],
             if listed != signer:
                 problems.append(f"{path}: the key its genesis names is not {client}'s key "
                                 f"in the roster {candidate}")
+
+
+def _check_rotations(path: Path, fed: LedgerFacts, problems: list[str],
+                     warnings: list[str]) -> None:
+    """Each resume's new key must be endorsed by the key before it (see KeyRotation).
+
+    The previous key signed the head ``(prior_seq, prior_hash)`` it had committed to; a
+    forger without that key cannot splice a chain of its own behind a resume.
+    """
+    from fedpriv.privacy.attest import fingerprint, verify_head
+
+    key = fed.genesis_signer
+    for rot in fed.rotations:
+        if key is None or not verify_head(key, rot.prior_signature, run_id=fed.run_id,
+                                          scope="federation", seq=rot.prior_seq,
+                                          head_hash=rot.prior_hash):
+            problems.append(f"{path}: entry {rot.seq} (resume after round {rot.round}) is "
+                            "not endorsed by the previous head-signing key: the chain "
+                            "after it is not the run's")
+        gap = rot.seq - rot.prior_seq - 1
+        warnings.append(
+            f"resumed after round {rot.round}: head-signing key {fingerprint(rot.signer)} "
+            f"took over at entry {rot.seq}, endorsed by key "
+            f"{fingerprint(key) if key else '?'} at entry {rot.prior_seq}"
+            + (f"; entries {rot.prior_seq + 1}-{rot.seq - 1} were charged after that "
+               "signature, before the stop (kept)" if gap > 0 else ""))
+        key = rot.signer
 
 
 def audit_run(run_dir: str | Path, *, server_key: str | None = None,

@@ -242,6 +242,10 @@ class RunConfig:
         hi_open=True))
     run_dir: str = dataclasses.field(default="", metadata=_meta(
         "run directory for `flwr run` (empty: runs/<timestamp>-flwr)"))
+    resume: bool = dataclasses.field(default=False, metadata=_meta(
+        "`flwr run`: continue the run in run-dir from its last checkpoint"))
+    run_id: str = dataclasses.field(default="", metadata=_meta(
+        "the run's id in every ledger (set by the server: the run directory's name)"))
 
     # ------------------------------------------------------------------ schema
     @classmethod

@@ -19,17 +19,33 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Validate the run config, create the run directory and run the federation."""
+    """Validate the run config, create the run directory and run the federation.
+
+    With ``resume = true`` and ``run-dir`` naming an existing run, the run continues
+    from its last checkpoint under the configuration it recorded (a restarted
+    SuperLink, a killed ServerApp).
+    """
     cfg = RunConfig.from_mapping(dict(context.run_config)).resolved()
+    if cfg.resume:
+        if not cfg.run_dir:
+            raise ValueError("resume = true needs run-dir, the run directory to continue")
+        run_dir = RunDirectory(cfg.run_dir).reopen()
+        scenario, flat = run_dir.read_config()
+        cfg = RunConfig.from_mapping(flat).resolved()
+        run_federation(grid, cfg, run_dir, scenario=scenario, reporter=LogReporter(),
+                       resume=True)
+        return
     path = cfg.run_dir or default_run_dir(f"flwr-{context.run_id}")
     run_dir = RunDirectory(path).create()
-    cfg = dataclasses.replace(cfg, run_dir=str(run_dir.path.resolve()))  # client ledgers
+    cfg = dataclasses.replace(cfg, run_dir=str(run_dir.path.resolve()),  # client ledgers
+                              run_id=run_dir.path.name)
     run_dir.write_config(cfg.to_flat(), scenario="flwr-run")
     run_federation(grid, cfg, run_dir, scenario="flwr-run", reporter=LogReporter())
 
 
 def make_server_app(
-    cfg: RunConfig, run_dir: RunDirectory, *, scenario: str, reporter: Reporter
+    cfg: RunConfig, run_dir: RunDirectory, *, scenario: str, reporter: Reporter,
+    resume: bool = False,
 ) -> ServerApp:
     """A ServerApp bound to an already validated config and created run directory.
 
@@ -40,6 +56,7 @@ def make_server_app(
 
     @bound.main()
     def _main(grid: Grid, context: Context) -> None:
-        run_federation(grid, cfg, run_dir, scenario=scenario, reporter=reporter)
+        run_federation(grid, cfg, run_dir, scenario=scenario, reporter=reporter,
+                       resume=resume)
 
     return bound

@@ -24,9 +24,24 @@ from fedpriv.certs import ensure_identities
 from fedpriv.config import ClipMode, DpMode, RunConfig, default_count_stddev
 from fedpriv.dp_plan import client_sampling_rate, with_user_noise
 from fedpriv.messages import TRAIN_LOSS
-from fedpriv.privacy import AdaptiveClip, GaussianSource, SecureGaussian, SeededGaussian
+from fedpriv.privacy import (
+    AdaptiveClip,
+    GaussianSource,
+    LedgerError,
+    PrivacyLedger,
+    SecureGaussian,
+    SeededGaussian,
+)
 from fedpriv.tasks import build_task_model, evaluate, load_task_data
 from server.canary import write_canary_key
+from server.checkpoint import (
+    Checkpointer,
+    ResumeError,
+    ResumePoint,
+    metric,
+    restore_state,
+    resume_point,
+)
 from server.planning import privacy_plan
 from server.privacy import BudgetExhausted, FederationPrivacy
 from server.reporting import Reporter
@@ -53,8 +68,13 @@ def run_federation(
     *,
     scenario: str,
     reporter: Reporter,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run ``cfg.rounds`` rounds on ``grid`` and record everything in ``run_dir``.
+
+    ``resume``: continue the run ``run_dir`` holds from its last checkpoint (see
+    :mod:`server.checkpoint`): the model, the strategy's state, the ledger (with a new
+    head-signing key, endorsed by the old one) and the metrics so far.
 
     Returns
     -------
@@ -66,7 +86,9 @@ def run_federation(
     data = load_task_data(cfg)
     model = build_task_model(cfg, data)
     device = torch.device("cpu")  # server-side evaluation is small; keep the GPU for clients
-    privacy = (FederationPrivacy(cfg, run_dir.path, run_id=run_dir.path.name)
+    point = _resume_point(cfg, run_dir) if resume else None
+    privacy = (FederationPrivacy(cfg, run_dir.path, run_id=run_dir.path.name,
+                                 resume_from=point.signed if point is not None else None)
                if cfg.dp_mode is not DpMode.NONE else None)
     if cfg.canaries > 0:
         write_canary_key(run_dir.path)
@@ -80,17 +102,36 @@ def run_federation(
         node_wait_timeout=cfg.round_timeout,
         privacy=privacy,
         stop=run_dir.stop,
+        first_round=point.round + 1 if point is not None else 1,
     )
     state: dict[str, Any] = {"secagg_rounds": [], "rounds": 0, "initial_accuracy": float("nan"),
-                             "final_accuracy": float("nan"), "final_loss": float("nan")}
+                             "final_accuracy": float("nan"), "final_loss": float("nan"),
+                             "resumed": []}
+    checkpoints = Checkpointer(run_dir, strategy, privacy, extra={})
+    strategy.checkpoints = checkpoints
+    initial = ArrayRecord(model.state_dict())
+    if point is not None:
+        initial = _restore(point, strategy, model, state)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays.to_torch_state_dict())
         loss, acc = evaluate(model, data.test, device=device)
+        if server_round == 0 and point is not None:  # resumed: round 0 is point.round
+            if point.needs_metrics:
+                record = {"round": point.round, "test_loss": loss, "test_accuracy": acc,
+                          "recovered": True, "elapsed_seconds": time.monotonic() - t0}
+                run_dir.save_model({k: v.numpy() for k, v in arrays.items()},
+                                   server_round=point.round)
+                run_dir.append_metrics(record)
+                state.update(final_accuracy=acc, final_loss=loss)
+            return MetricRecord({"test-loss": loss, "test-accuracy": acc})
         if server_round == 0:
             state["initial_accuracy"] = acc
+            checkpoints.extra["initial_accuracy"] = acc
             run_dir.save_initial_model({k: v.numpy() for k, v in arrays.items()})
+            checkpoints.after_charge(0)  # the genesis head, signed, before round 1
             return MetricRecord({"test-loss": loss, "test-accuracy": acc})
+        server_round += strategy.offset
         train = strategy.last_train_metrics
         record = {
             "round": server_round,
@@ -117,6 +158,10 @@ def run_federation(
         return MetricRecord({"test-loss": loss, "test-accuracy": acc})
 
     reporter.on_start(scenario=scenario, rounds=cfg.rounds, run_dir=str(run_dir.path))
+    if point is not None:
+        for note in [f"resuming after round {point.round} of {cfg.rounds}", *point.notes]:
+            log(INFO, "fedpriv: %s", note)
+        state["resumed"].append({"after_round": point.round, "notes": point.notes})
     plan = privacy_plan(cfg) if privacy is not None else None
     if plan is not None:
         log(INFO, "fedpriv: %s", plan["text"])
@@ -150,8 +195,8 @@ def run_federation(
     try:
         strategy.start(
             grid=grid,
-            initial_arrays=ArrayRecord(model.state_dict()),
-            num_rounds=cfg.rounds,
+            initial_arrays=initial,
+            num_rounds=cfg.rounds - strategy.offset,
             timeout=cfg.round_timeout,
             train_config=config,
             evaluate_config=ConfigRecord(cfg.to_flat()),
@@ -169,6 +214,46 @@ def run_federation(
         if privacy is not None:
             privacy.close()
     return summary
+
+
+def _resume_point(cfg: RunConfig, run_dir: RunDirectory) -> ResumePoint:
+    """Reconcile the run directory for a resume (raises :class:`ResumeError`)."""
+    charged = None
+    if cfg.dp_mode is not DpMode.NONE:
+        path = run_dir.path / FederationPrivacy.LEDGER
+        try:
+            with PrivacyLedger.open(path) as ledger:
+                report = ledger.verify()
+                if not report.ok:
+                    raise ResumeError(f"{path}: entry {report.broken_seq}: {report.reason}; "
+                                      "a damaged ledger is not continued")
+                charged = max((rnd for rnd, _ in ledger.events()), default=0)
+        except LedgerError as err:
+            raise ResumeError(str(err)) from None
+    point = resume_point(run_dir, charged_through=charged)
+    if point.round >= cfg.rounds and not point.needs_metrics:
+        log(INFO, "fedpriv: every planned round was already done; writing the summary")
+    run_dir.archive_summary()
+    return point
+
+
+def _restore(point: ResumePoint, strategy: FedPrivStrategy, model: torch.nn.Module,
+             state: dict[str, Any]) -> ArrayRecord:
+    """Put a resume point's model, strategy state and records back; the model to start."""
+    restore_state(strategy, point.state, point.info)
+    strategy.checkpoints.extra.update(point.extra)
+    if point.model is not None:
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in point.model.items()})
+    state["initial_accuracy"] = metric(point.extra.get("initial_accuracy"))
+    state["rounds"] = point.round
+    for line in point.metrics:
+        state.update(final_accuracy=metric(line.get("test_accuracy")),
+                     final_loss=metric(line.get("test_loss")))
+        if isinstance(line.get("secagg"), dict):
+            state["secagg_rounds"].append(dict(line["secagg"]))
+    if strategy.privacy is not None:  # the new key signs the resumed head at once
+        strategy.checkpoints.after_charge(point.round)
+    return ArrayRecord(model.state_dict())
 
 
 def _sampler(cfg: RunConfig) -> CohortSampler:
@@ -260,5 +345,6 @@ def _summary(cfg: RunConfig, scenario: str, state: dict[str, Any], status: str,
         "initial_accuracy": num(state["initial_accuracy"]),
         "final_accuracy": num(state["final_accuracy"]),
         "final_loss": num(state["final_loss"]),
+        "resumed": state["resumed"],
         "wall_seconds": wall,
     }

@@ -44,17 +44,43 @@ class FederationPrivacy:
 
     KEY = "run-key.pub"
 
-    def __init__(self, cfg: RunConfig, run_path: Path, run_id: str) -> None:
+    def __init__(self, cfg: RunConfig, run_path: Path, run_id: str, *,
+                 resume_from: dict[str, Any] | None = None) -> None:
+        """Create the run's ledger, or (``resume_from``) continue an existing one.
+
+        ``resume_from`` is the last checkpoint's ``{"round", "ledger_head",
+        "signature"}``: the ledger gets a ``resume`` entry naming this process's new key,
+        endorsed by the previous key's signature of that head.
+        """
         self.cfg = cfg
         # The head-signing key lives only in this process: once the run ends nobody,
         # the operator included, can sign a different head for this ledger.
         self.signer = HeadSigner()
-        self.ledger = PrivacyLedger.create(
-            run_path / self.LEDGER, run_id=run_id, scope=FEDERATION, delta=cfg.delta,
-            max_epsilon=cfg.max_epsilon, signer=self.signer.public,
-        )
-        (run_path / self.KEY).write_text(self.signer.public.hex() + "\n")
+        path = run_path / self.LEDGER
+        if resume_from is None:
+            self.ledger = PrivacyLedger.create(
+                path, run_id=run_id, scope=FEDERATION, delta=cfg.delta,
+                max_epsilon=cfg.max_epsilon, signer=self.signer.public,
+            )
+            (run_path / self.KEY).write_text(self.signer.public.hex() + "\n")
+        else:
+            self.ledger = PrivacyLedger.open(path)
+            head = resume_from["ledger_head"]
+            self.ledger.append_resume(int(resume_from["round"]), signer=self.signer.public,
+                                      prior_head=(int(head["seq"]), str(head["hash"])),
+                                      prior_signature=str(resume_from["signature"]))
         self.excluded: dict[int, str] = {}  # node id -> reason (client budget)
+
+    def signed_head(self) -> dict[str, Any]:
+        """The ledger's head and this process's signature of it (kept per checkpoint)."""
+        seq, digest = self.ledger.head()
+        return {"ledger_head": {"seq": seq, "hash": digest},
+                "signature": self.signer.sign(run_id=self.ledger.run_id, scope=FEDERATION,
+                                              seq=seq, head_hash=digest)}
+
+    def last_round(self) -> int:
+        """The last round the ledger charged (0: none)."""
+        return max((rnd for rnd, _ in self.ledger.events()), default=0)
 
     # --------------------------------------------------------------- accounting
     def scope_epsilons(self, extra: dict[str, DpEvent] | None = None) -> dict[str, float]:

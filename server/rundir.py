@@ -7,8 +7,19 @@ Layout::
       metrics.jsonl    one JSON object per completed round
       model.safetensors  the latest global model (replaced atomically each round)
       model-initial.safetensors  the round-0 model
-      checkpoint.json  the round that model.safetensors holds
+      checkpoint.safetensors  the last committed round's model and strategy state
+      checkpoint-next.safetensors  the same for a round not yet committed (see below)
+      checkpoint.json  the committed round, its signed ledger head and server state
       summary.json     written when the run ends, however it ends
+      attempts/        summaries of earlier attempts of a resumed run
+
+A round is checkpointed in two steps around its ledger commit, so that a run resumed
+after any crash charges no round twice (``fedpriv simulate --resume``): the aggregate
+is written to ``checkpoint-next.safetensors`` *before* the round's DP events are
+appended to the ledger; after the append it is renamed to ``checkpoint.safetensors``
+and ``checkpoint.json`` records the round with the ledger head, signed. On resume a
+pending checkpoint whose round the ledger already charged is promoted (the round's
+result is kept); one the ledger never charged is discarded and the round runs again.
 """
 
 from __future__ import annotations
@@ -62,7 +73,10 @@ class RunDirectory:
     MODEL = "model.safetensors"
     INITIAL_MODEL = "model-initial.safetensors"
     CHECKPOINT = "checkpoint.json"
+    STATE = "checkpoint.safetensors"
+    PENDING = "checkpoint-next.safetensors"
     SUMMARY = "summary.json"
+    ATTEMPTS = "attempts"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -80,6 +94,93 @@ class RunDirectory:
         self.path.mkdir(parents=True, exist_ok=True)
         return self
 
+    def reopen(self) -> RunDirectory:
+        """An existing run directory, to resume: it must hold a run's config."""
+        if not (self.path / self.CONFIG).is_file():
+            raise FileNotFoundError(f"{self.path} holds no run ({self.CONFIG} is missing)")
+        return self
+
+    def read_config(self) -> tuple[str, dict[str, Any]]:
+        """``(scenario, flat config)`` as the run recorded them."""
+        import tomllib
+
+        doc = tomllib.loads((self.path / self.CONFIG).read_text())
+        return str(doc.get("scenario", "resumed")), dict(doc.get("config", {}))
+
+    def archive_summary(self) -> Path | None:
+        """Move an earlier attempt's summary under ``attempts/`` (resuming)."""
+        src = self.path / self.SUMMARY
+        if not src.exists():
+            return None
+        (self.path / self.ATTEMPTS).mkdir(exist_ok=True)
+        n = len(list((self.path / self.ATTEMPTS).glob("summary-*.json"))) + 1
+        dst = self.path / self.ATTEMPTS / f"summary-{n}.json"
+        os.replace(src, dst)
+        return dst
+
+    # -------------------------------------------------------------- checkpoints
+    def save_pending(self, server_round: int, model: Mapping[str, np.ndarray],
+                     state: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> None:
+        """Write a round's aggregate before its ledger commit (``checkpoint-next``)."""
+        tensors = {f"model/{k}": np.ascontiguousarray(v) for k, v in model.items()}
+        tensors.update({f"state/{k}": np.ascontiguousarray(v) for k, v in state.items()})
+        meta = {"round": str(server_round), "info": json.dumps(dict(info), sort_keys=True)}
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".pending.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=meta)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path / self.PENDING)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def commit_checkpoint(self, server_round: int, record: Mapping[str, Any]) -> None:
+        """After the ledger commit: the pending checkpoint becomes the checkpoint."""
+        pending = self.path / self.PENDING
+        if pending.exists():
+            os.replace(pending, self.path / self.STATE)
+        _atomic_write(self.path / self.CHECKPOINT,
+                      json.dumps({**dict(record), "round": server_round}, indent=1,
+                                 sort_keys=True).encode())
+
+    def read_checkpoint(self) -> dict[str, Any] | None:
+        """``checkpoint.json`` (None if absent)."""
+        path = self.path / self.CHECKPOINT
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("round"), int):
+            raise ValueError(f"{path} is not a checkpoint record")
+        return data
+
+    def read_state(self, name: str) -> tuple[int, dict[str, np.ndarray],
+                                             dict[str, np.ndarray], dict[str, Any]] | None:
+        """``(round, model, state arrays, info)`` of ``STATE`` or ``PENDING``, if present."""
+        from safetensors import safe_open
+
+        path = self.path / name
+        if not path.exists():
+            return None
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(path)
+        model = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
+        state = {k[6:]: v for k, v in tensors.items() if k.startswith("state/")}
+        return int(meta["round"]), model, state, json.loads(meta.get("info", "{}"))
+
+    def discard_pending(self) -> None:
+        """Drop a pending checkpoint the ledger never charged."""
+        (self.path / self.PENDING).unlink(missing_ok=True)
+
+    def keep_metrics_through(self, server_round: int) -> list[dict[str, Any]]:
+        """Drop metrics lines of rounds after ``server_round`` (resuming); the rest."""
+        kept = [r for r in self.read_metrics() if int(r.get("round", 0)) <= server_round]
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+        _atomic_write(self.path / self.METRICS, text.encode())
+        return kept
+
     def write_config(self, flat: Mapping[str, Any], *, scenario: str) -> None:
         """Record the resolved configuration the run uses."""
         doc = {"scenario": scenario, "config": dict(flat)}
@@ -93,7 +194,7 @@ class RunDirectory:
             os.fsync(fh.fileno())
 
     def save_model(self, arrays: Mapping[str, np.ndarray], *, server_round: int) -> None:
-        """Replace the saved global model, then record which round it is."""
+        """Replace the saved global model (its metadata names the round)."""
         tensors = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".model.", suffix=".tmp")
         os.close(fd)
@@ -103,9 +204,6 @@ class RunDirectory:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _atomic_write(
-            self.path / self.CHECKPOINT, json.dumps({"round": server_round}).encode()
-        )
 
     def save_initial_model(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Keep the round-0 model (the audit's canary estimate needs theta_T - theta_0)."""
@@ -135,4 +233,10 @@ class RunDirectory:
         path = self.path / self.METRICS
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a line torn by a crash mid-append: not a record
+                continue
+        return out

@@ -106,6 +106,10 @@ class FedPrivStrategy(Strategy):
         The federation's ledger and budget (any DP mode).
     stop : threading.Event or None
         Set by a signal handler: no further round starts.
+    first_round : int
+        The round Flower's round 1 is (a resumed run continues after its checkpoint).
+    checkpoints : Checkpointer or None
+        Writes each round's checkpoint around its ledger commit.
     """
 
     def __init__(
@@ -118,6 +122,8 @@ class FedPrivStrategy(Strategy):
         node_wait_timeout: float = 600.0,
         privacy: FederationPrivacy | None = None,
         stop: threading.Event | None = None,
+        first_round: int = 1,
+        checkpoints: Any = None,
     ) -> None:
         if min_nodes < 1:
             raise ValueError(f"min_nodes must be >= 1, got {min_nodes}")
@@ -128,6 +134,8 @@ class FedPrivStrategy(Strategy):
         self.node_wait_timeout = node_wait_timeout
         self.privacy = privacy
         self.stop = stop
+        self.offset = first_round - 1
+        self.checkpoints = checkpoints
         self._eval_rng = np.random.default_rng()  # evaluation protects nothing
         self.last_train_metrics: MetricRecord | None = None
         self.last_cohort: list[int] = []
@@ -193,6 +201,7 @@ class FedPrivStrategy(Strategy):
         refused (:class:`BudgetExhausted`, a normal stop) when its event would take the
         federation past ``max-epsilon``.
         """
+        server_round += self.offset
         if self.stop is not None and self.stop.is_set():
             raise RunInterrupted(f"interrupted before round {server_round}")
         eligible = self.eligible(grid)
@@ -223,7 +232,12 @@ class FedPrivStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Delegate to the inner strategy; remember the round's train metrics."""
+        """Delegate to the inner strategy; checkpoint and charge the round.
+
+        The round's aggregate is checkpointed before its DP events are appended to the
+        ledger and committed after (see :mod:`server.checkpoint`).
+        """
+        server_round += self.offset
         self.last_refused = []
         replies = [m for m in replies if not self._refused(m)]
         replies = self._well_formed(replies)
@@ -239,8 +253,14 @@ class FedPrivStrategy(Strategy):
             self.last_rejected.append("aggregate")
             arrays = None
         self.last_train_metrics = metrics
+        reports = self._reports(replies)
+        result = arrays if arrays is not None else self.reference
+        if self.checkpoints is not None and result is not None:
+            self.checkpoints.before_charge(server_round, result)
         if self.privacy is not None:
-            self._account(server_round, replies)
+            self._account(server_round, reports)
+        if self.checkpoints is not None and result is not None:
+            self.checkpoints.after_charge(server_round)
         return arrays, metrics
 
     def _well_formed(self, replies: list[Message]) -> list[Message]:
@@ -327,12 +347,16 @@ class FedPrivStrategy(Strategy):
         if rep.get(LEDGER_IN_RUN_DIR):
             self.ledgers_in_run_dir.add(client)
 
-    def _account(self, server_round: int, replies: list[Message]) -> None:
-        assert self.privacy is not None
+    def _reports(self, replies: list[Message]) -> list[dict[str, Any]]:
+        """The replies' privacy reports; their ledger heads are noted first."""
         reports = [dict(m.content[PRIVACY]) for m in replies
                    if not m.has_error() and PRIVACY in m.content.config_records]
         for rep in reports:
             self._record_head(rep)
+        return reports
+
+    def _account(self, server_round: int, reports: list[dict[str, Any]]) -> None:
+        assert self.privacy is not None
         if self.privacy.cfg.dp_mode is DpMode.USER:
             dp = self.layer(DpFedAvg)
             if dp is not None and dp.last_round is not None:
@@ -346,6 +370,7 @@ class FedPrivStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Federated evaluation on a sampled fraction of nodes (none by default)."""
+        server_round += self.offset
         if self.fraction_evaluate <= 0.0:
             return []
         nodes = self._wait_for_nodes(grid)
@@ -358,7 +383,7 @@ class FedPrivStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Delegate to the inner strategy."""
-        return self.inner.aggregate_evaluate(server_round, replies)
+        return self.inner.aggregate_evaluate(server_round + self.offset, replies)
 
     def summary(self) -> None:
         """Log the sampling settings and the inner strategy's summary."""

@@ -67,11 +67,13 @@ def simulate(
     scenario: str,
     reporter: Reporter,
     verbose: bool = False,
+    resume: bool = False,
 ) -> None:
     """Run ``cfg`` on the simulation engine; results land in ``run_dir``.
 
-    ``cfg`` must already be validated and ``run_dir`` created: nothing here re-checks
-    user input. Raises whatever the ServerApp raised if the run failed.
+    ``cfg`` must already be validated and ``run_dir`` created (or, ``resume``, hold the
+    run to continue): nothing here re-checks user input. Raises whatever the ServerApp
+    raised if the run failed.
     """
     loopback_environment()
     from flwr.simulation import run_simulation
@@ -89,7 +91,8 @@ def simulate(
         flwr_logger.setLevel(logging.WARNING)
     try:
         run_simulation(
-            server_app=make_server_app(cfg, run_dir, scenario=scenario, reporter=reporter),
+            server_app=make_server_app(cfg, run_dir, scenario=scenario, reporter=reporter,
+                                       resume=resume),
             client_app=client_app,
             num_supernodes=cfg.clients + cfg.canaries,
             backend_config=_backend_config(cfg),

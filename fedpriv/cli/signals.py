@@ -54,8 +54,8 @@ def finish_interrupted(run_dir: Any, code: int, name: str) -> None:
             stderr.print(f"could not write the summary: {type(exc).__name__}: {exc}")
     stderr.print(f"interrupted: run directory {run_dir.path} (status 'interrupted' in "
                f"summary.json; `fedpriv audit {run_dir.path}` reports it as unfinished). "
-               "Resuming a run is not supported yet: start a new one.", highlight=False,
-               soft_wrap=True)
+               f"Continue it with `fedpriv simulate --resume {run_dir.path}`.",
+               highlight=False, soft_wrap=True)
     stop_children()
     os._exit(code)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -40,9 +40,20 @@ def simulate(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's own logs.")
     ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", metavar="RUN_DIR",
+                     help="Continue an interrupted or crashed run from its last checkpoint."),
+    ] = None,
 ) -> None:
     """Run a federation on Flower's simulation engine and record it in a run directory."""
     from simulations.scenarios import ScenarioError, list_scenarios, load_scenario
+
+    if resume is not None:
+        if scenario is not None or set_ or out is not None:
+            raise fail("--resume continues a run with the configuration it recorded; it "
+                       "takes no scenario, --set or --out")
+        _resume(resume, verbose)
 
     if list_:
         table = Table(title="shipped scenarios")
@@ -72,22 +83,72 @@ def simulate(
         raise fail(str(err)) from None
 
     from server.rundir import RunDirectory, default_run_dir
-    from simulations.driver import simulate as run_sim
-    from simulations.progress import RichReporter, summary_table
 
     run_dir = RunDirectory(out if out is not None else default_run_dir(chosen.name))
     try:
         run_dir.create()
     except (FileExistsError, OSError) as err:
         raise fail(f"--out: {err}") from None
-    # Simulated clients keep their own ledgers under the run directory.
-    cfg = dataclasses.replace(cfg, run_dir=str(run_dir.path.resolve()))
+    # Simulated clients keep their own ledgers under the run directory; every ledger
+    # names the run by its directory's name.
+    cfg = dataclasses.replace(cfg, run_dir=str(run_dir.path.resolve()),
+                              run_id=run_dir.path.name)
     run_dir.write_config(cfg.to_flat(), scenario=chosen.name)
+    _run(cfg, run_dir, chosen.name, verbose, resume=False)
+
+
+def _resume(path: Path, verbose: bool) -> None:
+    """``--resume RUN_DIR``: check the directory, then continue the run it holds."""
+    from server.rundir import RunDirectory
+
+    run_dir = RunDirectory(path)
+    try:
+        run_dir.reopen()
+        scenario, flat = run_dir.read_config()
+        cfg = RunConfig.from_mapping(flat).resolved()
+    except (OSError, ValueError) as err:
+        raise fail(f"--resume: {err}") from None
+    except ConfigError as err:
+        raise fail(f"--resume: {path / RunDirectory.CONFIG}: {err}") from None
+    summary_path = path / RunDirectory.SUMMARY
+    if summary_path.exists():
+        try:
+            status = json.loads(summary_path.read_text()).get("status")
+        except (OSError, ValueError, AttributeError):
+            status = None
+        if status == "completed":
+            raise fail(f"--resume: {path} is a completed run; there is nothing to resume")
+        if status == "stopped":
+            raise fail(f"--resume: {path} stopped at its privacy budget; resuming would "
+                       "spend past it")
+    if Path(cfg.run_dir).resolve() != path.resolve():
+        raise fail(f"--resume: {path} records run-dir {cfg.run_dir!r}; the clients' ledgers "
+                   "live there. Resume it where it ran")
+    from fedpriv.config import DpMode
+    from server.checkpoint import ResumeError, check_resumable
+
+    try:
+        check_resumable(run_dir, private=cfg.dp_mode is not DpMode.NONE)
+    except ResumeError as err:
+        raise fail(f"--resume: {err}") from None
+    try:
+        cfg = announce_privacy(cfg)
+    except ConfigError as err:
+        raise fail(f"--resume: {err}") from None
+    stdout.print(f"resuming {path} ({scenario})", highlight=False)
+    _run(cfg, run_dir, scenario, verbose, resume=True)
+
+
+def _run(cfg: RunConfig, run_dir: Any, scenario: str, verbose: bool, *, resume: bool) -> None:
+    """Run the simulation, print its summary and exit with its status."""
+    from server.rundir import RunDirectory
+    from simulations.driver import simulate as run_sim
+    from simulations.progress import RichReporter, summary_table
 
     stop_on_signals(run_dir)
     try:
-        run_sim(cfg, run_dir, scenario=chosen.name, reporter=RichReporter(stdout),
-                verbose=verbose)
+        run_sim(cfg, run_dir, scenario=scenario, reporter=RichReporter(stdout),
+                verbose=verbose, resume=resume)
     except Exception as err:  # the run's own failure: recorded in summary.json
         stderr.print(f"[bold red]run failed:[/] {type(err).__name__}: {err}", highlight=False)
     summary_path = run_dir.path / RunDirectory.SUMMARY

@@ -36,7 +36,9 @@ from fedpriv.privacy.events import (
 )
 from fedpriv.privacy.ledger import (
     GENESIS,
+    RESUME,
     ChainReport,
+    KeyRotation,
     LedgerEntry,
     LedgerError,
     PrivacyLedger,
@@ -59,10 +61,12 @@ __all__ = [
     "DpSgdEvent",
     "GaussianSource",
     "GaussianSumEvent",
+    "KeyRotation",
     "LedgerEntry",
     "LedgerError",
     "Mechanism",
     "PrivacyLedger",
+    "RESUME",
     "SecureGaussian",
     "SeededGaussian",
     "add_gaussian_noise",

@@ -37,9 +37,12 @@ from typing import Any
 
 from fedpriv.privacy.events import DpEvent, DpSgdEvent, GaussianSumEvent, event_from_dict
 
-__all__ = ["GENESIS", "ChainReport", "LedgerEntry", "LedgerError", "PrivacyLedger"]
+__all__ = ["GENESIS", "RESUME", "ChainReport", "KeyRotation", "LedgerEntry", "LedgerError",
+           "PrivacyLedger"]
 
 GENESIS = "genesis"
+#: A run resumed by a new process: the head-signing key changes (not a DP event).
+RESUME = "resume"
 _ZERO = "0" * 64
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -84,8 +87,31 @@ class LedgerEntry:
         return hashlib.sha256(body.encode()).hexdigest()
 
     def event(self) -> DpEvent:
-        """The DP event of a non-genesis entry."""
+        """The DP event of an event entry (neither genesis nor resume)."""
         return event_from_dict({**json.loads(self.params), "mechanism": self.mechanism})
+
+    @property
+    def is_event(self) -> bool:
+        """Whether this entry records a DP event (not the genesis or a resume marker)."""
+        return self.mechanism not in (GENESIS, RESUME)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRotation:
+    """A ``resume`` entry: from ``seq`` on, heads are signed by ``signer``.
+
+    The previous key endorsed the hand-over by signing the head ``(prior_seq,
+    prior_hash)``, the last head it committed to (its checkpoint); entries between
+    ``prior_seq`` and ``seq`` were written by the old process after that signature (a
+    round interrupted between its ledger commit and its checkpoint).
+    """
+
+    seq: int
+    round: int
+    signer: bytes
+    prior_seq: int
+    prior_hash: str
+    prior_signature: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,6 +257,28 @@ class PrivacyLedger:
                             scope=scope or genesis.scope, mechanism=mechanism,
                             params=params)
 
+    def append_resume(self, round_: int, *, signer: bytes, prior_head: tuple[int, str],
+                      prior_signature: str) -> LedgerEntry:
+        """Record that a new process continues the run after ``round_`` with a new key.
+
+        ``prior_head`` is the last head the previous key signed (``prior_signature``);
+        it must be an entry of this chain. Nothing is charged: a resume is not a release.
+        """
+        if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 0:
+            raise ValueError(f"round must be an integer >= 0, got {round_!r}")
+        if len(signer) != 32:
+            raise ValueError(f"signer must be a 32-byte public key, got {len(signer)}")
+        seq, digest = int(prior_head[0]), str(prior_head[1])
+        known = {e.seq: e.hash for e in self.entries()}
+        if known.get(seq) != digest:
+            raise ValueError(f"prior_head ({seq}, {digest[:12]}...) is not an entry of "
+                             f"{self.path}")
+        genesis = self.genesis()
+        params = {"signer": signer.hex(), "prior_seq": seq, "prior_hash": digest,
+                  "prior_signature": str(prior_signature)}
+        return self._append(run_id=genesis.run_id, round_=round_, scope=genesis.scope,
+                            mechanism=RESUME, params=params)
+
     def _append(self, *, run_id: str, round_: int, scope: str, mechanism: str,
                 params: dict[str, Any]) -> LedgerEntry:
         text = _canonical(params)  # validates before anything is written
@@ -287,10 +335,27 @@ class PrivacyLedger:
         return float(json.loads(self.genesis().params)["max_epsilon"])
 
     @property
-    def signer(self) -> bytes | None:
+    def genesis_signer(self) -> bytes | None:
         """The head-signing public key the genesis entry fixes, if any."""
         text = json.loads(self.genesis().params).get("signer")
         return bytes.fromhex(text) if text else None
+
+    @property
+    def signer(self) -> bytes | None:
+        """The key that signs the current head: the genesis's, or the last resume's."""
+        rotations = self.rotations()
+        return rotations[-1].signer if rotations else self.genesis_signer
+
+    def rotations(self) -> list[KeyRotation]:
+        """Every ``resume`` entry, in order (see :class:`KeyRotation`)."""
+        out = []
+        for e in self._select(f"WHERE mechanism = '{RESUME}' ORDER BY seq"):
+            p = json.loads(e.params)
+            out.append(KeyRotation(seq=e.seq, round=e.round, signer=bytes.fromhex(p["signer"]),
+                                   prior_seq=int(p["prior_seq"]),
+                                   prior_hash=str(p["prior_hash"]),
+                                   prior_signature=str(p["prior_signature"])))
+        return out
 
     @property
     def multi_run(self) -> bool:
@@ -310,13 +375,13 @@ class PrivacyLedger:
     def events(self, scope: str | None = None) -> list[tuple[int, DpEvent]]:
         """``(round, event)`` for every non-genesis entry (of ``scope``, if given)."""
         return [(e.round, e.event()) for e in self.entries()
-                if e.mechanism != GENESIS and (scope is None or e.scope == scope)]
+                if e.is_event and (scope is None or e.scope == scope)]
 
     def scopes(self) -> list[str]:
         """Every scope with at least one event, in order of first appearance."""
         seen: dict[str, None] = {}
         for e in self.entries():
-            if e.mechanism != GENESIS:
+            if e.is_event:
                 seen.setdefault(e.scope, None)
         return list(seen)
 
@@ -382,10 +447,15 @@ def _entry_problem(i: int, e: LedgerEntry, prev: str, run_id: str | None
             delta, budget = float(params["delta"]), float(params["max_epsilon"])
             if not (0 < delta < 1 and budget > 0):
                 raise ValueError(f"delta {delta!r} or max_epsilon {budget!r} out of range")
+        elif e.mechanism == RESUME:
+            params = json.loads(e.params)
+            if len(bytes.fromhex(params["signer"])) != 32 or not (
+                    1 <= int(params["prior_seq"]) < e.seq):
+                raise ValueError("signer or prior_seq out of range")
         else:
             e.event()
     except (ValueError, TypeError, KeyError) as err:
-        kind = "genesis" if i == 1 else "event"
+        kind = "genesis" if i == 1 else "resume" if e.mechanism == RESUME else "event"
         return e.seq, f"entry {e.seq} is not a valid {kind}: {err}"
     return None
 

@@ -59,8 +59,29 @@ def prv_epsilon(events: Iterable[DpEvent], delta: float, *,
 @functools.lru_cache(maxsize=1024)
 def _cached(groups: tuple[tuple[tuple[float, float], int], ...], delta: float,
             relative_error: float) -> float:
-    coarse = _compose(groups, delta, eps_error=0.1)
-    return _compose(groups, delta, eps_error=max(1e-4, relative_error * coarse))
+    # prv-accountant refuses some fine grids ("Discrete mean differs from continuous mean
+    # significantly", e.g. sigma = 1, q = 1/8, 160 steps below eps_error 0.2), and on a
+    # coarser grid its estimate drifts (11.59 against 11.29 there; 10.644 against 10.576
+    # at q = 1/9, 180 steps). So when the precise grid fails, Opacus' own port of the PRV
+    # accountant (Gopi et al. 2021, Algorithm 1), which shares no code with
+    # dp-accounting either, answers instead.
+    try:
+        coarse = _compose(groups, delta, eps_error=0.1)
+        return _compose(groups, delta, eps_error=max(1e-4, relative_error * coarse))
+    except RuntimeError:
+        return _opacus_prv(groups, delta, relative_error)
+
+
+def _opacus_prv(groups: tuple[tuple[tuple[float, float], int], ...], delta: float,
+                relative_error: float) -> float:
+    from opacus.accountants import PRVAccountant as OpacusPRV
+
+    acc = OpacusPRV()
+    acc.history = [(sigma, q, n) for (sigma, q), n in groups]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        coarse = float(acc.get_epsilon(delta, eps_error=0.1))
+        return float(acc.get_epsilon(delta, eps_error=max(1e-4, relative_error * coarse)))
 
 
 def _compose(groups: tuple[tuple[tuple[float, float], int], ...], delta: float,

@@ -184,3 +184,34 @@ def test_node_config_budget_and_device_override_the_server(tmp_path):
     assert own.client_max_epsilon == 3.0 and own.device is Device.CPU
     # The server cannot raise a device's own limit.
     assert node_overrides(cfg, {"client-max-epsilon": 50.0}).client_max_epsilon == 10.0
+
+
+@pytest.mark.parametrize("dp_mode", ["record", "user"])
+def test_a_round_asked_again_replays_the_released_update_uncharged(tmp_path, dp_mode):
+    # A resumed run asks again for a round the client already charged: it must get the
+    # update already released (no second release, no second charge); asked with another
+    # global model it must refuse rather than train and charge twice.
+    from fedpriv.messages import PRIVACY, REFUSED, UPDATE
+    from fedpriv.privacy import PrivacyLedger
+
+    cfg = RunConfig.from_mapping({
+        "clients": 4, "local-epochs": 1, "partition": "iid", "dp-mode": dp_mode,
+        "noise-multiplier": 1.0, "lr": 0.1, "run-dir": str(tmp_path), "run-id": "r1",
+    }).resolved()
+    model = build_task_model(cfg, load_task_data(cfg))
+    first = client_app(train_message(cfg, model, server_round=2), context(SIM_NODE))
+    again = client_app(train_message(cfg, model, server_round=2), context(SIM_NODE))
+    key = ARRAYS if dp_mode == "record" else UPDATE
+    for x, y in zip(first.content[key].to_numpy_ndarrays(),
+                    again.content[key].to_numpy_ndarrays(), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert list(first.content[key].keys()) == list(again.content[key].keys())
+    [ledger_path] = tmp_path.glob("clients/*/ledger.sqlite")
+    with PrivacyLedger.open(ledger_path) as ledger:
+        assert [r for r, _ in ledger.events()] == [2]
+    other = build_task_model(dataclasses.replace(cfg, seed=cfg.seed + 1),
+                             load_task_data(cfg))
+    refused = client_app(train_message(cfg, other, server_round=2), context(SIM_NODE))
+    assert refused.content[PRIVACY][REFUSED]
+    with PrivacyLedger.open(ledger_path) as ledger:
+        assert [r for r, _ in ledger.events()] == [2]

@@ -120,3 +120,22 @@ def test_a_device_ledger_records_each_run_and_a_run_ledger_refuses_others(tmp_pa
                                   delta=1e-5, max_epsilon=8.0)
     with single, pytest.raises(ValueError, match="belongs to run '7'"):
         single.append(1, EV, run_id="8")
+
+
+def test_a_resume_entry_rotates_the_signer_and_is_no_event(tmp_path):
+    old, new = bytes(range(32)), bytes(range(1, 33))
+    led = PrivacyLedger.create(tmp_path / "r.sqlite", run_id="run-1", scope="federation",
+                               delta=1e-5, max_epsilon=8.0, signer=old)
+    led.append(1, EV)
+    head = led.head()
+    led.append(2, EV)  # charged after the last signed head, before the crash
+    led.append_resume(2, signer=new, prior_head=head, prior_signature="ab")
+    led.append(3, EV)
+    assert led.verify().ok
+    assert led.genesis_signer == old and led.signer == new
+    [rot] = led.rotations()
+    assert (rot.prior_seq, rot.prior_hash, rot.round) == (head[0], head[1], 2)
+    assert [r for r, _ in led.events()] == [1, 2, 3]  # the resume is not charged
+    with pytest.raises(ValueError, match="not an entry"):
+        led.append_resume(3, signer=new, prior_head=(2, "0" * 64), prior_signature="ab")
+    led.close()

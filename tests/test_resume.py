@@ -1,0 +1,98 @@
+"""Real process, real SIGKILL: a crashed simulation resumes and charges no round twice."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fedpriv.audit import audit_run
+from fedpriv.cli.signals import descendants
+from fedpriv.privacy import DpSgdEvent, PrivacyLedger, epsilon
+
+pytestmark = pytest.mark.slow
+
+ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "FLWR_TELEMETRY_ENABLED": "0",
+       "COLUMNS": "200"}
+ROUNDS = 4
+SETS = ["--set", f"rounds={ROUNDS}", "--set", "clients=4", "--set", "clients-per-round=4",
+        "--set", "local-epochs=1", "--set", "dp-mode=record", "--set", "noise-multiplier=1.0"]
+
+
+def _kill_tree(pid):
+    for p in [*descendants(pid), pid]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _metrics_lines(out):
+    try:
+        return len((out / "metrics.jsonl").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.parametrize("delay", [random.Random().uniform(0.0, 1.5)])
+def test_kill_9_mid_run_then_resume_charges_every_round_exactly_once(tmp_path, delay):
+    # Prepare: a record-level run; every client takes part in every round, so an
+    # uninterrupted run's epsilon per client is known: ROUNDS x its DP-SGD event.
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fedpriv.cli", "simulate", *SETS,
+                             "--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while _metrics_lines(out) < 1 and proc.poll() is None:
+            assert time.monotonic() < deadline, "round 1 never finished"
+            time.sleep(0.05)
+        time.sleep(delay)  # anywhere in round 2 or 3: mid-training, mid-commit, ...
+        # Execute: the whole process tree dies at once, as in a power cut.
+        _kill_tree(proc.pid)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc.pid)
+    assert not (out / "summary.json").exists() or json.loads(
+        (out / "summary.json").read_text())["status"] != "completed"
+    assert not audit_run(out).ok  # an unfinished run never passes
+
+    resumed = subprocess.run([sys.executable, "-m", "fedpriv.cli", "simulate", "--resume",
+                              str(out)], capture_output=True, text=True, env=ENV,
+                             timeout=400)
+
+    # Assert: the run completed; every client's ledger has each round exactly once; the
+    # epsilon equals the uninterrupted run's; the audit passes across the key change.
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == ROUNDS
+    assert summary["resumed"]
+    rounds = [m["round"] for m in map(json.loads,
+                                      (out / "metrics.jsonl").read_text().splitlines())]
+    assert rounds == list(range(1, ROUNDS + 1))
+    worst = 0.0
+    for path in sorted(out.glob("clients/*/ledger.sqlite")):
+        with PrivacyLedger.open(path) as ledger:
+            events = ledger.events()
+            delta = ledger.delta
+        assert [r for r, _ in events] == list(range(1, ROUNDS + 1)), path
+        event = events[0][1]
+        assert isinstance(event, DpSgdEvent)
+        expected = epsilon([event] * ROUNDS, delta)
+        assert epsilon([e for _, e in events], delta) == pytest.approx(expected, rel=1e-9)
+        worst = max(worst, expected)
+    assert summary["epsilon"]["federation"] == pytest.approx(worst, rel=1e-9)
+    with PrivacyLedger.open(out / "ledger.sqlite") as fed:
+        per_client = {}
+        for entry in fed.entries():
+            if entry.is_event:
+                per_client.setdefault(entry.scope, []).append(entry.round)
+        assert len(fed.rotations()) == 1
+    assert all(r == list(range(1, ROUNDS + 1)) for r in per_client.values()), per_client
+    report = audit_run(out)
+    assert report.ok, report.problems

@@ -189,6 +189,9 @@ class RunConfig:
         "fraction of clients that also evaluate on their local data", lo=0.0, hi=1.0))
     round_timeout: float = dataclasses.field(default=600.0, metadata=_meta(
         "seconds the server waits for a round's replies", lo=0.0, lo_open=True))
+    min_replies: int = dataclasses.field(default=1, metadata=_meta(
+        "a round with fewer usable replies is skipped, the model kept (secure "
+        "aggregation: its threshold applies instead)", lo=1))
     # ---------------------------------------------------------------- privacy
     dp_mode: DpMode = dataclasses.field(default=DpMode.NONE, metadata=_meta(
         "differential privacy: per example (record), per client (user), or none"))
@@ -311,6 +314,12 @@ class RunConfig:
                 "partition",
                 f"must be one of {{{allowed}}} for dataset={self.dataset.value}, "
                 f"got {self.partition.value!r}",
+            )
+        if self.min_replies > (self.clients_per_round or self.clients):
+            raise ConfigError(
+                "min-replies",
+                f"must be at most clients-per-round "
+                f"({self.clients_per_round or self.clients}), got {self.min_replies}",
             )
         if self.clip is ClipMode.ADAPTIVE and self.dp_mode is not DpMode.USER:
             raise ConfigError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ def run_federation(
         min_nodes=cfg.clients + cfg.canaries,
         fraction_evaluate=cfg.fraction_evaluate,
         node_wait_timeout=cfg.round_timeout,
+        min_replies=cfg.min_replies,
         privacy=privacy,
         stop=run_dir.stop,
         first_round=point.round + 1 if point is not None else 1,
@@ -141,6 +142,7 @@ def run_federation(
             "cohort": len(strategy.last_cohort),
             "replies": strategy.last_replies,
             "rejected": list(strategy.last_rejected),
+            "skipped": strategy.last_skipped or None,
             "elapsed_seconds": time.monotonic() - t0,
         }
         if privacy is not None:
@@ -160,7 +162,7 @@ def run_federation(
     reporter.on_start(scenario=scenario, rounds=cfg.rounds, run_dir=str(run_dir.path))
     if point is not None:
         for note in [f"resuming after round {point.round} of {cfg.rounds}", *point.notes]:
-            log(INFO, "fedpriv: %s", note)
+            log(WARNING, "fedpriv: %s", note)
         state["resumed"].append({"after_round": point.round, "notes": point.notes})
     plan = privacy_plan(cfg) if privacy is not None else None
     if plan is not None:

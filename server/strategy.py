@@ -102,6 +102,9 @@ class FedPrivStrategy(Strategy):
         Fraction of connected nodes sent a federated-evaluation message (0: none).
     node_wait_timeout : float
         Seconds to wait for ``min_nodes`` before giving up.
+    min_replies : int
+        A round with fewer usable replies is skipped: the model is kept and nothing is
+        released (secure aggregation has its own threshold instead).
     privacy : FederationPrivacy or None
         The federation's ledger and budget (any DP mode).
     stop : threading.Event or None
@@ -120,6 +123,7 @@ class FedPrivStrategy(Strategy):
         min_nodes: int,
         fraction_evaluate: float = 0.0,
         node_wait_timeout: float = 600.0,
+        min_replies: int = 1,
         privacy: FederationPrivacy | None = None,
         stop: threading.Event | None = None,
         first_round: int = 1,
@@ -132,6 +136,10 @@ class FedPrivStrategy(Strategy):
         self.min_nodes = min_nodes
         self.fraction_evaluate = fraction_evaluate
         self.node_wait_timeout = node_wait_timeout
+        if min_replies < 1:
+            raise ValueError(f"min_replies must be >= 1, got {min_replies}")
+        self.min_replies = min_replies
+        self.last_skipped = ""  # why this round was skipped ("": it was not)
         self.privacy = privacy
         self.stop = stop
         self.offset = first_round - 1
@@ -242,8 +250,15 @@ class FedPrivStrategy(Strategy):
         replies = [m for m in replies if not self._refused(m)]
         replies = self._well_formed(replies)
         self.last_replies = sum(not m.has_error() for m in replies)
+        self.last_skipped = ""
         dp = self.layer(DpFedAvg)
-        if self._noise_only and dp is not None:
+        if self._too_few(replies):
+            self.last_skipped = (f"{self.last_replies} usable replies < min-replies "
+                                 f"{self.min_replies}")
+            log(WARNING, "fedpriv: round %d skipped (%s): the global model is kept and "
+                "nothing is released", server_round, self.last_skipped)
+            arrays, metrics = None, None
+        elif self._noise_only and dp is not None:
             arrays, metrics = dp.aggregate_train(server_round, [])
         else:
             arrays, metrics = self.inner.aggregate_train(server_round, replies)
@@ -258,7 +273,7 @@ class FedPrivStrategy(Strategy):
         if self.checkpoints is not None and result is not None:
             self.checkpoints.before_charge(server_round, result)
         if self.privacy is not None:
-            self._account(server_round, reports)
+            self._account(server_round, reports, released=not self.last_skipped)
         if self.checkpoints is not None and result is not None:
             self.checkpoints.after_charge(server_round)
         return arrays, metrics
@@ -355,9 +370,25 @@ class FedPrivStrategy(Strategy):
             self._record_head(rep)
         return reports
 
-    def _account(self, server_round: int, reports: list[dict[str, Any]]) -> None:
+    def _too_few(self, replies: list[Message]) -> bool:
+        """Fewer usable replies than ``min_replies`` (not under secure aggregation)."""
+        from server.secagg import SecAggStrategy
+
+        if self._noise_only or self.layer(SecAggStrategy) is not None:
+            return False
+        return self.last_replies < self.min_replies
+
+    def _account(self, server_round: int, reports: list[dict[str, Any]], *,
+                 released: bool = True) -> None:
+        """Charge the round's release (user level) or mirror the clients' own charges.
+
+        Record level: clients charged before replying, whether or not the round is used.
+        """
         assert self.privacy is not None
         if self.privacy.cfg.dp_mode is DpMode.USER:
+            if not released:
+                self.last_epsilon = self.privacy.federation_epsilon()
+                return
             dp = self.layer(DpFedAvg)
             if dp is not None and dp.last_round is not None:
                 self.privacy.record_user_round(server_round,

@@ -15,7 +15,7 @@ from fedpriv.config import Device, RunConfig
 from server.reporting import Reporter
 from server.rundir import RunDirectory
 
-__all__ = ["loopback_environment", "simulate"]
+__all__ = ["FLOWER_LOG", "loopback_environment", "simulate"]
 
 # Environment that keeps Ray on 127.0.0.1 and every component from phoning home.
 _ENV = {
@@ -26,6 +26,8 @@ _ENV = {
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
 }
 _DEFAULT_GPU_FRACTION = 0.2
+#: Flower's own log of a simulated run, in the run directory.
+FLOWER_LOG = "flower.log"
 
 
 def loopback_environment() -> None:
@@ -84,11 +86,17 @@ def simulate(
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
     deprecation = _DropDeprecation()
-    flwr_logger.addFilter(deprecation)
-    for handler in flwr_logger.handlers:
+    consoles = list(flwr_logger.handlers)
+    console_levels = [h.level for h in consoles]
+    for handler in consoles:  # the terminal: progress lines, warnings and errors only
         handler.addFilter(deprecation)
-    if not verbose:
-        flwr_logger.setLevel(logging.WARNING)
+        if not verbose:
+            handler.setLevel(logging.WARNING)
+    # Everything Flower says goes to RUN_DIR/flower.log, kept with the run.
+    log_file = logging.FileHandler(run_dir.path / FLOWER_LOG, encoding="utf-8")
+    log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    flwr_logger.addHandler(log_file)
+    flwr_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     try:
         run_simulation(
             server_app=make_server_app(cfg, run_dir, scenario=scenario, reporter=reporter,
@@ -100,6 +108,8 @@ def simulate(
         )
     finally:
         flwr_logger.setLevel(level)
-        flwr_logger.removeFilter(deprecation)
-        for handler in flwr_logger.handlers:
+        flwr_logger.removeHandler(log_file)
+        log_file.close()
+        for handler, old in zip(consoles, console_levels, strict=True):
             handler.removeFilter(deprecation)
+            handler.setLevel(old)

@@ -30,10 +30,10 @@ def write_devices(root, n, poison=None):
     return dirs
 
 
-def federate(tmp_path, name, dirs):
+def federate(tmp_path, name, dirs, **extra):
     run_dir = RunDirectory(tmp_path / name).create()
     cfg = RunConfig.from_mapping({"rounds": 2, "clients": len(dirs), "local-epochs": 1,
-                                  "reproducible": True,
+                                  "reproducible": True, **extra,
                                   "run-dir": str(run_dir.path)}).resolved()
     nodes = {i + 1: {"data-dir": str(d)} for i, d in enumerate(dirs)}
     with task_identity():
@@ -71,3 +71,17 @@ def test_an_empty_npz_is_refused_by_name(tmp_path):
     np.savez(tmp_path / "empty.npz", x=np.zeros((0, 64)), y=np.zeros(0, dtype=np.int64))
     with pytest.raises(LocalDataError, match="empty.npz: holds no examples"):
         load_npz_dir(tmp_path, feature_shape=(64,), num_classes=10)
+
+
+def test_a_round_with_fewer_usable_replies_than_min_replies_is_skipped(tmp_path):
+    # Two of four devices are poisoned: 2 usable replies < min-replies 3 in every round.
+    good = write_devices(tmp_path / "good", 4)[:2]
+    bad = write_devices(tmp_path / "bad", 4, poison=math.nan)[3]
+    bad2 = write_devices(tmp_path / "bad2", 4, poison=math.inf)[3]
+    path, summary = federate(tmp_path, "few", [*good, bad, bad2], **{"min-replies": 3})
+    assert summary["status"] == "completed"
+    rounds = RunDirectory(path).read_metrics()
+    assert [r["skipped"] for r in rounds] == ["2 usable replies < min-replies 3"] * 2
+    initial, final = (load_file(path / f) for f in ("model-initial.safetensors",
+                                                     "model.safetensors"))
+    assert all(np.array_equal(initial[k], final[k]) for k in initial)

@@ -1,0 +1,28 @@
+"""Distributed DP under secure aggregation: the pure math (no Flower, no torch).
+
+Each client clips its update, rotates it (randomised Walsh-Hadamard, public seed),
+scales it by gamma, rounds it to integers conditionally on an L2 bound, adds its share of
+discrete noise (Skellam or discrete Gaussian) and reduces it mod 2^b; the server unmasks
+only the noised sum and decodes it. Kairouz, Liu & Steinke 2021 (ICML, arXiv:2102.06387)
+and Agarwal, Kairouz & Liu 2021 (NeurIPS, arXiv:2110.04995); see each module.
+
+Modules: ``uniform`` (secure / seeded uniforms), ``discrete_gaussian`` and ``skellam``
+(samplers), ``rotation``, ``rounding``, ``rdp`` (accounting), ``wraparound``, ``params``,
+``calibration`` and ``codec`` (encode / decode).
+"""
+
+from fedpriv.privacy.discrete.discrete_gaussian import MAX_SIGMA, discrete_gaussian
+from fedpriv.privacy.discrete.skellam import MAX_POISSON_MEAN, poisson, poisson_logpmf, skellam
+from fedpriv.privacy.discrete.uniform import SecureUniforms, SeededUniforms, UniformSource
+
+__all__ = [
+    "MAX_POISSON_MEAN",
+    "MAX_SIGMA",
+    "SecureUniforms",
+    "SeededUniforms",
+    "UniformSource",
+    "discrete_gaussian",
+    "poisson",
+    "poisson_logpmf",
+    "skellam",
+]

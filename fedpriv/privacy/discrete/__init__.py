@@ -12,17 +12,44 @@ Modules: ``uniform`` (secure / seeded uniforms), ``discrete_gaussian`` and ``ske
 """
 
 from fedpriv.privacy.discrete.discrete_gaussian import MAX_SIGMA, discrete_gaussian
+from fedpriv.privacy.discrete.rotation import (
+    hadamard_transform,
+    padded_dimension,
+    rotate,
+    rotation_signs,
+    unrotate,
+)
+from fedpriv.privacy.discrete.rounding import (
+    conditional_round,
+    conditional_rounding_bias_bound,
+    l1_sensitivity,
+    rounded_l2_bound,
+    stochastic_round,
+)
 from fedpriv.privacy.discrete.skellam import MAX_POISSON_MEAN, poisson, poisson_logpmf, skellam
 from fedpriv.privacy.discrete.uniform import SecureUniforms, SeededUniforms, UniformSource
 
+DEFAULT_BETA = 0.6065306597126334  # exp(-1/2); moves to params.py with the codec
+
 __all__ = [
+    "DEFAULT_BETA",
     "MAX_POISSON_MEAN",
     "MAX_SIGMA",
     "SecureUniforms",
     "SeededUniforms",
     "UniformSource",
+    "conditional_round",
+    "conditional_rounding_bias_bound",
     "discrete_gaussian",
+    "hadamard_transform",
+    "l1_sensitivity",
+    "padded_dimension",
     "poisson",
     "poisson_logpmf",
+    "rotate",
+    "rotation_signs",
+    "rounded_l2_bound",
     "skellam",
+    "stochastic_round",
+    "unrotate",
 ]

@@ -12,6 +12,16 @@ Modules: ``uniform`` (secure / seeded uniforms), ``discrete_gaussian`` and ``ske
 """
 
 from fedpriv.privacy.discrete.discrete_gaussian import MAX_SIGMA, discrete_gaussian
+from fedpriv.privacy.discrete.rdp import (
+    RDP_ORDERS,
+    ddg_rdp,
+    ddg_tau,
+    distributed_rdp,
+    event_rdp,
+    poisson_subsampled_rdp,
+    rdp_to_epsilon,
+    skellam_rdp,
+)
 from fedpriv.privacy.discrete.rotation import (
     hadamard_transform,
     padded_dimension,
@@ -35,21 +45,29 @@ __all__ = [
     "DEFAULT_BETA",
     "MAX_POISSON_MEAN",
     "MAX_SIGMA",
+    "RDP_ORDERS",
     "SecureUniforms",
     "SeededUniforms",
     "UniformSource",
     "conditional_round",
     "conditional_rounding_bias_bound",
+    "ddg_rdp",
+    "ddg_tau",
     "discrete_gaussian",
+    "distributed_rdp",
+    "event_rdp",
     "hadamard_transform",
     "l1_sensitivity",
     "padded_dimension",
     "poisson",
     "poisson_logpmf",
+    "poisson_subsampled_rdp",
+    "rdp_to_epsilon",
     "rotate",
     "rotation_signs",
     "rounded_l2_bound",
     "skellam",
+    "skellam_rdp",
     "stochastic_round",
     "unrotate",
 ]

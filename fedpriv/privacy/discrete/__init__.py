@@ -11,7 +11,10 @@ Modules: ``uniform`` (secure / seeded uniforms), ``discrete_gaussian`` and ``ske
 ``calibration`` and ``codec`` (encode / decode).
 """
 
+from fedpriv.privacy.discrete.calibration import Calibration, calibrate, distributed_epsilon
+from fedpriv.privacy.discrete.codec import add_mod, centre_mod, decode, encode, noise_share
 from fedpriv.privacy.discrete.discrete_gaussian import MAX_SIGMA, discrete_gaussian
+from fedpriv.privacy.discrete.params import DEFAULT_BETA, DistributedDpParams
 from fedpriv.privacy.discrete.rdp import (
     RDP_ORDERS,
     ddg_rdp,
@@ -38,26 +41,40 @@ from fedpriv.privacy.discrete.rounding import (
 )
 from fedpriv.privacy.discrete.skellam import MAX_POISSON_MEAN, poisson, poisson_logpmf, skellam
 from fedpriv.privacy.discrete.uniform import SecureUniforms, SeededUniforms, UniformSource
-
-DEFAULT_BETA = 0.6065306597126334  # exp(-1/2); moves to params.py with the codec
+from fedpriv.privacy.discrete.wraparound import (
+    coordinate_tail_bound,
+    min_bits,
+    wrap_probability,
+)
 
 __all__ = [
     "DEFAULT_BETA",
     "MAX_POISSON_MEAN",
     "MAX_SIGMA",
     "RDP_ORDERS",
+    "Calibration",
+    "DistributedDpParams",
     "SecureUniforms",
     "SeededUniforms",
     "UniformSource",
+    "add_mod",
+    "calibrate",
+    "centre_mod",
     "conditional_round",
     "conditional_rounding_bias_bound",
+    "coordinate_tail_bound",
     "ddg_rdp",
     "ddg_tau",
+    "decode",
     "discrete_gaussian",
+    "distributed_epsilon",
     "distributed_rdp",
+    "encode",
     "event_rdp",
     "hadamard_transform",
     "l1_sensitivity",
+    "min_bits",
+    "noise_share",
     "padded_dimension",
     "poisson",
     "poisson_logpmf",
@@ -70,4 +87,5 @@ __all__ = [
     "skellam_rdp",
     "stochastic_round",
     "unrotate",
+    "wrap_probability",
 ]

@@ -27,6 +27,7 @@ sqrt(d)`` (E[X | A] - E[X] = -E[(X - EX) 1_{not A}] / P[A]) — see
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -133,16 +134,27 @@ def conditional_round(x: np.ndarray, bound: float, rng: np.random.Generator, *,
         raise ValueError(f"max_tries must be an integer >= 1, got {max_tries!r}")
     x = np.asarray(x, dtype=np.float64)
     bound_sq = float(bound) ** 2
+    # ||v||^2 in float64 is off by at most ~(d + 2) 2^-52 relative (each square and the
+    # sum are rounded); inside that band the test is redone in exact integer arithmetic,
+    # so every accepted vector meets the bound exactly and Delta_2 is a true sensitivity.
+    slack = 4 * (x.size + 2) * 2.0 ** -53
     norm_sq = math.inf
     for tries in range(1, max_tries + 1):
         rounded = stochastic_round(x, rng)
-        norm_sq = float(np.dot(rounded.astype(np.float64), rounded.astype(np.float64)))
-        if norm_sq <= bound_sq:
+        as_float = rounded.astype(np.float64)
+        norm_sq = float(np.dot(as_float, as_float))
+        if norm_sq <= bound_sq * (1 - slack) or (
+                norm_sq <= bound_sq * (1 + slack) and _exactly_within(rounded, bound)):
             return rounded, tries
     raise ValueError(
         f"conditional rounding exceeded the L2 bound {bound:g} in all {max_tries} tries "
         f"(last rounded norm {math.sqrt(norm_sq):g}, input norm {np.linalg.norm(x):g}); "
         "the input norm is above the one the bound was computed for, or beta is too small")
+
+
+def _exactly_within(v: np.ndarray, bound: float) -> bool:
+    """``sum v_j^2 <= bound^2`` in exact (integer and rational) arithmetic."""
+    return sum(int(a) * int(a) for a in v.tolist()) <= Fraction(bound) ** 2
 
 
 def conditional_rounding_bias_bound(d: int, reject_probability: float) -> float:

@@ -95,3 +95,19 @@ def test_an_unreachable_bound_fails_after_the_cap():
 def test_bad_arguments_are_refused(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_the_norm_test_is_exact_at_the_boundary():
+    # Integer inputs round to themselves: a norm exactly at the bound is accepted, one a
+    # hair above it is refused, even where float64 squares cannot tell them apart.
+    v = np.array([2.0 ** 40, 3.0, 0.0])
+    exact = math.sqrt(2.0 ** 80 + 9)  # as a float, already rounded
+    rng = np.random.default_rng(0)
+    within = float(np.nextafter(exact, math.inf))
+    rounded, tries = conditional_round(v, within, rng)
+    assert tries == 1 and rounded.tolist() == [2**40, 3, 0]
+    # ||v||^2 = 2^80 + 9 > 2^80 = bound^2, though in float64 both squares are 2^80
+    assert float(np.dot(v, v)) == (2.0 ** 40) ** 2
+    with pytest.raises(ValueError, match="in all 3 tries"):
+        conditional_round(v, 2.0 ** 40, rng, max_tries=3)
+    assert conditional_round(np.array([3.0, 4.0]), 5.0, rng)[0].tolist() == [3, 4]

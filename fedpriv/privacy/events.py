@@ -252,6 +252,12 @@ class DistributedNoiseEvent:
         depend on it: a wrapped sum is post-processing).
     rounds : int
         Number of rounds the event covers (>= 1).
+
+    Notes
+    -----
+    As in both papers, epsilon is for neighbours that differ in one client's update
+    while the ``clients`` noise shares stay in the sum (zero-out); see the Notes of
+    :mod:`fedpriv.privacy.discrete.rdp`.
     """
 
     mechanism: Mechanism

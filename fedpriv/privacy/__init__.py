@@ -27,6 +27,7 @@ from fedpriv.privacy.canary import (
 )
 from fedpriv.privacy.clipping import clip_by_l2, l2_norm
 from fedpriv.privacy.events import (
+    DistributedNoiseEvent,
     DpEvent,
     DpSgdEvent,
     GaussianSumEvent,
@@ -57,6 +58,7 @@ __all__ = [
     "Accountant",
     "AdaptiveClip",
     "ChainReport",
+    "DistributedNoiseEvent",
     "DpEvent",
     "DpSgdEvent",
     "GaussianSource",

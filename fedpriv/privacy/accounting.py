@@ -5,11 +5,20 @@ The privacy loss distribution (PLD) accountant (Meiser & Mohammadi 2018; Koskela
 sampled Gaussian mechanisms and is the figure fedpriv reports; Renyi DP (Mironov 2017,
 "Renyi Differential Privacy", CSF; Mironov, Talwar & Zhang 2019 for the sampled
 Gaussian) is the classic, looser bound and serves as an independent cross-check.
+
+Distributed discrete noise (:class:`~fedpriv.privacy.events.DistributedNoiseEvent`:
+Skellam or distributed discrete Gaussian shares under secure aggregation) has no PLD or
+dp-accounting form; its published bounds are Renyi DP (:mod:`fedpriv.privacy.discrete.rdp`).
+A list that holds one is therefore composed entirely in RDP at the integer orders
+``RDP_ORDERS`` — its Gaussian events through dp-accounting's ``RdpAccountant`` at those
+orders — and converted with dp-accounting's ``compute_epsilon`` (Canonne, Kamath & Steinke
+2020, Proposition 12). Lists without one are accounted exactly as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import functools
 import logging
@@ -20,7 +29,14 @@ from typing import Any
 import dp_accounting
 from dp_accounting import pld, rdp
 
-from fedpriv.privacy.events import DpEvent, DpSgdEvent, GaussianSumEvent, sampled_gaussian
+from fedpriv.privacy.discrete.rdp import RDP_ORDERS, event_rdp, rdp_to_epsilon
+from fedpriv.privacy.events import (
+    DistributedNoiseEvent,
+    DpEvent,
+    DpSgdEvent,
+    GaussianSumEvent,
+    sampled_gaussian,
+)
 
 __all__ = [
     "PLD_DISCRETIZATION",
@@ -62,21 +78,24 @@ def epsilon(events: Iterable[DpEvent], delta: float,
 
     Parameters
     ----------
-    events : iterable of DpSgdEvent or GaussianSumEvent
+    events : iterable of DpSgdEvent, GaussianSumEvent or DistributedNoiseEvent
         The releases to compose (any order: composition commutes).
     delta : float
         In (0, 1).
     accountant : Accountant
-        PLD (tight; the reported figure) or RDP (looser; the cross-check).
+        PLD (tight; the reported figure) or RDP (looser; the cross-check). Ignored when a
+        ``DistributedNoiseEvent`` is present: the whole list is then composed in RDP.
 
     Returns
     -------
     float
         0 for no events (or only zero-step events); ``inf`` as soon as one event with
         ``sigma = 0`` and at least one step is present (decided here, before any
-        accountant is asked). Every other fedpriv event is a number of sampled-Gaussian
+        accountant is asked). Every other Gaussian event is a number of sampled-Gaussian
         steps ``(sigma, q)``; steps with the same ``(sigma, q)`` are composed as one
         self-composition (exact, and fast for PLD). The clip norm does not enter epsilon.
+        Distributed events add their RDP (:func:`fedpriv.privacy.discrete.rdp.event_rdp`,
+        infinite for a sum without noise) order by order.
 
     Raises
     ------
@@ -85,17 +104,41 @@ def epsilon(events: Iterable[DpEvent], delta: float,
     """
     _check_delta(delta)
     counts: dict[tuple[float, float], int] = {}
+    distributed: dict[DistributedNoiseEvent, int] = {}
     for ev in events:
+        if isinstance(ev, DistributedNoiseEvent):
+            one = dataclasses.replace(ev, rounds=1)
+            distributed[one] = distributed.get(one, 0) + ev.rounds
+            continue
         if not isinstance(ev, DpSgdEvent | GaussianSumEvent):
-            raise ValueError(f"events must be DpSgdEvent or GaussianSumEvent, got {ev!r}")
+            raise ValueError("events must be DpSgdEvent, GaussianSumEvent or "
+                             f"DistributedNoiseEvent, got {ev!r}")
         key = (ev.noise_multiplier, ev.sampling_rate)
         counts[key] = counts.get(key, 0) + ev.count
     counts = {k: n for k, n in counts.items() if n > 0}
-    if not counts:
+    if not counts and not distributed:
         return 0.0
     if any(sigma == 0 for sigma, _ in counts):
         return math.inf  # a release without noise: no finite epsilon covers it
+    if distributed:
+        ordered = tuple(sorted(distributed.items(), key=lambda item: repr(item[0].to_dict())))
+        return _rdp_epsilon_cached(tuple(sorted(counts.items())), ordered, delta)
     return _epsilon_cached(tuple(sorted(counts.items())), delta, Accountant(accountant))
+
+
+@functools.lru_cache(maxsize=1024)
+def _rdp_epsilon_cached(groups: tuple[tuple[tuple[float, float], int], ...],
+                        distributed: tuple[tuple[DistributedNoiseEvent, int], ...],
+                        delta: float) -> float:
+    """Gaussian groups and distributed events composed in RDP at ``RDP_ORDERS``."""
+    acc = rdp.RdpAccountant(orders=[float(a) for a in RDP_ORDERS])
+    with _quiet_absl():
+        for (sigma, q), count in groups:
+            acc.compose(sampled_gaussian(sigma, q, count))
+    total = acc.rdp
+    for ev, rounds in distributed:
+        total = total + event_rdp(dataclasses.replace(ev, rounds=rounds), RDP_ORDERS)
+    return rdp_to_epsilon(RDP_ORDERS, total, delta)
 
 
 @contextlib.contextmanager

@@ -1,8 +1,11 @@
 """Differential-privacy events: immutable records of one use of a mechanism.
 
 An event's meaning never changes once written to a ledger: it names the mechanism and
-every parameter an accountant needs, and maps onto Google dp-accounting's ``DpEvent``
-algebra, which does the accounting (see :mod:`fedpriv.privacy.accounting`).
+every parameter an accountant needs. The Gaussian events map onto Google dp-accounting's
+``DpEvent`` algebra, which does their accounting (see :mod:`fedpriv.privacy.accounting`);
+the distributed discrete-noise event (Skellam or discrete Gaussian shares under secure
+aggregation) has no dp-accounting counterpart and is accounted in Renyi DP by
+:mod:`fedpriv.privacy.discrete.rdp`.
 
 Edge cases are explicit: ``sigma = 0`` (no noise) is a legal, *recorded* release whose
 epsilon is infinite (``NonPrivateDpEvent``), so a run without noise is never mistaken for
@@ -20,6 +23,7 @@ from typing import Any
 import dp_accounting
 
 __all__ = [
+    "DistributedNoiseEvent",
     "DpEvent",
     "DpSgdEvent",
     "GaussianSumEvent",
@@ -34,6 +38,8 @@ class Mechanism(enum.StrEnum):
 
     DP_SGD = "dp-sgd"
     GAUSSIAN_SUM = "gaussian-sum"
+    SKELLAM_SUM = "skellam-sum"
+    DDG_SUM = "ddg-sum"
 
 
 def _real(obj: object, name: str, lo: float, hi: float, *, lo_open: bool = False,
@@ -207,11 +213,108 @@ class GaussianSumEvent:
         return sampled_gaussian(self.noise_multiplier, self.sampling_rate, self.rounds)
 
 
-DpEvent = DpSgdEvent | GaussianSumEvent
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DistributedNoiseEvent:
+    """``rounds`` rounds of a securely summed update with distributed discrete noise.
 
-_BY_MECHANISM: dict[str, type[DpSgdEvent] | type[GaussianSumEvent]] = {
+    Kairouz, Liu & Steinke 2021 (ICML, arXiv:2102.06387), Algorithm 1, and Agarwal,
+    Kairouz & Liu 2021 (NeurIPS, arXiv:2110.04995), Algorithm 1: each sampled client
+    clips, rotates, scales and rounds its update to integers of L2 norm at most Delta_2,
+    adds its own share of discrete noise, and only the sum of the ``clients`` survivors
+    is unmasked. The event records the noise *actually present* in that sum (the shares
+    of the clients summed, not of those planned), in the integer units of the sum. Its
+    RDP is :func:`fedpriv.privacy.discrete.rdp.event_rdp`; ``accounting.epsilon``
+    composes it with every other event through RDP.
+
+    Parameters
+    ----------
+    mechanism : Mechanism
+        ``SKELLAM_SUM`` (shares Sk(mu, mu)) or ``DDG_SUM`` (shares N_Z(0, sigma^2)).
+    l1_sensitivity : float
+        Delta_1 > 0, in integer units; at most ``sqrt(dimension) * l2_sensitivity``.
+    l2_sensitivity : float
+        Delta_2 > 0, the conditional-rounding bound, in integer units.
+    local_variance : float
+        One client's share per coordinate, in [0, inf): 2 mu for Sk(mu, mu) (its
+        variance), sigma^2 for N_Z(0, sigma^2) (its parameter, an upper bound on its
+        variance). 0 (no noise), and a DDG share with sigma < 1/2 (outside KLS21's
+        Proposition 14), are recorded and give epsilon = inf.
+    clients : int
+        n >= 1, the clients whose shares are in the sum.
+    dimension : int
+        d >= 1, the (padded) dimension the noise was added in.
+    sampling_rate : float
+        q in (0, 1], the Poisson client-sampling rate. Amplification by sampling holds
+        only against parties that do not know who was sampled; against the server that
+        chose the cohort, record q = 1.
+    bits : int
+        b in [2, 64], the modulus 2^b of the secure sum (for the audit; epsilon does not
+        depend on it: a wrapped sum is post-processing).
+    rounds : int
+        Number of rounds the event covers (>= 1).
+
+    Notes
+    -----
+    As in both papers, epsilon is for neighbours that differ in one client's update
+    while the ``clients`` noise shares stay in the sum (zero-out); see the Notes of
+    :mod:`fedpriv.privacy.discrete.rdp`.
+    """
+
+    mechanism: Mechanism
+    l1_sensitivity: float
+    l2_sensitivity: float
+    local_variance: float
+    clients: int
+    dimension: int
+    sampling_rate: float
+    bits: int
+    rounds: int = 1
+
+    def __post_init__(self) -> None:
+        allowed = (Mechanism.SKELLAM_SUM, Mechanism.DDG_SUM)
+        try:
+            mech = Mechanism(self.mechanism)
+        except ValueError:
+            mech = None
+        if mech not in allowed:
+            raise ValueError(f"mechanism must be one of {{{', '.join(m.value for m in allowed)}}}"
+                             f", got {self.mechanism!r}")
+        object.__setattr__(self, "mechanism", mech)
+        _real(self, "l1_sensitivity", 0.0, math.inf, lo_open=True, hi_open=True)
+        _real(self, "l2_sensitivity", 0.0, math.inf, lo_open=True, hi_open=True)
+        _real(self, "local_variance", 0.0, math.inf, hi_open=True)
+        _count(self, "clients", 1)
+        _count(self, "dimension", 1)
+        _real(self, "sampling_rate", 0.0, 1.0, lo_open=True)
+        _count(self, "bits", 2)
+        if self.bits > 64:
+            raise ValueError(f"bits must be an integer in [2, 64], got {self.bits!r}")
+        _count(self, "rounds", 1)
+        most = math.sqrt(self.dimension) * self.l2_sensitivity
+        if self.l1_sensitivity > most * (1 + 1e-12):
+            raise ValueError(
+                f"l1_sensitivity must be in (0, sqrt(dimension) * l2_sensitivity] = (0, "
+                f"{most!r}], got {self.l1_sensitivity!r}")
+
+    @property
+    def count(self) -> int:
+        """How many noisy sums the event covers (``rounds``)."""
+        return self.rounds
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe parameters, with the mechanism name; ``event_from_dict`` inverts it."""
+        params = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "mechanism"}
+        return {"mechanism": self.mechanism.value, **params}
+
+
+DpEvent = DpSgdEvent | GaussianSumEvent | DistributedNoiseEvent
+
+_BY_MECHANISM: dict[str, type[DpSgdEvent] | type[GaussianSumEvent]
+                   | type[DistributedNoiseEvent]] = {
     Mechanism.DP_SGD.value: DpSgdEvent,
     Mechanism.GAUSSIAN_SUM.value: GaussianSumEvent,
+    Mechanism.SKELLAM_SUM.value: DistributedNoiseEvent,
+    Mechanism.DDG_SUM.value: DistributedNoiseEvent,
 }
 
 
@@ -230,6 +333,8 @@ def event_from_dict(data: dict[str, Any]) -> DpEvent:
     if cls is None:
         allowed = ", ".join(m.value for m in Mechanism)
         raise ValueError(f"mechanism must be one of {{{allowed}}}, got {mechanism!r}")
+    if cls is DistributedNoiseEvent:
+        params["mechanism"] = Mechanism(mechanism)  # one class for both distributed sums
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(params) - names)
     if unknown:

@@ -35,7 +35,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedpriv.privacy.events import DpEvent, DpSgdEvent, GaussianSumEvent, event_from_dict
+from fedpriv.privacy.events import (
+    DistributedNoiseEvent,
+    DpEvent,
+    DpSgdEvent,
+    GaussianSumEvent,
+    event_from_dict,
+)
 
 __all__ = ["GENESIS", "RESUME", "ChainReport", "KeyRotation", "LedgerEntry", "LedgerError",
            "PrivacyLedger"]
@@ -239,9 +245,9 @@ class PrivacyLedger:
         """
         if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 1:
             raise ValueError(f"round must be an integer >= 1, got {round_!r}")
-        if not isinstance(event, DpSgdEvent | GaussianSumEvent):
-            raise ValueError(
-                f"event must be a DpSgdEvent or GaussianSumEvent, got {event!r}")
+        if not isinstance(event, DpSgdEvent | GaussianSumEvent | DistributedNoiseEvent):
+            raise ValueError("event must be a DpSgdEvent, GaussianSumEvent or "
+                             f"DistributedNoiseEvent, got {event!r}")
         if scope is not None:
             _check_name("scope", scope)
         genesis = self.genesis()

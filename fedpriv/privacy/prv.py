@@ -17,7 +17,7 @@ import math
 import warnings
 from collections.abc import Iterable
 
-from fedpriv.privacy.events import DpEvent
+from fedpriv.privacy.events import DistributedNoiseEvent, DpEvent
 
 __all__ = ["prv_epsilon"]
 
@@ -41,11 +41,21 @@ def prv_epsilon(events: Iterable[DpEvent], delta: float, *,
     float
         The PRV point estimate (the middle of its [lower, upper] bracket); 0 without
         events, ``inf`` when an event has sigma = 0.
+
+    Raises
+    ------
+    ValueError
+        For delta outside (0, 1), or a ``DistributedNoiseEvent`` (Skellam or discrete
+        Gaussian shares): the PRV accountant has no mechanism for it, and a silent skip
+        would understate epsilon.
     """
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta!r}")
     groups: dict[tuple[float, float], int] = {}
     for ev in events:
+        if isinstance(ev, DistributedNoiseEvent):
+            raise ValueError("the PRV accountant composes Gaussian events only; a "
+                             f"{ev.mechanism.value} event has no PRV here, got {ev!r}")
         key = (float(ev.noise_multiplier), float(ev.sampling_rate))
         groups[key] = groups.get(key, 0) + int(ev.count)
     groups = {k: n for k, n in groups.items() if n > 0}

@@ -143,6 +143,8 @@ def run_federation(
             "replies": strategy.last_replies,
             "rejected": list(strategy.last_rejected),
             "skipped": strategy.last_skipped or None,
+            "missing": list(strategy.last_missing),
+            "failed": {str(k): v for k, v in strategy.last_failed.items()},
             "elapsed_seconds": time.monotonic() - t0,
         }
         if privacy is not None:

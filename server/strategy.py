@@ -140,6 +140,8 @@ class FedPrivStrategy(Strategy):
             raise ValueError(f"min_replies must be >= 1, got {min_replies}")
         self.min_replies = min_replies
         self.last_skipped = ""  # why this round was skipped ("": it was not)
+        self.last_missing: list[int] = []  # cohort nodes with no reply by the timeout
+        self.last_failed: dict[int, str] = {}  # node -> its error, this round
         self.privacy = privacy
         self.stop = stop
         self.offset = first_round - 1
@@ -156,7 +158,9 @@ class FedPrivStrategy(Strategy):
         self.ledgers_in_run_dir: set[str] = set()  # clients whose ledger the run dir holds
         self.client_signatures: dict[str, dict[str, int | str]] = {}  # signed heads
         self._noise_only = False
-        self._started = False  # all min_nodes were connected once
+        # All min_nodes were connected once. A resumed run has started already: a node
+        # that vanished meanwhile must not keep it from going on.
+        self._started = first_round > 1
         self.reference: ArrayRecord | None = None  # the global model of this round
 
     def layer(self, cls: type[T]) -> T | None:
@@ -247,6 +251,8 @@ class FedPrivStrategy(Strategy):
         """
         server_round += self.offset
         self.last_refused = []
+        replies = list(replies)
+        self._note_absent(server_round, replies)
         replies = [m for m in replies if not self._refused(m)]
         replies = self._well_formed(replies)
         self.last_replies = sum(not m.has_error() for m in replies)
@@ -369,6 +375,21 @@ class FedPrivStrategy(Strategy):
         for rep in reports:
             self._record_head(rep)
         return reports
+
+    def _note_absent(self, server_round: int, replies: list[Message]) -> None:
+        """Who in the cohort did not answer by the round's timeout, and who failed, why."""
+        answered = {m.metadata.src_node_id for m in replies}
+        self.last_missing = sorted(set(self.last_cohort) - answered)
+        self.last_failed = {}
+        for msg in replies:
+            if msg.has_error():
+                self.last_failed[msg.metadata.src_node_id] = str(msg.error.reason or "")[:200]
+        if self.last_missing:
+            log(WARNING, "fedpriv: round %d: no reply from node(s) %s within round-timeout "
+                "(vanished or too slow); the round goes on without them", server_round,
+                ", ".join(map(str, self.last_missing)))
+        for node, reason in self.last_failed.items():
+            log(WARNING, "fedpriv: round %d: node %s failed: %s", server_round, node, reason)
 
     def _too_few(self, replies: list[Message]) -> bool:
         """Fewer usable replies than ``min_replies`` (not under secure aggregation)."""

@@ -54,9 +54,19 @@ class Processes:
         return code, (self.logs / f"{name}.log").read_text()
 
     def stop_all(self):
+        from fedpriv.cli.signals import descendants
+
+        # Children that left the process group (Flower starts some in sessions of
+        # their own) are found by walking the process tree, and stopped by PID too.
+        strays = [pid for proc, _ in self.procs for pid in descendants(proc.pid)]
         for proc, _ in self.procs:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in strays:
+            try:
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         for proc, log in self.procs:

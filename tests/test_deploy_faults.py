@@ -1,0 +1,131 @@
+"""A deployment that loses a SuperNode and then its SuperLink, and still finishes.
+
+Real processes on loopback (SuperLink, three SuperNodes and their ClientApps, the ``flwr``
+CLI), stopped by PID (their process groups). One SuperNode is killed after round 1: the
+next round goes on without it after ``round-timeout``. The SuperLink (and the ServerApp it
+runs) is then killed with SIGKILL and restarted on the same state file; ``flwr run`` with
+``resume=true`` continues the run from its checkpoint. Every device's own ledger ends with
+each round charged at most once, and the audit passes.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedpriv.audit import audit_run
+from fedpriv.cli.signals import descendants
+from fedpriv.privacy import PrivacyLedger
+from tests.test_deploy import Processes, free_port, run, wait_for_port
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+ROUNDS = 3
+
+
+def _lines(path: Path) -> list[dict]:
+    try:
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    except (FileNotFoundError, ValueError):
+        return []
+
+
+def _wait(predicate, what: str, timeout: float = 240.0, logs: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            dump = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}"
+                           for p in sorted(logs.glob("*.log"))) if logs else ""
+            raise AssertionError(f"timed out waiting for {what}{dump}")
+        time.sleep(0.5)
+
+
+def test_a_lost_supernode_and_a_superlink_restart_do_not_lose_the_run(tmp_path):
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"),
+           "FLWR_TELEMETRY_ENABLED": "0", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    port = free_port()
+    fedpriv = BIN / "fedpriv"
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "fedpriv"\n\n[superlink.fedpriv]\n'
+        f'address = "127.0.0.1:{port}"\ninsecure = true\n')
+
+    from fedpriv.config import Partition
+    from fedpriv.tasks import load_digits, partition_indices
+
+    train = load_digits(test_fraction=0.2, seed=0).train
+    for i, idx in enumerate(partition_indices(train, scheme=Partition.IID, num_partitions=3,
+                                              seed=0), start=1):
+        (tmp_path / f"data-{i}").mkdir()
+        np.savez(tmp_path / f"data-{i}" / "part.npz", x=train.x[idx], y=train.y[idx])
+
+    procs = Processes(env, logs)
+    superlink = ["deploy", "superlink", "--insecure", "--port", port, "--database",
+                 tmp_path / "state.db"]
+    try:
+        link = procs.start("superlink", fedpriv, *superlink)
+        wait_for_port(port)
+        nodes = {}
+        for i in (1, 2, 3):
+            nodes[i] = procs.start(
+                f"edge-{i}", fedpriv, "deploy", "supernode", f"edge-{i}", "--insecure",
+                "--superlink", f"127.0.0.1:{port}", "--data-dir", tmp_path / f"data-{i}",
+                "--ledger", tmp_path / f"edge-{i}.sqlite", "--port", free_port())
+        run_dir = tmp_path / "run"
+        config = (f'rounds={ROUNDS} clients=3 local-epochs=1 dp-mode="record" '
+                  f'round-timeout=60.0 run-dir="{run_dir}"')
+        started = run(env, BIN / "flwr", "run", ".", "fedpriv", "--run-config", config)
+        assert started.returncode == 0, started.stdout + started.stderr
+        metrics = run_dir / "metrics.jsonl"
+
+        # A SuperNode dies after round 1: round 2 goes on without it.
+        _wait(lambda: len(_lines(metrics)) >= 1, "round 1", logs=logs)
+        os.killpg(nodes[3].pid, signal.SIGKILL)
+        _wait(lambda: len(_lines(metrics)) >= 2, "round 2 without edge-3", logs=logs)
+        round2 = _lines(metrics)[1]
+        assert round2["replies"] == 2 and len(round2["missing"]) == 1, round2
+
+        # The SuperLink and its ServerApp die mid-run; a new SuperLink, same state file.
+        orphans = descendants(link.pid)  # its ServerApp may sit in a session of its own
+        os.killpg(link.pid, signal.SIGKILL)
+        for pid in orphans:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        link.wait(timeout=30)
+        assert not (run_dir / "summary.json").exists()
+        procs.start("superlink-2", fedpriv, *superlink)
+        wait_for_port(port)
+        resumed = run(env, BIN / "flwr", "run", ".", "fedpriv", "--run-config",
+                      f'resume=true run-dir="{run_dir}"')
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        _wait(lambda: (run_dir / "summary.json").exists(), "the resumed run's summary",
+              logs=logs)
+    finally:
+        procs.stop_all()
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed", summary
+    assert summary["rounds"] == ROUNDS and summary["resumed"]
+    assert [m["round"] for m in _lines(metrics)] == list(range(1, ROUNDS + 1))
+    for i in (1, 2, 3):  # each device's own ledger: no round of this run twice
+        with PrivacyLedger.open(tmp_path / f"edge-{i}.sqlite") as ledger:
+            assert ledger.verify().ok
+            rounds = [e.round for e in ledger.entries() if e.is_event]
+        assert rounds == sorted(set(rounds)), (i, rounds)
+        if i < 3:  # the survivors took part in every round
+            assert rounds == list(range(1, ROUNDS + 1)), (i, rounds, _lines(metrics))
+        else:  # the lost node, in none after it was killed
+            assert set(rounds) <= {1}, (i, rounds, _lines(metrics))
+    report = audit_run(run_dir)
+    assert report.ok, report.problems

@@ -69,11 +69,12 @@ def test_too_few_bits_name_the_key():
 
 
 def test_the_plan_is_deterministic_and_the_rotation_seed_public():
-    a = distributed_plan(cfg(**{"target-epsilon": 2.0}), D)
+    values = {"target-epsilon": 2.0, "ddp-bits": 18}
+    a = distributed_plan(cfg(**values), D)
     from fedpriv import ddp_plan
 
     ddp_plan._plan.cache_clear()  # recomputed from scratch, as another process would
-    b = distributed_plan(cfg(**{"target-epsilon": 2.0}), D)
+    b = distributed_plan(cfg(**values), D)
     assert a == b
     assert rotation_seed("run", 3) == rotation_seed("run", 3)
     assert len({rotation_seed("run", 3), rotation_seed("run", 4),

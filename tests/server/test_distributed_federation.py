@@ -45,21 +45,21 @@ def events(path):
 
 
 def test_a_distributed_run_learns_on_digits_and_its_audit_passes(tmp_path):
-    # z = 0.05 (sum noise 0.05 C): a weak epsilon, chosen so 3 short rounds visibly learn
-    grid, summary, path, cfg = run(tmp_path, rounds=3, **{"noise-multiplier": 0.05})
+    # z = 0.05 (sum noise 0.05 C): a weak epsilon, chosen so 2 short rounds visibly learn
+    grid, summary, path, cfg = run(tmp_path, rounds=2, **{"noise-multiplier": 0.05})
     assert summary["status"] == "completed"
     assert summary["final_accuracy"] > summary["initial_accuracy"] + 0.2
     ddp = summary["distributed_dp"]
     assert ddp["mechanism"] == "skellam-sum" and ddp["wrap_probability"] <= 1e-9
-    assert ddp["survivors_by_round"] == [4, 4, 4] and ddp["min_survivors"] == 3
+    assert ddp["survivors_by_round"] == [4, 4] and ddp["min_survivors"] == 3
     fed = events(path / "ledger.sqlite")
-    assert [r for r, _ in fed] == [1, 2, 3]
+    assert [r for r, _ in fed] == [1, 2]
     assert all(isinstance(e, DistributedNoiseEvent) and e.clients == 4
                and e.sampling_rate == 1.0 and e.local_variance == ddp["local_variance"]
                for _, e in fed)
     for client in sorted((path / "clients").glob("*/ledger.sqlite")):
         own = events(client)  # each client accounts the fewest survivors it allows
-        assert [e.clients for _, e in own] == [3, 3, 3]
+        assert [e.clients for _, e in own] == [3, 3]
     assert summary["epsilon"]["accountant"] == "rdp"
     assert summary["epsilon"]["federation"] == pytest.approx(epsilon([e for _, e in fed],
                                                                      cfg.delta))
@@ -176,3 +176,17 @@ def test_summary_and_metrics_name_the_parameters(tmp_path):
     assert summary["epsilon"]["federation"] <= 5.0  # 4 survivors: less than planned for 3
     line = json.loads((path / "metrics.jsonl").read_text().splitlines()[-1])
     assert line["noise_shares"] == 4 and line["secagg"]["modulus_bits"] == 24
+
+
+def test_the_budget_is_checked_before_each_round_against_the_fewest_survivors(tmp_path):
+    # Prepare: a budget that two rounds of 4 shares plus one of the planned worst case
+    # (3 shares) just exceed, so the server must stop before round 3.
+    base = RunConfig.from_mapping({"clients": 4, **DDP}).resolved()
+    plan = distributed_plan(base, model_dimension(base))
+    budget = epsilon([plan.event(4)] * 2 + [plan.event(3)], base.delta) - 1e-6
+    # Execute
+    _, summary, path, _ = run(tmp_path, rounds=4, **{"max-epsilon": budget})
+    # Assert
+    assert summary["status"] == "stopped" and "round 3 would raise" in summary["reason"]
+    assert summary["rounds"] == 2 and summary["epsilon"]["federation"] <= budget
+    assert audit_run(path).ok

@@ -170,8 +170,14 @@ def independent_epsilon(events: Iterable[DpEvent], delta: float) -> float:
 
 
 def _divergence(alpha: float, log_p: np.ndarray, log_q: np.ndarray) -> float:
-    """D_alpha(P || Q) = log sum P^alpha Q^(1 - alpha) / (alpha - 1) on a common support."""
-    return float(logsumexp(alpha * log_p + (1 - alpha) * log_q)) / (alpha - 1)
+    """D_alpha(P || Q) = log sum P^alpha Q^(1 - alpha) / (alpha - 1).
+
+    Summed where both log-pmfs are finite (far tails underflow to -inf). Dropping
+    terms only lowers the sum, so the result is a lower bound on the exact divergence:
+    a bound that falls below it is wrong.
+    """
+    keep = np.isfinite(log_p) & np.isfinite(log_q)
+    return float(logsumexp(alpha * log_p[keep] + (1 - alpha) * log_q[keep])) / (alpha - 1)
 
 
 def skellam_divergence_1d(alpha: float, shift: int, mu: float) -> float:
@@ -200,5 +206,5 @@ def ddg_divergence_1d(alpha: float, shift: int, sigma2: float, clients: int) -> 
         pmf = np.convolve(pmf, one)
     pmf = np.pad(pmf, abs(int(shift)))  # room for the shift on both sides
     shifted = np.roll(pmf, int(shift))
-    keep = (pmf > 0) & (shifted > 0)
-    return _divergence(alpha, np.log(shifted[keep]), np.log(pmf[keep]))
+    with np.errstate(divide="ignore"):
+        return _divergence(alpha, np.log(shifted), np.log(pmf))

@@ -7,6 +7,7 @@ Everything a client needs arrives in the server's message (see
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from client.replay import Payload, ReplayCache, model_digest
 from client.secagg import (
     advertise,
     consistency,
+    encode_distributed,
     encode_update,
     head_identity,
     mask,
@@ -38,6 +40,7 @@ from client.secagg import (
     unmask,
 )
 from fedpriv.config import DpMode, RunConfig, StrategyName
+from fedpriv.ddp_plan import distributed_plan, model_dimension
 from fedpriv.messages import (
     ARRAYS,
     CLIENT_EPSILON,
@@ -67,6 +70,7 @@ from fedpriv.messages import (
 )
 from fedpriv.privacy import DpEvent, DpSgdEvent, PrivacyLedger, epsilon
 from fedpriv.privacy.attest import HeadSigner
+from fedpriv.privacy.discrete import SecureUniforms, SeededUniforms, UniformSource
 from fedpriv.tasks import (
     build_task_model,
     evaluate,
@@ -75,6 +79,7 @@ from fedpriv.tasks import (
     to_loader,
     train_epochs,
 )
+from strategies.dp_fedavg import TEST_ONLY_NOISE_SCALE
 from strategies.updates import numpy_record
 
 __all__ = ["app"]
@@ -105,7 +110,9 @@ def train(msg: Message, context: Context) -> Message:
     """Train the received global model on local data and reply with the model or update.
 
     With ``dp-mode = record`` training is DP-SGD; with ``dp-mode = user`` the reply is
-    the clipped update. With any DP mode the client first checks its own budget in its
+    the clipped update; with ``dp-mode = distributed`` it is the clipped update encoded
+    with this client's discrete noise share, then masked (the server can unmask only the
+    noised sum). With any DP mode the client first checks its own budget in its
     own ledger, refuses the round if it would be exceeded, and records the round's DP
     event before replying. A round this run already charged (a resumed run asking again)
     is answered with the payload already released, uncharged (see :mod:`client.replay`).
@@ -211,6 +218,18 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
                          "update is not sent")
     info: dict[str, Any] = {"event": event_json(event) if event is not None else "",
                             "loss": float(loss), "examples": len(data)}
+    if cfg.dp_mode is DpMode.DISTRIBUTED:
+        # The release includes the noise: the payload kept for a replay is the encoded,
+        # noised vector itself, so a resumed run asking again gets exactly this release.
+        update, _ = user_update(local_state, global_state, cfg.clip_norm)
+        keys = list(msg.content[ARRAYS].keys())  # the order the server decodes in
+        plan = distributed_plan(cfg, model_dimension(cfg))
+        x = encode_distributed(
+            update, keys, plan=plan, run_id=cfg.run_id, server_round=server_round,
+            rng=_rounding_rng(cfg, server_round, part),
+            source=_noise_source(cfg, server_round, part),
+            noise_scale=float(os.environ.get(TEST_ONLY_NOISE_SCALE, "1") or 1))
+        return Payload(kind="encoded", arrays={"x": x}, info=info)
     if cfg.dp_mode is DpMode.USER or SECAGG in msg.content.config_records:
         if cfg.dp_mode is DpMode.USER:  # clipped, unweighted (McMahan et al. 2018)
             update, unclipped = user_update(local_state, global_state, round_clip)
@@ -226,6 +245,20 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
                    info=info)
 
 
+def _noise_source(cfg: RunConfig, server_round: int, part: int) -> UniformSource:
+    """Uniforms for the noise share: OS-keyed ChaCha20, seeded only if reproducible."""
+    if cfg.reproducible:
+        return SeededUniforms(np.random.default_rng([cfg.seed, server_round, part, 4]))
+    return SecureUniforms()
+
+
+def _rounding_rng(cfg: RunConfig, server_round: int, part: int) -> np.random.Generator:
+    """Coins of the randomised rounding (need not be secret; seeded if reproducible)."""
+    if cfg.reproducible:
+        return np.random.default_rng([cfg.seed, server_round, part, 5])
+    return np.random.default_rng()
+
+
 def _content(cfg: RunConfig, msg: Message, context: Context, payload: Payload,
              server_round: int) -> tuple[dict[str, ArrayRecord], dict[str, float]]:
     """The reply's arrays and metrics for ``payload`` (masked under secure aggregation)."""
@@ -239,6 +272,10 @@ def _content(cfg: RunConfig, msg: Message, context: Context, payload: Payload,
     if payload.kind == "arrays":
         state = {k: torch.from_numpy(np.array(payload.arrays[k])) for k in keys}
         return {ARRAYS: ArrayRecord(state)}, metrics
+    if payload.kind == "encoded":  # distributed DP: already noised; only masking remains
+        maybe_vanish(cfg, server_round, dict(context.node_config), stage=3)
+        x = np.ascontiguousarray(payload.arrays["x"], dtype=np.uint64)
+        return {MASKED: numpy_record({"y": mask(msg, context, x)})}, {}
     if SECAGG in msg.content.config_records:
         maybe_vanish(cfg, server_round, dict(context.node_config), stage=3)
         x = encode_update(

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from fedpriv.config import DpMode, RunConfig
+from fedpriv.ddp_plan import distributed_plan, model_dimension
 from fedpriv.dp_plan import record_noise_multiplier, record_shape
 from fedpriv.privacy import (
     DpEvent,
@@ -105,7 +106,15 @@ def planned_event(cfg: RunConfig, n_local: int, round_clip: float) -> DpEvent:
     Record level: DP-SGD's (sigma, q, steps, C). User level: the server's noisy sum with
     multiplier z and this round's clip C, accounted by the client *without* sampling
     amplification (q = 1) since a client cannot verify the server's sampling.
+    Distributed: the secure sum of the fewest survivors its noise is sized for (n_min
+    shares, q = 1), from the plan the client derives itself
+    (:func:`fedpriv.ddp_plan.distributed_plan`): the client itself refuses to reveal
+    its masks for a survivor set smaller than secure aggregation's minimum, so no
+    unmasked sum holds fewer shares while its peers follow the protocol.
     """
+    if cfg.dp_mode is DpMode.DISTRIBUTED:
+        plan = distributed_plan(cfg, model_dimension(cfg))
+        return plan.event(plan.min_clients)
     if cfg.dp_mode is DpMode.RECORD:
         q, steps = record_shape(cfg, n_local)
         return DpSgdEvent(noise_multiplier=record_noise_multiplier(cfg, n_local),
@@ -113,7 +122,8 @@ def planned_event(cfg: RunConfig, n_local: int, round_clip: float) -> DpEvent:
     if cfg.dp_mode is DpMode.USER:
         return GaussianSumEvent(noise_multiplier=cfg.noise_multiplier, sampling_rate=1.0,
                                 clip=round_clip)
-    raise ValueError(f"dp-mode must be record or user for a DP event, got {cfg.dp_mode}")
+    raise ValueError(f"dp-mode must be record, user or distributed for a DP event, got "
+                     f"{cfg.dp_mode}")
 
 
 def budget_refusal(ledger: PrivacyLedger, event: DpEvent, cfg: RunConfig | None = None

@@ -27,9 +27,12 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from fedpriv.certs import CertError, load_identity, load_roster
-from fedpriv.config import RunConfig
+from fedpriv.config import DpMode, RunConfig
+from fedpriv.ddp_plan import DistributedPlan, distributed_plan, model_dimension, rotation_seed
 from fedpriv.messages import CONFIG, NODE_PARTITION_ID, SECAGG, SECAGG_STATE, config_from_record
 from fedpriv.privacy.attest import HeadSigner
+from fedpriv.privacy.discrete import UniformSource
+from fedpriv.privacy.discrete import encode as ddp_encode
 from fedpriv.secagg import (
     ClientSecAgg,
     ConsistencyRequest,
@@ -55,6 +58,7 @@ __all__ = [
     "SimulatedDropout",
     "advertise",
     "consistency",
+    "encode_distributed",
     "encode_update",
     "mask",
     "maybe_vanish",
@@ -150,8 +154,12 @@ def modulus_bits(cfg: RunConfig, layout: SumLayout | None = None) -> int:
     """The run's modulus bits b: the layout's for all ``clients``, never clamped.
 
     Sized for every enrolled client, not the expected cohort: under user-level DP the
-    cohort is a Poisson sample and may be larger than ``clients-per-round``.
+    cohort is a Poisson sample and may be larger than ``clients-per-round``. Under
+    distributed DP, the plan's b (:func:`fedpriv.ddp_plan.distributed_plan`), which the
+    client derives itself from the run config and the model's size.
     """
+    if cfg.dp_mode is DpMode.DISTRIBUTED:
+        return distributed_plan(cfg, model_dimension(cfg)).params.bits
     return (layout or layout_for(cfg)).modulus_bits(cfg.clients)
 
 
@@ -255,6 +263,36 @@ def encode_update(update: dict[str, np.ndarray], keys: list[str], *, weight: int
                              bits=modulus_bits(cfg, layout), noise=noise)
     except ValueError as err:
         raise SecAggError(str(err)) from None
+
+
+def encode_distributed(update: dict[str, np.ndarray], keys: list[str], *,
+                       plan: DistributedPlan, run_id: str, server_round: int,
+                       rng: np.random.Generator, source: UniformSource | None = None,
+                       noise_scale: float = 1.0) -> np.ndarray:
+    """x_u = [enc(Delta) with the noise share (d' coordinates), 1, 0, 0] mod 2^b.
+
+    ``enc`` is :func:`fedpriv.privacy.discrete.encode` (clip to C, rotate with the
+    round's public seed, scale by gamma, round conditionally, add this client's share of
+    variance V, reduce mod 2^b), with the plan this client derived itself. The weight
+    slot holds 1 (the server learns only how many encodings it summed, which it knows),
+    and the unclipped and loss slots hold 0: under distributed DP the server is not
+    trusted with any un-noised function of the data, and a fixed clip needs neither.
+
+    ``noise_scale`` multiplies the share's standard deviation; anything but 1 makes the
+    ledger's epsilon false, and it exists only for tests (see ``TEST_ONLY_NOISE_SCALE``).
+    """
+    flat = np.concatenate([np.asarray(update[k], np.float64).ravel() for k in keys])
+    params = plan.params
+    if flat.shape != (params.dimension,):
+        raise SecAggError(f"the update has {flat.size} parameters, the run's model "
+                          f"{params.dimension}: the round's model is not the run's")
+    if noise_scale != 1.0:
+        params = dataclasses.replace(params,
+                                     local_variance=params.local_variance * noise_scale ** 2)
+    seed = rotation_seed(run_id, server_round)
+    enc = ddp_encode(flat, params, seed, rng, source=source)  # (d',) uint64 in [0, 2^b)
+    meta = np.array([1, 0, 0], dtype=np.uint64)  # weight, unclipped, loss (META_SLOTS)
+    return np.concatenate([enc, meta])  # (d' + 3,)
 
 
 def mask(msg: Message, context: Context, x: np.ndarray) -> np.ndarray:

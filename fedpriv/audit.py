@@ -11,6 +11,16 @@ prv-accountant; RDP is shown beside them) and fails when they disagree by more t
 its parts (Andrew et al. 2021, Theorem 1), checks each scope against the budget its
 genesis entry fixed, flags a ``reproducible`` (seeded) run, and, for a run with canary
 clients, compares the empirical privacy estimate (Andrew et al. 2024) with the claim.
+
+Distributed DP (Skellam or discrete Gaussian shares under secure aggregation) has no PLD
+or PRV form. A scope holding such events is accounted as the run does, in Renyi DP
+(:mod:`fedpriv.privacy.discrete.rdp`), and recomputed by the audit's own implementation
+of the same published bounds (:mod:`fedpriv.privacy.ddp_audit`, which shares no code
+with the run's); the two must agree within :data:`AGREEMENT`, and the report names the
+mechanism and the theorem used. The noise the federation ledger records is also checked
+against what the clients' own ledgers say each of them added, and against the plan in
+``summary.json``: a server ledger that claims more noise, or more shares, than the
+clients put into the sum fails.
 """
 
 from __future__ import annotations
@@ -32,11 +42,14 @@ from fedpriv.privacy import (
     PrivacyLedger,
     epsilon,
 )
+from fedpriv.privacy.ddp_audit import BOUNDS, CONVERSION, independent_epsilon
+from fedpriv.privacy.events import DistributedNoiseEvent
 from fedpriv.privacy.prv import prv_epsilon
 
 __all__ = [
     "ACCOUNTANTS",
     "AGREEMENT",
+    "DISTRIBUTED_ACCOUNTANTS",
     "TOLERANCE",
     "AuditReport",
     "ScopeAudit",
@@ -61,6 +74,16 @@ ACCOUNTANTS = {
     "rdp": "dp-accounting RDP (looser bound, for reference)",
 }
 
+#: Distributed-DP scopes: the run's accountant and the audit's own.
+DISTRIBUTED_ACCOUNTANTS = {
+    "rdp": "fedpriv.privacy.discrete.rdp (the run's Renyi-DP accountant; reported)",
+    "independent": "fedpriv.privacy.ddp_audit (the audit's own implementation of the "
+                   "same bounds; " + CONVERSION + ")",
+}
+
+#: Relative slack when the noise recorded by the federation and by the clients is compared.
+NOISE_MATCH = 1e-9
+
 
 @dataclass(slots=True, kw_only=True)
 class ScopeAudit:
@@ -71,6 +94,8 @@ class ScopeAudit:
     chain_ok: bool
     broken_seq: int | None
     reason: str
+    #: The run's reported figure: PLD, or for a scope with distributed events its RDP
+    #: accountant (``accountant`` says which).
     epsilon_pld: float | None = None
     epsilon_prv: float | None = None
     epsilon_rdp: float | None = None
@@ -79,6 +104,10 @@ class ScopeAudit:
     rounds: int = 0
     mechanisms: list[str] = field(default_factory=list)
     epsilon_by_round: list[tuple[int, float]] = field(default_factory=list)
+    accountant: str = "pld"
+    #: Distributed scopes: the audit's own recomputation and the bounds it used.
+    epsilon_independent: float | None = None
+    bounds: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -114,7 +143,7 @@ class AuditReport:
         for s in self.scopes:
             d = asdict(s)
             d["ok"], d["over_budget"] = s.ok, s.over_budget
-            for key in ("epsilon_pld", "epsilon_prv", "epsilon_rdp"):
+            for key in ("epsilon_pld", "epsilon_prv", "epsilon_rdp", "epsilon_independent"):
                 d[key] = _json_float(d[key])
             d["epsilon_by_round"] = [[r, _json_float(e)] for r, e in s.epsilon_by_round]
             scopes.append(d)
@@ -205,22 +234,17 @@ def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
                     by_round.append((rnd, epsilon([e for _, e in events[: i + 1]], delta)))
             evs = [e for _, e in events]
             _check_theorem1(path, scope, events, problems)
-            pld_eps = epsilon(evs, delta, Accountant.PLD)
-            prv_eps = prv_epsilon(evs, delta)
-            if not _agree(pld_eps, prv_eps):
-                problems.append(
-                    f"{path}: {scope}: the accountants disagree: PLD (dp-accounting) "
-                    f"{pld_eps:.4f}, PRV (prv-accountant) {prv_eps:.4f}, more than "
-                    f"{AGREEMENT:.0%} apart")
             audit = ScopeAudit(
                 ledger=str(path), scope=scope, chain_ok=True, broken_seq=None, reason="",
-                epsilon_pld=pld_eps, epsilon_prv=prv_eps,
-                epsilon_rdp=epsilon(evs, delta, Accountant.RDP),
                 delta=delta, max_epsilon=_budget(budget),
                 rounds=len({r for r, _ in events}),
                 mechanisms=sorted({e.mechanism.value for e in evs}),
                 epsilon_by_round=by_round,
             )
+            if any(isinstance(e, DistributedNoiseEvent) for e in evs):
+                _account_distributed(path, scope, evs, delta, audit, problems)
+            else:
+                _account_gaussian(path, scope, evs, delta, audit, problems)
             if audit.over_budget:
                 first = next(r for r, e in by_round if e > budget + TOLERANCE)
                 problems.append(
@@ -228,6 +252,110 @@ def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
                     f"{budget:g} (first exceeded in round {first})")
             out.append(audit)
         return out
+
+
+def _account_gaussian(path: Path, scope: str, evs: list[Any], delta: float,
+                      audit: ScopeAudit, problems: list[str]) -> None:
+    """PLD (the run's figure) against PRV (independent); RDP beside them."""
+    pld_eps = epsilon(evs, delta, Accountant.PLD)
+    prv_eps = prv_epsilon(evs, delta)
+    if not _agree(pld_eps, prv_eps):
+        problems.append(
+            f"{path}: {scope}: the accountants disagree: PLD (dp-accounting) "
+            f"{pld_eps:.4f}, PRV (prv-accountant) {prv_eps:.4f}, more than "
+            f"{AGREEMENT:.0%} apart")
+    audit.epsilon_pld, audit.epsilon_prv = pld_eps, prv_eps
+    audit.epsilon_rdp = epsilon(evs, delta, Accountant.RDP)
+
+
+def _account_distributed(path: Path, scope: str, evs: list[Any], delta: float,
+                         audit: ScopeAudit, problems: list[str]) -> None:
+    """The run's RDP figure against the audit's own implementation of the bounds."""
+    run_eps = epsilon(evs, delta)  # composed in RDP (fedpriv.privacy.discrete.rdp)
+    own = independent_epsilon(evs, delta)
+    audit.accountant = "rdp"
+    audit.epsilon_pld = audit.epsilon_rdp = run_eps
+    audit.epsilon_independent = own
+    audit.bounds = sorted({BOUNDS[e.mechanism.value] for e in evs
+                           if isinstance(e, DistributedNoiseEvent)})
+    if not _agree(run_eps, own):
+        problems.append(
+            f"{path}: {scope}: the run's RDP accountant gives epsilon {run_eps:.4f}, the "
+            f"audit's own implementation of {'; '.join(audit.bounds)} gives {own:.4f}, "
+            f"more than {AGREEMENT:.0%} apart")
+
+
+def _noise_fields(ev: DistributedNoiseEvent) -> dict[str, Any]:
+    return {"mechanism": ev.mechanism.value, "local_variance": ev.local_variance,
+            "l2_sensitivity": ev.l2_sensitivity, "l1_sensitivity": ev.l1_sensitivity,
+            "dimension": ev.dimension, "bits": ev.bits}
+
+
+def _differs(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    out = []
+    for key, x in a.items():
+        y = b.get(key)
+        same = (x == y if isinstance(x, str) or isinstance(y, str) or y is None
+                else math.isclose(float(x), float(y), rel_tol=NOISE_MATCH))
+        if not same:
+            out.append(f"{key} {x!r} (the clients: {y!r})")
+    return out
+
+
+def _check_distributed_noise(root: Path, summary: dict[str, Any], problems: list[str],
+                             warnings: list[str]) -> None:
+    """The noise the federation ledger claims against what the clients say they added.
+
+    Each client records, in its own ledger and before anything leaves the device, the
+    share it adds (variance V, sensitivities, dimension, bits); the server records each
+    round's sum. Every round's federation event must describe the same shares as the
+    clients that charged that round, hold no more shares than clients charged it, and
+    match the plan in ``summary.json``.
+    """
+    federation = root / "ledger.sqlite"
+    try:
+        with PrivacyLedger.open(federation) as led:
+            fed = [(r, e) for r, e in led.events() if isinstance(e, DistributedNoiseEvent)]
+    except LedgerError:
+        return  # already reported by the chain check
+    if not fed:
+        return
+    charged: dict[int, dict[str, DistributedNoiseEvent]] = {}
+    for path in sorted((root / "clients").glob("*/ledger.sqlite")):
+        try:
+            with PrivacyLedger.open(path) as led:
+                for rnd, ev in led.events():
+                    if isinstance(ev, DistributedNoiseEvent):
+                        charged.setdefault(rnd, {})[path.parent.name] = ev
+        except LedgerError:
+            continue
+    planned = summary.get("distributed_dp") if isinstance(summary, dict) else None
+    if not charged:
+        warnings.append(f"{federation}: no client ledgers in the run directory to check the "
+                        "noise the federation ledger claims against (deployed clients keep "
+                        "theirs)")
+    for rnd, ev in fed:
+        mine = _noise_fields(ev)
+        clients = charged.get(rnd, {})
+        for client, theirs in sorted(clients.items()):
+            bad = _differs(mine, _noise_fields(theirs))
+            if bad:
+                problems.append(f"{federation}: round {rnd} records {', '.join(bad)}: not the "
+                                f"noise {client} says it added")
+                break
+        if charged and ev.clients > len(clients):
+            problems.append(f"{federation}: round {rnd} records the shares of {ev.clients} "
+                            f"clients, but only {len(clients)} client ledger(s) charged it")
+        if isinstance(planned, dict):
+            plan = {"mechanism": planned.get("mechanism"),
+                    "local_variance": planned.get("local_variance"),
+                    "l2_sensitivity": planned.get("l2_sensitivity"),
+                    "bits": planned.get("bits")}
+            bad = _differs({k: mine[k] for k in plan}, plan)
+            if bad:
+                said = ", ".join(b.replace("the clients", "summary.json") for b in bad)
+                problems.append(f"{federation}: round {rnd} records {said}: not the run's "
+                                "distributed-DP plan")
 
 
 Head = tuple[int, str]
@@ -273,7 +401,10 @@ def _check_reported(reported: dict[str, Any], federation: Path,
                     scopes: list[ScopeAudit], problems: list[str]) -> None:
     fed = [s for s in scopes if s.ledger == str(federation)]
     recomputed = max((s.epsilon_pld or 0.0 for s in fed), default=0.0)
-    independent = max((s.epsilon_prv or 0.0 for s in fed), default=0.0)
+    independent = max(((s.epsilon_prv if s.epsilon_prv is not None
+                        else s.epsilon_independent) or 0.0 for s in fed), default=0.0)
+    which = ("independent PRV accountant" if all(s.epsilon_prv is not None for s in fed)
+             else "audit's independent distributed-DP accountant")
     claimed = reported.get("federation")
     if claimed is None:
         return
@@ -282,7 +413,7 @@ def _check_reported(reported: dict[str, Any], federation: Path,
                         f"gives {recomputed}")
     if not _agree(float(claimed), independent):
         problems.append(f"summary.json reports federation epsilon {claimed}, the "
-                        f"independent PRV accountant gives {independent:.4f} (more than "
+                        f"{which} gives {independent:.4f} (more than "
                         f"{AGREEMENT:.0%} apart)")
 
 
@@ -445,6 +576,8 @@ def audit_run(run_dir: str | Path, *, server_key: str | None = None,
     if all(s.chain_ok for s in scopes):
         _check_signatures(root, summary, facts, problems, warnings, server_key,
                           Path(roster) if roster else None)
+        if federation.is_file():
+            _check_distributed_noise(root, summary, problems, warnings)
     if summary.get("reproducible"):
         warnings.append("reproducible = true: client sampling, minibatch sampling and noise "
                         "were seeded from the run's seed; the epsilon holds only while that "
@@ -472,8 +605,11 @@ def _markdown_row(s: ScopeAudit) -> str:
     budget = "∞" if s.max_epsilon is None else _fmt(s.max_epsilon, "g")
     if s.over_budget:
         budget += " (exceeded)"
+    reported = _fmt(s.epsilon_pld) + (" (RDP)" if s.accountant == "rdp" else "")
+    second = (_fmt(s.epsilon_prv) if s.epsilon_independent is None
+              else _fmt(s.epsilon_independent) + " (own)")
     cells = [f"{ledger.parent.name or '.'}/{ledger.name}", s.scope, chain,
-             _fmt(s.epsilon_pld), _fmt(s.epsilon_prv), _fmt(s.epsilon_rdp),
+             reported, second, _fmt(s.epsilon_rdp),
              _fmt(s.delta, "g"), budget,
              str(s.rounds), ", ".join(s.mechanisms)]
     return "| " + " | ".join(cells) + " |"
@@ -489,6 +625,12 @@ def render_markdown(report: AuditReport) -> str:
     lines += [_markdown_row(s) for s in report.scopes]
     lines += ["", "Accountants: " + "; ".join(f"{k.upper()}: {v}"
                                              for k, v in ACCOUNTANTS.items())]
+    bounds = sorted({b for s in report.scopes for b in s.bounds})
+    if bounds:
+        lines += ["", "Distributed DP (no PLD/PRV form): the reported ε is the run's RDP, the "
+                      "second column the audit's own recomputation. " + "; ".join(
+                          f"{k}: {v}" for k, v in DISTRIBUTED_ACCOUNTANTS.items()),
+                  "", "Bounds used: " + "; ".join(bounds)]
     if report.empirical:
         e = report.empirical
         lines += ["", f"Empirical privacy estimate ({e['method']}, {e['canaries']} "
@@ -509,7 +651,9 @@ def render_table(report: AuditReport) -> Table:
     deltas = sorted({s.delta for s in report.scopes if s.delta is not None})
     delta = ", ".join(f"{d:g}" for d in deltas) or "-"
     table = Table(title=f"privacy audit (δ = {delta})")
-    for col in ("ledger", "scope", "chain", "ε PLD", "ε PRV", "budget", "rounds"):
+    distributed = any(s.accountant == "rdp" for s in report.scopes)
+    columns = ("ε RDP", "ε own") if distributed else ("ε PLD", "ε PRV")
+    for col in ("ledger", "scope", "chain", *columns, "budget", "rounds"):
         table.add_column(col, overflow="fold")
     for s in report.scopes:
         own = Path(s.ledger).parent.parent.name == "clients"
@@ -517,7 +661,9 @@ def render_table(report: AuditReport) -> Table:
         table.add_row(
             "client's" if own else "server", s.scope,
             "ok" if s.chain_ok else f"[red]broken at {s.broken_seq}[/]",
-            _fmt(s.epsilon_pld), _fmt(s.epsilon_prv),
+            _fmt(s.epsilon_pld),
+            _fmt(s.epsilon_independent if s.epsilon_independent is not None
+                 else s.epsilon_prv),
             budget + (" [red]exceeded[/]" if s.over_budget else ""), str(s.rounds),
         )
     return table

@@ -20,6 +20,7 @@ __all__ = [
     "ConfigError",
     "Dataset",
     "Device",
+    "DdpMechanism",
     "DpMode",
     "Model",
     "Partition",
@@ -92,12 +93,22 @@ class DpMode(enum.StrEnum):
 
     ``record``: each training example of a client (DP-SGD on the client, Abadi et al.
     2016). ``user``: a client's whole contribution to a round (DP-FedAvg, McMahan et al.
-    2018). ``none``: no formal guarantee.
+    2018), noised by the server. ``distributed``: the same unit, noised by the clients
+    inside the secure sum (Kairouz, Liu & Steinke 2021; Agarwal, Kairouz & Liu 2021), so
+    the server never holds an un-noised aggregate. ``none``: no formal guarantee.
     """
 
     NONE = "none"
     RECORD = "record"
     USER = "user"
+    DISTRIBUTED = "distributed"
+
+
+class DdpMechanism(enum.StrEnum):
+    """The discrete noise of ``dp-mode = distributed``: Skellam or discrete Gaussian shares."""
+
+    SKELLAM = "skellam"
+    DDG = "ddg"
 
 
 class ClipMode(enum.StrEnum):
@@ -194,9 +205,11 @@ class RunConfig:
         "aggregation: its threshold applies instead)", lo=1))
     # ---------------------------------------------------------------- privacy
     dp_mode: DpMode = dataclasses.field(default=DpMode.NONE, metadata=_meta(
-        "differential privacy: per example (record), per client (user), or none"))
+        "differential privacy: per example (record), per client noised by the server "
+        "(user) or by the clients inside the secure sum (distributed), or none"))
     noise_multiplier: float = dataclasses.field(default=1.0, metadata=_meta(
-        "Gaussian noise std / clip norm (sigma / C); ignored when target-epsilon > 0",
+        "noise std / clip norm (sigma / C; distributed: of the sum of the "
+        "ddp-min-survivors clients' shares); ignored when target-epsilon > 0",
         lo=0.0, lo_open=True))
     target_epsilon: float = dataclasses.field(default=0.0, metadata=_meta(
         "calibrate noise-multiplier up front so the whole run spends this epsilon (0: off)",
@@ -228,6 +241,16 @@ class RunConfig:
         "(Andrew et al. 2024) that `fedpriv audit` reports", lo=0, hi=10_000))
     ghost_clipping: bool = dataclasses.field(default=True, metadata=_meta(
         "record-level: Opacus ghost clipping where the model allows it (else hooks)"))
+    ddp_mechanism: DdpMechanism = dataclasses.field(default=DdpMechanism.SKELLAM, metadata=_meta(
+        "distributed DP: each client's noise share, Skellam (Agarwal et al. 2021) or "
+        "discrete Gaussian (ddg; Kairouz et al. 2021)"))
+    ddp_bits: int = dataclasses.field(default=0, metadata=_meta(
+        "distributed DP: modulus bits b of the secure sum (0: the fewest whose rounding "
+        "adds at most 1 % to the noise, the wrap-around probability kept <= 1e-9)",
+        lo=0, hi=64))
+    ddp_min_survivors: int = dataclasses.field(default=0, metadata=_meta(
+        "distributed DP: the fewest surviving clients whose shares must add up to the "
+        "noise (0: the minimum survivors secure aggregation guarantees)", lo=0))
     # ------------------------------------------------------ secure aggregation
     secagg: bool = dataclasses.field(default=False, metadata=_meta(
         "secure aggregation (SecAgg+): the server learns only the cohort's sum"))
@@ -321,6 +344,8 @@ class RunConfig:
                 f"must be at most clients-per-round "
                 f"({self.clients_per_round or self.clients}), got {self.min_replies}",
             )
+        if self.dp_mode is DpMode.DISTRIBUTED:
+            _check_distributed(self)
         if self.clip is ClipMode.ADAPTIVE and self.dp_mode is not DpMode.USER:
             raise ConfigError(
                 "clip", f"adaptive clipping needs dp-mode=user, got dp-mode={self.dp_mode}"
@@ -347,18 +372,23 @@ class RunConfig:
         if self.target_epsilon > 0 and self.dp_mode is DpMode.NONE:
             raise ConfigError(
                 "target-epsilon",
-                f"needs dp-mode=record or user, got dp-mode=none (target-epsilon="
+                f"needs dp-mode=record, user or distributed, got dp-mode=none (target-epsilon="
                 f"{self.target_epsilon:g})",
             )
         if self.strategy in NEEDS_INDIVIDUAL_UPDATES and (
-                self.secagg or self.dp_mode is DpMode.USER):
-            why = ("secure aggregation shows the server only the cohort's sum"
-                   if self.secagg else "user-level DP gives the strategy only the noised sum")
+                self.secagg or self.dp_mode in (DpMode.USER, DpMode.DISTRIBUTED)):
+            if self.dp_mode is DpMode.DISTRIBUTED:
+                why, fix = ("distributed DP gives the server only the noised sum",
+                            "dp-mode=distributed")
+            elif self.secagg:
+                why, fix = ("secure aggregation shows the server only the cohort's sum",
+                            "secagg=true")
+            else:
+                why, fix = "user-level DP gives the strategy only the noised sum", "dp-mode=user"
             raise ConfigError(
                 "strategy",
                 f"{self.strategy.value} needs each client's own update, but {why}; use "
-                f"fedavg, fedprox or fedadam with "
-                f"{'secagg=true' if self.secagg else 'dp-mode=user'}",
+                f"fedavg, fedprox or fedadam with {fix}",
             )
         if self.dropout_rate > 0 and not self.secagg:
             raise ConfigError(
@@ -403,6 +433,31 @@ class RunConfig:
     def to_flat(self) -> dict[str, bool | int | float | str]:
         """Kebab-case keys to plain values (TOML, JSON and Flower ConfigRecord safe)."""
         return {key: _plain(getattr(self, f.name)) for key, f in self.keys().items()}
+
+
+def _check_distributed(cfg: RunConfig) -> None:
+    """``dp-mode = distributed``: secure aggregation on, a fixed clip, feasible keys."""
+    if not cfg.secagg:
+        raise ConfigError(
+            "secagg",
+            "dp-mode=distributed needs secagg=true: the clients' noise shares protect an "
+            "update only inside the secure sum (alone, each share is far too small), got "
+            "secagg=false")
+    if cfg.clip is not ClipMode.FIXED:
+        raise ConfigError(
+            "clip",
+            f"dp-mode=distributed needs clip=fixed (every client must scale by the same "
+            f"public C; adaptive clipping is dp-mode=user only), got clip={cfg.clip.value}")
+    if cfg.ddp_bits == 1 or 0 < cfg.ddp_bits <= cfg.clients.bit_length():
+        raise ConfigError(
+            "ddp-bits",
+            f"must be 0 (auto) or in [{cfg.clients.bit_length() + 1}, 64] (the sum of "
+            f"{cfg.clients} clients' count slots must fit), got {cfg.ddp_bits}")
+    if cfg.ddp_min_survivors > cfg.cohort_size:
+        raise ConfigError(
+            "ddp-min-survivors",
+            f"must be in [0, cohort = {cfg.cohort_size}] (0: secure aggregation's minimum), "
+            f"got {cfg.ddp_min_survivors}")
 
 
 def default_count_stddev(cfg: RunConfig) -> float:

@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 
 from fedpriv.certs import ensure_identities
 from fedpriv.config import ClipMode, DpMode, RunConfig, default_count_stddev
+from fedpriv.ddp_plan import DistributedPlan, distributed_plan, model_dimension
 from fedpriv.dp_plan import client_sampling_rate, with_user_noise
 from fedpriv.messages import TRAIN_LOSS
 from fedpriv.privacy import (
@@ -50,6 +51,7 @@ from server.sampling import CohortSampler, SamplingKind
 from server.secagg import SecAggStrategy
 from server.strategy import FedPrivStrategy, RunInterrupted
 from strategies import build_strategy
+from strategies.distributed_dp import DistributedDpMean
 from strategies.dp_fedavg import DpFedAvg
 from strategies.update_mean import UpdateMean
 
@@ -86,16 +88,20 @@ def run_federation(
     data = load_task_data(cfg)
     model = build_task_model(cfg, data)
     device = torch.device("cpu")  # server-side evaluation is small; keep the GPU for clients
+    # distributed DP: gamma, V and b once, up front (every client derives the same)
+    ddp = (distributed_plan(cfg, model_dimension(cfg))
+           if cfg.dp_mode is DpMode.DISTRIBUTED else None)
     point = _resume_point(cfg, run_dir) if resume else None
     privacy = (FederationPrivacy(cfg, run_dir.path, run_id=run_dir.path.name,
-                                 resume_from=point.signed if point is not None else None)
+                                 resume_from=point.signed if point is not None else None,
+                                 distributed=ddp)
                if cfg.dp_mode is not DpMode.NONE else None)
     if cfg.canaries > 0:
         write_canary_key(run_dir.path)
     if privacy is not None and cfg.run_dir:  # simulation: identities sign ledger heads
         ensure_identities(Path(cfg.run_dir) / "identities", list(range(cfg.clients)))
     strategy = FedPrivStrategy(
-        _aggregation(cfg),
+        _aggregation(cfg, ddp),
         sampler=_sampler(cfg),
         min_nodes=cfg.clients + cfg.canaries,
         fraction_evaluate=cfg.fraction_evaluate,
@@ -189,6 +195,11 @@ def run_federation(
                 summary["client_ledgers_in_run_dir"] = sorted(strategy.ledgers_in_run_dir)
                 summary["client_ledger_signatures"] = dict(
                     sorted(strategy.client_signatures.items()))
+            if ddp is not None:
+                summary["distributed_dp"] = {
+                    **ddp.summary(),
+                    "survivors_by_round": [r.get("ddp_survivors")
+                                           for r in state["secagg_rounds"]]}
             run_dir.write_summary(summary)
             written.append(summary)
         reporter.on_finish(summary)
@@ -273,19 +284,25 @@ def _sampler(cfg: RunConfig) -> CohortSampler:
     return CohortSampler(SamplingKind.FIXED, size=cfg.cohort_size, seed=seed)
 
 
-def _aggregation(cfg: RunConfig) -> Any:
+def _aggregation(cfg: RunConfig, ddp: DistributedPlan | None = None) -> Any:
     """Build the aggregation rule, wrappers around Flower's strategy.
 
-    Innermost first: Flower's strategy; DP-FedAvg for user-level DP (or the weighted mean
-    of updates under secure aggregation); SecAgg+ outermost.
+    Innermost first: Flower's strategy; DP-FedAvg for user-level DP, the mean of the
+    decoded noised sum for distributed DP (or the weighted mean of updates under secure
+    aggregation); SecAgg+ outermost.
     """
-    inner = _dp_or_mean(cfg, build_strategy(cfg))
+    inner = _dp_or_mean(cfg, build_strategy(cfg), ddp)
     if cfg.secagg:
-        inner = SecAggStrategy(inner, cfg, np.random.default_rng([cfg.seed, _SECAGG_STREAM]))
+        inner = SecAggStrategy(inner, cfg, np.random.default_rng([cfg.seed, _SECAGG_STREAM]),
+                               plan=ddp)
     return inner
 
 
-def _dp_or_mean(cfg: RunConfig, inner: Any) -> Any:
+def _dp_or_mean(cfg: RunConfig, inner: Any, ddp: DistributedPlan | None = None) -> Any:
+    if cfg.dp_mode is DpMode.DISTRIBUTED:
+        if ddp is None:
+            raise ValueError("dp-mode=distributed needs its plan")
+        return DistributedDpMean(inner, ddp)  # the clients' noise only: none added here
     if cfg.dp_mode is not DpMode.USER:
         return UpdateMean(inner) if cfg.secagg else inner
     clip: float | AdaptiveClip = cfg.clip_norm
@@ -310,6 +327,9 @@ def _privacy_record(strategy: FedPrivStrategy) -> dict[str, Any]:
     if dp is not None and dp.last_round is not None:
         out["clip"] = dp.last_round.clip
         out["unclipped_fraction"] = dp.last_round.unclipped_fraction
+    ddp = strategy.layer(DistributedDpMean)
+    if ddp is not None:
+        out["noise_shares"] = ddp.last_round.clients if ddp.last_round is not None else None
     return out
 
 

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from fedpriv.config import ClipMode, DpMode, RunConfig
+from fedpriv.ddp_plan import distributed_plan, model_dimension
 from fedpriv.dp_plan import (
     WARN_EPSILON,
     client_sampling_rate,
@@ -24,7 +25,9 @@ def privacy_plan(cfg: RunConfig) -> dict[str, Any]:
     User level: the federation's epsilon after ``rounds`` Poisson-sampled rounds at
     q = clients-per-round / clients. Record level: the largest epsilon any client would
     spend training every round, for the simulation's partition sizes (a deployed client
-    computes its own from its data).
+    computes its own from its data). Distributed: the server-facing epsilon after
+    ``rounds`` sums of the fewest survivors' shares (q = 1), and the same with the
+    colluding clients' shares missing.
     """
     plan: dict[str, Any] = {"dp_mode": cfg.dp_mode.value, "delta": cfg.delta,
                             "accountant": "pld (dp-accounting)", "rounds": cfg.rounds,
@@ -47,8 +50,21 @@ def privacy_plan(cfg: RunConfig) -> dict[str, Any]:
                     partition_sizes=[min(sizes), max(sizes)], first_round=one_round)
         how = (f"record-level DP-SGD: sigma {sigmas[0]:.4g}..{sigmas[-1]:.4g} over "
                f"{cfg.rounds} rounds, clients of {min(sizes)}..{max(sizes)} examples")
+    elif cfg.dp_mode is DpMode.DISTRIBUTED:
+        ddp = distributed_plan(cfg, model_dimension(cfg))
+        eps = ddp.epsilon
+        p = ddp.params
+        plan.update(accountant="rdp (Renyi DP of the discrete sum)", epsilon=eps,
+                    distributed=ddp.summary())
+        how = (f"distributed DP, {p.mechanism.value} shares of variance "
+               f"{p.local_variance:.4g} at scale {p.scale:.4g}, {p.bits} bits (wrap-around "
+               f"<= {ddp.wrap_probability:.1e} per round), sized for {ddp.min_clients} "
+               f"survivors (z={ddp.noise_multiplier:.4g}), q=1 over {cfg.rounds} rounds; "
+               f"with {ddp.colluders} colluding client(s) leaving out their shares: "
+               f"epsilon <= {ddp.epsilon_with_colluders:.3f}")
     else:
-        raise ValueError(f"dp-mode must be record or user for a plan, got {cfg.dp_mode}")
+        raise ValueError(f"dp-mode must be record, user or distributed for a plan, got "
+                         f"{cfg.dp_mode}")
     plan["warning"] = eps > WARN_EPSILON
     text = f"this run will spend epsilon <= {eps:.3f} at delta {cfg.delta:g} ({how})"
     if plan["warning"]:

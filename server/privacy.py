@@ -9,6 +9,11 @@ Theorem 1, and the event records its parts.
 Record-level DP: every client's own DP-SGD event is mirrored under the client's id; the
 federation's record-level epsilon is the largest client's, since clients hold disjoint
 data (parallel composition).
+Distributed DP: one event per round for the federation scope, the noise of the shares
+of the n survivors actually summed (:class:`DistributedNoiseEvent`, accounted in RDP),
+with q = 1: amplification by sampling does not hold against the server that chose the
+cohort, and that server is who this epsilon is against. Before a round the budget is
+checked against the fewest survivors the noise is sized for (the worst case).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpriv.config import DpMode, RunConfig
+from fedpriv.ddp_plan import DistributedPlan
 from fedpriv.privacy import (
     DpEvent,
     GaussianSumEvent,
@@ -45,14 +51,19 @@ class FederationPrivacy:
     KEY = "run-key.pub"
 
     def __init__(self, cfg: RunConfig, run_path: Path, run_id: str, *,
-                 resume_from: dict[str, Any] | None = None) -> None:
+                 resume_from: dict[str, Any] | None = None,
+                 distributed: DistributedPlan | None = None) -> None:
         """Create the run's ledger, or (``resume_from``) continue an existing one.
 
         ``resume_from`` is the last checkpoint's ``{"round", "ledger_head",
         "signature"}``: the ledger gets a ``resume`` entry naming this process's new key,
-        endorsed by the previous key's signature of that head.
+        endorsed by the previous key's signature of that head. ``distributed`` is the
+        distributed-DP plan (``dp-mode = distributed``).
         """
+        if cfg.dp_mode is DpMode.DISTRIBUTED and distributed is None:
+            raise ValueError("dp-mode=distributed needs its plan (distributed=...)")
         self.cfg = cfg
+        self.distributed = distributed
         # The head-signing key lives only in this process: once the run ends nobody,
         # the operator included, can sign a different head for this ledger.
         self.signer = HeadSigner()
@@ -119,6 +130,8 @@ class FederationPrivacy:
             extra: dict[str, DpEvent] = {
                 FEDERATION: self.next_user_event(sampling_rate=sampling_rate, clip=clip)
             }
+        elif self.distributed is not None:  # the fewest survivors: the least noise
+            extra = {FEDERATION: self.distributed.event(self.distributed.min_clients)}
         else:
             extra = {}
             for scope in self.ledger.scopes():
@@ -135,8 +148,8 @@ class FederationPrivacy:
             )
 
     # ------------------------------------------------------------------ record
-    def record_user_round(self, server_round: int, event: GaussianSumEvent) -> None:
-        """Append the round's user-level event."""
+    def record_user_round(self, server_round: int, event: DpEvent) -> None:
+        """Append the round's federation event (user level or distributed)."""
         self.ledger.append(server_round, event)
 
     def record_client_events(self, server_round: int, reports: list[dict[str, Any]]) -> None:
@@ -161,7 +174,7 @@ class FederationPrivacy:
                 "clients_max": max(clients.values(), default=None),
                 "delta": self.cfg.delta,
                 "max_epsilon": None if math.isinf(self.cfg.max_epsilon) else self.cfg.max_epsilon,
-                "accountant": "pld",
+                "accountant": "rdp" if self.distributed is not None else "pld",
             },
             "ledger_head": {"seq": seq, "hash": digest},
         }

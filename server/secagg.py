@@ -13,6 +13,13 @@ Each stage waits at most ``round-timeout``; a client that fails or times out cou
 dropped; when too few remain the round is abandoned and the global model stays as it
 was.
 
+Under distributed DP (``plan`` given) each client's vector is its noised encoding
+(:func:`client.secagg.encode_distributed`), the modulus is the plan's 2^b, and the
+unmasked sum, the only aggregate the server ever holds, already carries the survivors'
+noise shares: it is centred mod 2^b, un-rotated with the round's public seed and
+rescaled (:func:`fedpriv.privacy.discrete.decode`), and the wrapped
+:class:`strategies.distributed_dp.DistributedDpMean` steps from it.
+
 In a simulation the server also makes each client's identity key in
 ``RUN_DIR/identities`` (all clients run on this machine); deployed clients hold their
 own (``fedpriv certs node``).
@@ -34,6 +41,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedpriv.certs import ensure_identities
 from fedpriv.config import DpMode, RunConfig
+from fedpriv.ddp_plan import DistributedPlan, rotation_seed
 from fedpriv.messages import (
     CONFIG,
     MASKED,
@@ -51,6 +59,7 @@ from fedpriv.messages import (
     TRAIN_LOSS,
     UPDATE_SUM,
 )
+from fedpriv.privacy.discrete import decode as ddp_decode
 from fedpriv.secagg import (
     AdvertiseKeys,
     ConsistencySignature,
@@ -64,6 +73,7 @@ from fedpriv.secagg import (
     layout_for,
     params_for,
 )
+from fedpriv.secagg.layout import META_SLOTS
 from strategies.delegation import Delegating
 from strategies.updates import numpy_record, synthetic_reply
 
@@ -73,13 +83,16 @@ __all__ = ["SecAggStrategy"]
 class SecAggStrategy(Delegating, Strategy):
     """Secure aggregation around ``inner`` (which must accept an update sum)."""
 
-    def __init__(self, inner: Strategy, cfg: RunConfig, rng: np.random.Generator) -> None:
+    def __init__(self, inner: Strategy, cfg: RunConfig, rng: np.random.Generator,
+                 plan: DistributedPlan | None = None) -> None:
         self.inner = inner
         self.cfg = cfg
         self.rng = rng  # kept for the caller's interface; the graph is derived publicly
         self.params = params_for(cfg)
         self.layout = layout_for(cfg)
-        self.modulus_bits = self.layout.modulus_bits(cfg.clients)  # Poisson cohorts vary
+        self.plan = plan  # distributed DP: what every client encodes with
+        self.modulus_bits = (plan.params.bits if plan is not None
+                             else self.layout.modulus_bits(cfg.clients))  # Poisson cohorts vary
         if cfg.run_dir:  # simulation: every client's identity, on this machine
             ensure_identities(Path(cfg.run_dir) / "identities", list(range(cfg.clients)))
         self.server: ServerSecAgg | None = None
@@ -144,11 +157,18 @@ class SecAggStrategy(Delegating, Strategy):
         d = sum(int(np.prod(s)) for s, _ in self._shapes.values())
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         cohort_nodes = [m.metadata.dst_node_id for m in messages]
+        length = self.layout.length(d)
+        if self.plan is not None:
+            length = self.plan.params.padded_dimension + META_SLOTS
         self.server = server = ServerSecAgg(
             round_id=server_round, params=self.params, modulus_bits=self.modulus_bits,
-            length=self.layout.length(d), population=self.cfg.clients)
+            length=length, population=self.cfg.clients)
         self.last_round = {"secagg": True, "cohort": len(cohort_nodes), "threshold": None,
                            "degree": None}
+        if self.plan is not None and d != self.plan.params.dimension:
+            self._abandon(server_round, f"before training: the model has {d} parameters, "
+                          f"the distributed-DP plan {self.plan.params.dimension}")
+            return []
         hello = {"round_id": server_round}
         for node, rec in self._send(SECAGG_ADVERTISE, dict.fromkeys(cohort_nodes,
                                                                      hello)).items():
@@ -222,9 +242,32 @@ class SecAggStrategy(Delegating, Strategy):
         if dropped:
             log(INFO, "secagg: round %d recovered %d dropped client(s) from shares",
                 server_round, len(dropped))
-        decoded = self.layout.decode(total, n=self.cfg.clients, bits=self.modulus_bits)
+        if self.plan is not None:
+            decoded = self._decode_distributed(total, len(server.masked), server_round)
+        else:
+            decoded = self.layout.decode(total, n=self.cfg.clients, bits=self.modulus_bits)
         return self.inner.aggregate_train(
             server_round, [self._sum_reply(decoded, len(server.masked), plain)])
+
+    def _decode_distributed(self, total: np.ndarray, n: int, server_round: int
+                            ) -> DecodedSum:
+        """The decoded mean of the n survivors' noised encodings.
+
+        Returned times n (a sum, as the layout decodes). ``total`` is the unmasked sum
+        mod 2^b: the encodings' sum plus the n noise shares, never anything without
+        them. The weight slot must count the n encodings (each client puts 1 there); a
+        client that puts anything else is noted.
+        """
+        assert self.plan is not None
+        p = self.plan.params
+        dp = p.padded_dimension
+        if int(total[dp]) != n:
+            log(WARNING, "distributed DP: round %d's weight slot sums to %d, but %d "
+                "encodings were summed (a client sent a malformed vector)", server_round,
+                int(total[dp]), n)
+        mean = ddp_decode(total[:dp], p, n, rotation_seed(self.cfg.run_id, server_round))
+        self.last_round.update(ddp_survivors=n)
+        return DecodedSum(update_sum=mean * n, weight=n, unclipped=0, loss_sum=0.0)  # (d,)
 
     def _sum_reply(self, total: DecodedSum, survivors: int, plain: list[Message]) -> Message:
         """One reply holding the totals: update sum, weight, unclipped count, mean loss."""
@@ -242,6 +285,11 @@ class SecAggStrategy(Delegating, Strategy):
 
     def describe(self) -> None:
         """Log the secure-aggregation settings."""
+        if self.plan is not None:
+            log(INFO, "\t├──> secure aggregation: SecAgg+ against a malicious server "
+                "(distributed-DP encodings, modulus 2^%d, %s masks)", self.modulus_bits,
+                self.params.prg)
+            return
         log(INFO, "\t├──> secure aggregation: SecAgg+ against a malicious server "
             "(quantisation %d bits, range ±%g, modulus 2^%d, %s masks)",
             self.layout.quantizer.bits, self.layout.quantizer.clip_range,

@@ -43,6 +43,7 @@ from fedpriv.messages import (
 )
 from server.privacy import BudgetExhausted, FederationPrivacy
 from server.sampling import CohortSampler
+from strategies.distributed_dp import DistributedDpMean
 from strategies.dp_fedavg import DpFedAvg
 
 T = TypeVar("T")
@@ -401,19 +402,26 @@ class FedPrivStrategy(Strategy):
 
     def _account(self, server_round: int, reports: list[dict[str, Any]], *,
                  released: bool = True) -> None:
-        """Charge the round's release (user level) or mirror the clients' own charges.
+        """Charge the round's release (user level, distributed) or mirror the clients'.
 
         Record level: clients charged before replying, whether or not the round is used.
+        Distributed: nothing is charged for a round abandoned before unmasking (no sum
+        was released).
         """
         assert self.privacy is not None
-        if self.privacy.cfg.dp_mode is DpMode.USER:
+        mode = self.privacy.cfg.dp_mode
+        if mode in (DpMode.USER, DpMode.DISTRIBUTED):
             if not released:
                 self.last_epsilon = self.privacy.federation_epsilon()
                 return
             dp = self.layer(DpFedAvg)
-            if dp is not None and dp.last_round is not None:
+            ddp = self.layer(DistributedDpMean)
+            if mode is DpMode.USER and dp is not None and dp.last_round is not None:
                 self.privacy.record_user_round(server_round,
                                                dp.last_round.event(self.sampler.rate))
+            elif mode is DpMode.DISTRIBUTED and ddp is not None and ddp.last_round is not None:
+                # the noise actually in the unmasked sum: the survivors' shares
+                self.privacy.record_user_round(server_round, ddp.last_round.event)
         else:
             self.privacy.record_client_events(server_round, reports)
         self.last_epsilon = self.privacy.federation_epsilon()

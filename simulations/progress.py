@@ -111,12 +111,21 @@ def _privacy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     if not eps:
         return []
     budget = eps.get("max_epsilon")
+    accountant = str(eps.get("accountant") or "pld").upper()
     rows = [
         ("privacy", f"dp-mode {summary.get('dp_mode')}, delta {eps['delta']:g}"),
-        ("ε federation (PLD)", _fmt(eps.get("federation"), ".3f")
+        (f"ε federation ({accountant})", _fmt(eps.get("federation"), ".3f")
          + (f" of budget {budget:g}" if budget is not None else "")),
         ("ε clients (max)", _fmt(eps.get("clients_max"), ".3f")),
     ]
+    ddp = summary.get("distributed_dp")
+    if isinstance(ddp, Mapping):
+        rows.append(("distributed DP",
+                     f"{ddp.get('mechanism')}, {ddp.get('bits')} bits, gamma "
+                     f"{_fmt(ddp.get('scale_gamma'), '.4g')}, V "
+                     f"{_fmt(ddp.get('local_variance'), '.4g')} per client, sized for "
+                     f"{ddp.get('min_survivors')} survivors, wrap-around <= "
+                     f"{_fmt(ddp.get('wrap_probability'), '.1e')} per round"))
     if summary.get("refused_clients"):
         rows.append(("refused (budget)", f"{len(summary['refused_clients'])} client(s)"))
     return rows

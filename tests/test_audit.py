@@ -1,4 +1,5 @@
 import json
+import math
 import sqlite3
 
 from typer.testing import CliRunner
@@ -186,3 +187,82 @@ def test_an_unfinished_run_fails(tmp_path):
     summary["status"] = "failed"
     (run / "summary.json").write_text(json.dumps(summary))
     _fails_with(run, "the run did not finish")
+
+
+def _share(variance=5e6, clients=3):
+    from fedpriv.privacy.events import DistributedNoiseEvent, Mechanism
+
+    return DistributedNoiseEvent(mechanism=Mechanism.SKELLAM_SUM, l1_sensitivity=3.5e4,
+                                 l2_sensitivity=1100.0, local_variance=variance,
+                                 clients=clients, dimension=1024, sampling_rate=1.0,
+                                 bits=20)
+
+
+def make_distributed_run(root, *, claimed_variance=5e6, claimed_clients=3, rounds=2):
+    """A distributed-DP run directory: 3 clients each recording the share it added."""
+    root.mkdir()
+    fed_ev = _share(claimed_variance, claimed_clients)
+    with PrivacyLedger.create(root / "ledger.sqlite", run_id="r", scope="federation",
+                              delta=1e-5, max_epsilon=math.inf) as fed:
+        for r in range(1, rounds + 1):
+            fed.append(r, fed_ev)
+        fed_head = fed.head()
+    heads = {}
+    for c in ("client-0", "client-1", "client-2"):
+        with PrivacyLedger.create(root / "clients" / c / "ledger.sqlite", run_id="r",
+                                  scope=c, delta=1e-5, max_epsilon=math.inf) as led:
+            for r in range(1, rounds + 1):
+                led.append(r, _share())
+            seq, digest = led.head()
+            heads[c] = f"{seq}:{digest}"
+    summary = {"epsilon": {"federation": epsilon([fed_ev] * rounds, 1e-5), "delta": 1e-5},
+               "ledger_head": {"seq": fed_head[0], "hash": fed_head[1]},
+               "client_ledger_heads": heads, "status": "completed",
+               "client_ledgers_in_run_dir": sorted(heads),
+               "distributed_dp": {"mechanism": "skellam-sum", "local_variance": 5e6,
+                                  "l2_sensitivity": 1100.0, "bits": 20}}
+    (root / "summary.json").write_text(json.dumps(summary))
+    return root
+
+
+def test_distributed_run_passes_and_names_mechanism_and_bound(tmp_path):
+    run = make_distributed_run(tmp_path / "run")
+    result = CliRunner().invoke(app, ["audit", str(run)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "audit passed" in text and "skellam-sum" in text
+    assert "Agarwal, Kairouz & Liu 2021 (NeurIPS, arXiv:2110.04995), Theorem 3.5" in text
+    data = json.loads((run / "audit.json").read_text())
+    fed = next(s for s in data["scopes"] if s["scope"] == "federation")
+    assert fed["accountant"] == "rdp" and fed["epsilon_prv"] is None
+    assert abs(fed["epsilon_independent"] - fed["epsilon_pld"]) < 1e-9 * fed["epsilon_pld"]
+    assert "Theorem 3.5" in (run / "audit.md").read_text()
+
+
+def test_a_federation_ledger_claiming_more_noise_than_the_clients_added_fails(tmp_path):
+    # The server records twice the noise the clients say they added (and reports the
+    # smaller epsilon that follows): the chain and the epsilon are consistent, the
+    # noise is not.
+    run = make_distributed_run(tmp_path / "run", claimed_variance=1e7)
+    report = audit_run(run)
+    assert not report.ok
+    assert any("local_variance 10000000.0 (the clients: 5000000.0)" in p
+               and "not the noise client-0 says it added" in p for p in report.problems)
+    assert any("not the run's distributed-DP plan" in p for p in report.problems)
+
+
+def test_a_federation_ledger_claiming_more_shares_than_clients_charged_fails(tmp_path):
+    run = make_distributed_run(tmp_path / "run", claimed_clients=5)
+    report = audit_run(run)
+    assert any("records the shares of 5 clients, but only 3 client ledger(s) charged it"
+               in p for p in report.problems)
+
+
+def test_the_reported_epsilon_is_checked_against_the_independent_recomputation(tmp_path):
+    run = make_distributed_run(tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["epsilon"]["federation"] *= 0.9  # a run that under-reports
+    (run / "summary.json").write_text(json.dumps(summary))
+    report = audit_run(run)
+    assert any("audit's independent distributed-DP accountant gives" in p
+               for p in report.problems)

@@ -74,3 +74,36 @@ def test_robust_rules_refuse_sums_and_say_why(strategy):
     with pytest.raises(ConfigError, match="user-level DP gives the strategy only"):
         RunConfig.from_mapping({"strategy": strategy, "dp-mode": "user"})
     RunConfig.from_mapping({"strategy": strategy, "dp-mode": "record"})  # fine
+
+
+@pytest.mark.parametrize(("values", "key", "fragment"), [
+    ({}, "secagg", "dp-mode=distributed needs secagg=true"),
+    ({"secagg": "true", "clip": "adaptive"}, "clip",
+     "dp-mode=distributed needs clip=fixed (every client must scale by the same public C; "
+     "adaptive clipping is dp-mode=user only), got clip=adaptive"),
+    ({"secagg": "true", "strategy": "krum"}, "strategy",
+     "krum needs each client's own update, but distributed DP gives the server only the "
+     "noised sum"),
+    ({"secagg": "true", "ddp-bits": "4"}, "ddp-bits",
+     "must be 0 (auto) or in [5, 64] (the sum of 10 clients' count slots must fit), got 4"),
+    ({"secagg": "true", "ddp-bits": "65"}, "ddp-bits", "must be in [0, 64], got 65"),
+    ({"secagg": "true", "ddp-mechanism": "gauss"}, "ddp-mechanism",
+     "must be one of {skellam, ddg}, got 'gauss'"),
+    ({"secagg": "true", "ddp-min-survivors": "11"}, "ddp-min-survivors",
+     "must be in [0, cohort = 10]"),
+    ({"secagg": "true", "ddp-min-survivors": "9"}, "ddp-min-survivors",
+     "must be at most the 6 survivors secure aggregation guarantees for a cohort of 10"),
+])
+def test_distributed_dp_config_errors_name_key_domain_and_value(values, key, fragment):
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_mapping({"dp-mode": "distributed", **values})
+    assert fragment in str(err.value)
+    assert err.value.key == key
+
+
+def test_distributed_dp_accepts_its_keys():
+    cfg = RunConfig.from_mapping({"dp-mode": "distributed", "secagg": "true",
+                                  "ddp-mechanism": "ddg", "ddp-bits": "32",
+                                  "ddp-min-survivors": "6", "target-epsilon": "4"})
+    assert cfg.ddp_bits == 32 and cfg.ddp_min_survivors == 6
+    assert RunConfig.from_mapping(cfg.to_flat()) == cfg

@@ -9,7 +9,8 @@ PACKAGES = ["fedpriv", "fedpriv.config", "fedpriv.messages", "fedpriv.tasks", "s
             "strategies", "strategies.updates", "strategies.dp_fedavg", "simulations",
             "simulations.scenarios", "fedpriv.privacy", "fedpriv.audit", "server.privacy",
             "client.privacy", "client.secagg", "server.secagg", "strategies.update_mean",
-            "fedpriv.secagg", "fedpriv.certs"]
+            "fedpriv.secagg", "fedpriv.certs", "fedpriv.ddp_plan", "fedpriv.privacy.ddp_audit",
+            "strategies.distributed_dp"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

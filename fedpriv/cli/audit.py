@@ -31,7 +31,13 @@ def audit(
     budget is exceeded; 1 otherwise (the problems name the ledger entry or client).
     Writes audit.json, audit.md and audit.png into the run directory.
     """
-    from fedpriv.audit import ACCOUNTANTS, audit_run, render_table, write_report
+    from fedpriv.audit import (
+        ACCOUNTANTS,
+        DISTRIBUTED_ACCOUNTANTS,
+        audit_run,
+        render_table,
+        write_report,
+    )
 
     if not run_dir.is_dir():
         raise fail(f"RUN_DIR: {str(run_dir)!r} is not a directory")
@@ -41,8 +47,15 @@ def audit(
         stdout.print_json(json.dumps(report.to_json()))
     else:
         stdout.print(render_table(report))
-        for name, what in ACCOUNTANTS.items():
-            stdout.print(f"ε ({name.upper()}): {what}", highlight=False)
+        bounds = sorted({b for s in report.scopes for b in s.bounds})
+        names = DISTRIBUTED_ACCOUNTANTS if bounds else ACCOUNTANTS
+        for name, what in names.items():
+            stdout.print(f"ε ({name.upper()}): {what}", highlight=False, soft_wrap=True)
+        for scope in report.scopes:
+            if scope.bounds:
+                stdout.print(f"{scope.scope}: {', '.join(scope.mechanisms)}, bound: "
+                             f"{'; '.join(scope.bounds)}", highlight=False, soft_wrap=True)
+                break
         if report.empirical:
             e = report.empirical
             claimed = "-" if e["claimed"] is None else f"{e['claimed']:.3f}"
@@ -52,7 +65,12 @@ def audit(
             stdout.print(f"wrote {path}")
         for warning in report.warnings:
             stderr.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-        if report.ok:
+        if report.ok and bounds:
+            stdout.print("[bold green]audit passed[/]: every chain verifies, the audit's own "
+                         "distributed-DP accountant agrees with the reported epsilon, the "
+                         "noise recorded matches the clients' ledgers, no budget exceeded",
+                         soft_wrap=True)
+        elif report.ok:
             stdout.print("[bold green]audit passed[/]: every chain verifies, both accountants "
                        "agree with the reported epsilon, no budget exceeded")
         for problem in report.problems:

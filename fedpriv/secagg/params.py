@@ -320,6 +320,17 @@ def check_run_config(cfg: Any) -> None:
     if problem:
         raise ConfigError("clients", f"{problem} (c = floor(corruption rate "
                           f"{params.corruption_rate:g} x {cfg.clients} clients))")
+    if str(getattr(cfg, "dp_mode", "")) == "distributed":
+        # The update slots hold the distributed-DP encoding, whose modulus (ddp-bits) is
+        # sized with its wrap-around bound (fedpriv.ddp_plan), not this layout's.
+        least = params.min_survivors(n, c)
+        if int(getattr(cfg, "ddp_min_survivors", 0)) > least:
+            raise ConfigError(
+                "ddp-min-survivors",
+                f"must be at most the {least} survivors secure aggregation guarantees for a "
+                f"cohort of {n} (the noise would be sized for sums the protocol does not "
+                f"promise), got {cfg.ddp_min_survivors}")
+        return
     layout = layout_for(cfg)
     n_max = int(cfg.clients)  # a Poisson cohort (user-level DP) may hold every client
     need = layout.modulus_bits(n_max, check=False)

@@ -215,3 +215,42 @@ def test_a_round_asked_again_replays_the_released_update_uncharged(tmp_path, dp_
     assert refused.content[PRIVACY][REFUSED]
     with PrivacyLedger.open(ledger_path) as ledger:
         assert [r for r, _ in ledger.events()] == [2]
+
+
+def test_distributed_dp_replays_the_identical_noised_vector(tmp_path, monkeypatch):
+    # Under distributed DP the release includes the client's noise share: asked again
+    # for a round it charged (a resumed run), the client must resend the very vector it
+    # released (noise included), never re-noise the update, and not charge again.
+    import client.app as client_module
+    from client.replay import ReplayCache
+    from fedpriv.messages import MASKED, SECAGG
+    from fedpriv.privacy import PrivacyLedger
+
+    monkeypatch.setattr(client_module, "mask", lambda msg, ctx, x: x)  # see what is masked
+
+    def ask(cfg, model):
+        msg = train_message(cfg, model, server_round=2)
+        msg.content = RecordDict({**dict(msg.content),
+                                  SECAGG: ConfigRecord({"round_id": 2})})
+        reply = client_app(msg, context(SIM_NODE))
+        assert not reply.has_error(), reply.error
+        return reply.content[MASKED]["y"].numpy()
+
+    cfg = RunConfig.from_mapping({
+        "clients": 4, "local-epochs": 1, "partition": "iid", "model": "logreg",
+        "dp-mode": "distributed", "secagg": "true", "run-dir": str(tmp_path / "a"),
+        "run-id": "r1"}).resolved()
+    model = build_task_model(cfg, load_task_data(cfg))
+    first, again = ask(cfg, model), ask(cfg, model)
+    np.testing.assert_array_equal(first, again)
+    [ledger_path] = (tmp_path / "a").glob("clients/*/ledger.sqlite")
+    with PrivacyLedger.open(ledger_path) as ledger:
+        assert [r for r, _ in ledger.events()] == [2]
+    kept = ReplayCache(ledger_path, ledger_path.parent.name).load(
+        run_id="r1", server_round=2, model=client_module.model_digest(
+            {k: v.numpy() for k, v in model.state_dict().items()}))
+    assert kept.kind == "encoded" and kept.arrays["x"].dtype == np.uint64
+    np.testing.assert_array_equal(kept.arrays["x"], first)
+    # a new run of the same round: fresh noise, a different vector
+    other = dataclasses.replace(cfg, run_dir=str(tmp_path / "b"))
+    assert not np.array_equal(ask(other, model), first)

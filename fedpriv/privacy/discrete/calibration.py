@@ -160,7 +160,7 @@ def calibrate(*, mechanism: Mechanism, target_epsilon: float, delta: float, roun
     def needed_variance(scale: float) -> float:
         """Least V with eps <= target, to 1e-6 (inf when the samplers' largest V is short)."""
         l2 = rounded_l2_bound(scale * clip, dp, beta)
-        hi = max(l2 * l2 / min_clients, 1.0)
+        hi = min(max(l2 * l2 / min_clients, 1.0), v_max)  # never past what the samplers draw
         while excess(scale, math.log(hi)) > 0:
             if hi >= v_max:
                 return math.inf

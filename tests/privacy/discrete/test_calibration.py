@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from fedpriv.privacy import epsilon
-from fedpriv.privacy.discrete import calibrate, distributed_epsilon
+from fedpriv.privacy.discrete import MAX_POISSON_MEAN, MAX_SIGMA, calibrate, distributed_epsilon
 from fedpriv.privacy.events import Mechanism
 
 TARGET, DELTA, ROUNDS, Q = 4.0, 1e-5, 20, 0.2
@@ -65,3 +65,15 @@ def test_too_few_bits_are_refused():
 def test_bad_arguments_are_refused_naming_the_field(over, message):
     with pytest.raises(ValueError, match=message):
         calibrate(mechanism=Mechanism.DDG_SUM, **{**SETUP, **over})
+
+
+@pytest.mark.parametrize("mechanism", [Mechanism.SKELLAM_SUM, Mechanism.DDG_SUM])
+def test_a_weak_target_with_many_bits_stays_within_the_samplers_range(mechanism):
+    # With 64 bits the wrap bound alone would allow scales whose noise exceeds what the
+    # samplers can draw; the search must stop there instead of failing.
+    cal = calibrate(mechanism=mechanism, target_epsilon=50.0, delta=1e-5, rounds=15,
+                    sampling_rate=1.0, clip=1.0, dimension=17226, min_clients=6, bits=64,
+                    max_clients=10)
+    assert cal.epsilon <= 50.0 and cal.wrap_probability <= 1e-9
+    top = MAX_SIGMA ** 2 if mechanism is Mechanism.DDG_SUM else 2 * MAX_POISSON_MEAN
+    assert cal.params.local_variance <= top

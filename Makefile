@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/fedpriv simulate
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist worksteal
+	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check fedpriv server client strategies simulations bench tests

@@ -128,8 +128,14 @@ class DpFedAvg(Delegating, Strategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        """Tell clients this round's clip norm; remember the global model."""
+        """Tell clients this round's clip norm; remember the global model.
+
+        The last round's release is forgotten first: a round that never reaches
+        :meth:`aggregate_train` (abandoned by secure aggregation) released nothing and
+        must not be charged as the previous round again.
+        """
         self._current = arrays
+        self.last_round = None
         config = ConfigRecord({**dict(config), ROUND_CLIP_NORM: self.clip})
         if not grid.get_node_ids():  # an empty Poisson sample: nobody to ask
             return []

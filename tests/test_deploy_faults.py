@@ -82,7 +82,7 @@ def test_a_lost_supernode_and_a_superlink_restart_do_not_lose_the_run(tmp_path):
                 "--ledger", tmp_path / f"edge-{i}.sqlite", "--port", free_port())
         run_dir = tmp_path / "run"
         config = (f'rounds={ROUNDS} clients=3 local-epochs=1 dp-mode="record" '
-                  f'round-timeout=60.0 run-dir="{run_dir}"')
+                  f'round-timeout=45.0 run-dir="{run_dir}"')
         started = run(env, BIN / "flwr", "run", ".", "fedpriv", "--run-config", config)
         assert started.returncode == 0, started.stdout + started.stderr
         metrics = run_dir / "metrics.jsonl"

@@ -7,7 +7,8 @@ import pytest
 PACKAGES = ["fedpriv", "fedpriv.config", "fedpriv.messages", "fedpriv.tasks", "server",
             "server.rundir", "server.strategy", "server.federation", "client", "client.app",
             "strategies", "strategies.updates", "strategies.dp_fedavg", "simulations",
-            "simulations.scenarios", "fedpriv.privacy", "fedpriv.audit", "server.privacy",
+            "simulations.scenarios", "fedpriv.privacy", "fedpriv.audit",
+            "fedpriv.audit_report", "server.privacy",
             "client.privacy", "client.secagg", "server.secagg", "strategies.update_mean",
             "fedpriv.secagg", "fedpriv.certs", "fedpriv.ddp_plan", "fedpriv.privacy.ddp_audit",
             "strategies.distributed_dp"]

@@ -31,13 +31,8 @@ def audit(
     budget is exceeded; 1 otherwise (the problems name the ledger entry or client).
     Writes audit.json, audit.md and audit.png into the run directory.
     """
-    from fedpriv.audit import (
-        ACCOUNTANTS,
-        DISTRIBUTED_ACCOUNTANTS,
-        audit_run,
-        render_table,
-        write_report,
-    )
+    from fedpriv.audit import ACCOUNTANTS, DISTRIBUTED_ACCOUNTANTS, audit_run
+    from fedpriv.audit_report import render_table, write_report
 
     if not run_dir.is_dir():
         raise fail(f"RUN_DIR: {str(run_dir)!r} is not a directory")

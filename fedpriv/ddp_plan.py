@@ -44,6 +44,7 @@ from fedpriv.privacy.discrete import (
     rounded_l2_bound,
     wrap_probability,
 )
+from fedpriv.privacy.discrete.calibration import largest_scale
 from fedpriv.privacy.discrete.discrete_gaussian import MAX_SIGMA
 from fedpriv.privacy.discrete.params import DEFAULT_BETA
 from fedpriv.privacy.discrete.skellam import MAX_POISSON_MEAN
@@ -297,11 +298,6 @@ def _for_multiplier(mechanism: Mechanism, z: float, clip: float, dimension: int,
         raise ValueError(f"{bits} bits cannot hold the sum of {n_max} clients within the "
                          f"wrap-around bound {WRAP_BOUND:g} even at the smallest scale; "
                          "raise the bits")
-    hi = lo * 16
-    while wrap(hi) <= WRAP_BOUND:
-        lo, hi = hi, hi * 16
-    while hi - lo > 1e-3 * lo:
-        mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if wrap(mid) <= WRAP_BOUND else (lo, mid)
+    lo = largest_scale(wrap, WRAP_BOUND, lo)
     return DistributedDpParams(mechanism=mechanism, clip=clip, dimension=dimension, scale=lo,
                                local_variance=variance(lo), bits=bits)

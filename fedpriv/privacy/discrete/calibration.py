@@ -24,6 +24,7 @@ variance the server's decoded sum then carries, in the update's own units.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from scipy.optimize import brentq
@@ -37,7 +38,7 @@ from fedpriv.privacy.discrete.skellam import MAX_POISSON_MEAN
 from fedpriv.privacy.discrete.wraparound import wrap_probability
 from fedpriv.privacy.events import Mechanism
 
-__all__ = ["Calibration", "calibrate", "distributed_epsilon"]
+__all__ = ["Calibration", "calibrate", "distributed_epsilon", "largest_scale"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +85,22 @@ def distributed_epsilon(params: DistributedDpParams, *, clients: int, sampling_r
 def _check(name: str, value: float, ok: bool, domain: str) -> None:
     if isinstance(value, bool) or not ok:
         raise ValueError(f"{name} must be {domain}, got {value!r}")
+
+
+def largest_scale(wrap: Callable[[float], float], bound: float, lo: float) -> float:
+    """The largest scale gamma (to 0.1 %) with ``wrap(gamma) <= bound``, from ``lo`` up.
+
+    ``wrap(lo) <= bound`` must hold; the wrap-around probability grows with gamma (the
+    scaled update and the noise it needs both grow), so a geometric search brackets the
+    boundary by factors of 16 and bisects it in log space.
+    """
+    hi = lo * 16
+    while wrap(hi) <= bound:
+        lo, hi = hi, hi * 16
+    while hi - lo > 1e-3 * lo:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if wrap(mid) <= bound else (lo, mid)
+    return lo
 
 
 def calibrate(*, mechanism: Mechanism, target_epsilon: float, delta: float, rounds: int,
@@ -187,12 +204,7 @@ def calibrate(*, mechanism: Mechanism, target_epsilon: float, delta: float, roun
             f"{bits} bits cannot hold the sum: even at the smallest scale the noise that "
             f"epsilon {target_epsilon:g} needs with {min_clients} clients wraps with "
             f"probability above {wrap_bound:g} for {n_max} clients; raise bits")
-    hi = lo * 16
-    while wrap(hi) <= wrap_bound:
-        lo, hi = hi, hi * 16
-    while hi - lo > 1e-3 * lo:
-        mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if wrap(mid) <= wrap_bound else (lo, mid)
+    lo = largest_scale(wrap, wrap_bound, lo)
     params = DistributedDpParams(mechanism=mechanism, clip=clip, dimension=dimension,
                                  scale=lo, local_variance=needed_variance(lo), bits=bits,
                                  beta=beta)

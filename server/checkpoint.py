@@ -130,10 +130,11 @@ class ResumePoint:
     notes: list[str] = field(default_factory=list)
 
 
-def check_resumable(run_dir: RunDirectory, *, private: bool) -> None:
+def check_resumable(run_dir: RunDirectory, *, private: bool) -> int | None:
     """Raise :class:`ResumeError` if ``run_dir`` cannot be resumed (reads only).
 
     ``private``: the run uses DP, so its ledger must verify and a checkpoint exist.
+    Returns the last round the federation ledger charged (None without DP).
     """
     from fedpriv.privacy import LedgerError, PrivacyLedger
 
@@ -144,7 +145,7 @@ def check_resumable(run_dir: RunDirectory, *, private: bool) -> None:
     except (OSError, ValueError, KeyError) as err:
         raise ResumeError(f"{run_dir.path}: the checkpoint cannot be read ({err})") from None
     if not private:
-        return
+        return None
     if record is None:
         raise ResumeError(f"{run_dir.path}: no {RunDirectory.CHECKPOINT}: the run stopped "
                           "before it started; start a new run")
@@ -152,17 +153,20 @@ def check_resumable(run_dir: RunDirectory, *, private: bool) -> None:
     try:
         with PrivacyLedger.open(path) as ledger:
             report = ledger.verify()
+            charged = max((rnd for rnd, _ in ledger.events()), default=0)
     except LedgerError as err:
         raise ResumeError(str(err)) from None
     if not report.ok:
         raise ResumeError(f"{path}: entry {report.broken_seq}: {report.reason}; a damaged "
                           "ledger is not continued")
+    return charged
 
 
 def resume_point(run_dir: RunDirectory, *, charged_through: int | None) -> ResumePoint:
     """Reconcile checkpoint, pending checkpoint, ledger and metrics after a stop or crash.
 
-    ``charged_through``: the last round the federation ledger charged (None: no DP).
+    ``charged_through``: the last round the federation ledger charged (None: no DP), as
+    :func:`check_resumable` returns it after checking the directory.
     """
     try:
         record = run_dir.read_checkpoint()
@@ -170,9 +174,6 @@ def resume_point(run_dir: RunDirectory, *, charged_through: int | None) -> Resum
         pending = run_dir.read_state(RunDirectory.PENDING)
     except (OSError, ValueError, KeyError) as err:
         raise ResumeError(f"{run_dir.path}: the checkpoint cannot be read ({err})") from None
-    if charged_through is not None and record is None:
-        raise ResumeError(f"{run_dir.path}: no {RunDirectory.CHECKPOINT}: the run stopped "
-                          "before it started; start a new run")
     last = record["round"] if record is not None else 0
     if committed is not None and committed[0] != last:
         raise ResumeError(f"{run_dir.path}: {RunDirectory.STATE} holds round "

@@ -28,8 +28,6 @@ from fedpriv.messages import TRAIN_LOSS
 from fedpriv.privacy import (
     AdaptiveClip,
     GaussianSource,
-    LedgerError,
-    PrivacyLedger,
     SecureGaussian,
     SeededGaussian,
 )
@@ -37,8 +35,8 @@ from fedpriv.tasks import build_task_model, evaluate, load_task_data
 from server.canary import write_canary_key
 from server.checkpoint import (
     Checkpointer,
-    ResumeError,
     ResumePoint,
+    check_resumable,
     metric,
     restore_state,
     resume_point,
@@ -233,18 +231,7 @@ def run_federation(
 
 def _resume_point(cfg: RunConfig, run_dir: RunDirectory) -> ResumePoint:
     """Reconcile the run directory for a resume (raises :class:`ResumeError`)."""
-    charged = None
-    if cfg.dp_mode is not DpMode.NONE:
-        path = run_dir.path / FederationPrivacy.LEDGER
-        try:
-            with PrivacyLedger.open(path) as ledger:
-                report = ledger.verify()
-                if not report.ok:
-                    raise ResumeError(f"{path}: entry {report.broken_seq}: {report.reason}; "
-                                      "a damaged ledger is not continued")
-                charged = max((rnd for rnd, _ in ledger.events()), default=0)
-        except LedgerError as err:
-            raise ResumeError(str(err)) from None
+    charged = check_resumable(run_dir, private=cfg.dp_mode is not DpMode.NONE)
     point = resume_point(run_dir, charged_through=charged)
     if point.round >= cfg.rounds and not point.needs_metrics:
         log(INFO, "fedpriv: every planned round was already done; writing the summary")

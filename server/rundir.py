@@ -65,6 +65,22 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _atomic_tensors(path: Path, arrays: Mapping[str, np.ndarray],
+                    metadata: dict[str, str]) -> None:
+    """Write a safetensors file to a temporary name, fsync, then rename over ``path``."""
+    tensors = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class RunDirectory:
     """Writes a run's files; each write is atomic or an fsync'd append."""
 
@@ -122,19 +138,10 @@ class RunDirectory:
     def save_pending(self, server_round: int, model: Mapping[str, np.ndarray],
                      state: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> None:
         """Write a round's aggregate before its ledger commit (``checkpoint-next``)."""
-        tensors = {f"model/{k}": np.ascontiguousarray(v) for k, v in model.items()}
-        tensors.update({f"state/{k}": np.ascontiguousarray(v) for k, v in state.items()})
+        tensors = {f"model/{k}": v for k, v in model.items()}
+        tensors.update({f"state/{k}": v for k, v in state.items()})
         meta = {"round": str(server_round), "info": json.dumps(dict(info), sort_keys=True)}
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".pending.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path / self.PENDING)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _atomic_tensors(self.path / self.PENDING, tensors, meta)
 
     def commit_checkpoint(self, server_round: int, record: Mapping[str, Any]) -> None:
         """After the ledger commit: the pending checkpoint becomes the checkpoint."""
@@ -195,27 +202,11 @@ class RunDirectory:
 
     def save_model(self, arrays: Mapping[str, np.ndarray], *, server_round: int) -> None:
         """Replace the saved global model (its metadata names the round)."""
-        tensors = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".model.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"round": str(server_round)})
-            os.replace(tmp, self.path / self.MODEL)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _atomic_tensors(self.path / self.MODEL, arrays, {"round": str(server_round)})
 
     def save_initial_model(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Keep the round-0 model (the audit's canary estimate needs theta_T - theta_0)."""
-        tensors = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".model-initial.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"round": "0"})
-            os.replace(tmp, self.path / self.INITIAL_MODEL)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _atomic_tensors(self.path / self.INITIAL_MODEL, arrays, {"round": "0"})
 
     def load_model(self) -> dict[str, np.ndarray]:
         """The saved global model's arrays (safetensors: data only, no code)."""

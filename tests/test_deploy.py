@@ -5,88 +5,24 @@ is stopped by PID (its whole process group) at the end.
 """
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
-class Processes:
-    def __init__(self, env, logs: Path):
-        self.env, self.logs, self.procs = env, logs, []
-
-    def start(self, name, *cmd):
-        log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT,
-                                env=self.env, cwd=ROOT, start_new_session=True)
-        self.procs.append((proc, log))
-        return proc
-
-    def run_to_exit(self, name, *cmd, timeout=90):
-        """Start, wait for the process itself to exit, return (code, its log)."""
-        proc = self.start(name, *cmd)
-        code = proc.wait(timeout=timeout)  # its children may linger: stop_all reaps them
-        return code, (self.logs / f"{name}.log").read_text()
-
-    def stop_all(self):
-        from fedpriv.cli.signals import descendants
-
-        # Children that left the process group (Flower starts some in sessions of
-        # their own) are found by walking the process tree, and stopped by PID too.
-        strays = [pid for proc, _ in self.procs for pid in descendants(proc.pid)]
-        for proc, _ in self.procs:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for pid in strays:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc, log in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            log.close()
-
-
-def run(env, *cmd, timeout=120):
-    return subprocess.run([str(c) for c in cmd], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+from tests.support.deploy import (
+    BIN,
+    Processes,
+    deploy_env,
+    free_port,
+    run,
+    wait_for_port,
+    write_device_data,
+    write_flwr_config,
+)
 
 
 @pytest.mark.slow
 def test_tls_node_auth_dp_secagg_deployment(tmp_path):
-    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"),
-           "FLWR_TELEMETRY_ENABLED": "0", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env = deploy_env(tmp_path)
     certs, logs = tmp_path / "certs", tmp_path / "logs"
     logs.mkdir()
     port = free_port()
@@ -103,25 +39,14 @@ def test_tls_node_auth_dp_secagg_deployment(tmp_path):
     assert again.returncode == 2 and "--force" in again.stderr
 
     # The devices' own data (digits shares as .npz) and ledgers.
-    from fedpriv.config import Partition
-    from fedpriv.tasks import load_digits, partition_indices
-
-    train = load_digits(test_fraction=0.2, seed=0).train
-    for i, idx in enumerate(partition_indices(train, scheme=Partition.IID, num_partitions=2,
-                                              seed=0), start=1):
-        (tmp_path / f"data-{i}").mkdir()
-        np.savez(tmp_path / f"data-{i}" / "part.npz", x=train.x[idx], y=train.y[idx])
+    write_device_data(tmp_path, 2)
 
     procs = Processes(env, logs)
     try:
         procs.start("superlink", fedpriv, "deploy", "superlink", "--certs", certs,
                     "--port", port, "--database", tmp_path / "state.db")
         wait_for_port(port)
-        home = tmp_path / "flwr-home"
-        home.mkdir(exist_ok=True)
-        (home / "config.toml").write_text(
-            '[superlink]\ndefault = "fedpriv"\n\n[superlink.fedpriv]\n'
-            f'address = "127.0.0.1:{port}"\nroot-certificates = "{certs / "ca.pem"}"\n')
+        write_flwr_config(tmp_path / "flwr-home", port, ca=certs / "ca.pem")
         for name in ("edge-1", "edge-2"):
             reg = run(env, BIN / "flwr", "supernode", "register", certs / "nodes" / f"{name}.pub")
             assert reg.returncode == 0 and "registered" in reg.stdout, reg.stdout + reg.stderr

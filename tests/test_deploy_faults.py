@@ -11,21 +11,27 @@ each round charged at most once, and the audit passes.
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fedpriv.audit import audit_run
 from fedpriv.cli.signals import descendants
 from fedpriv.privacy import PrivacyLedger
-from tests.test_deploy import Processes, free_port, run, wait_for_port
+from tests.support.deploy import (
+    BIN,
+    Processes,
+    deploy_env,
+    free_port,
+    run,
+    wait_for_port,
+    write_device_data,
+    write_flwr_config,
+)
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 ROUNDS = 3
 
 
@@ -47,26 +53,13 @@ def _wait(predicate, what: str, timeout: float = 240.0, logs: Path | None = None
 
 
 def test_a_lost_supernode_and_a_superlink_restart_do_not_lose_the_run(tmp_path):
-    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"),
-           "FLWR_TELEMETRY_ENABLED": "0", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env = deploy_env(tmp_path)
     logs = tmp_path / "logs"
     logs.mkdir()
     port = free_port()
     fedpriv = BIN / "fedpriv"
-    home = tmp_path / "flwr-home"
-    home.mkdir()
-    (home / "config.toml").write_text(
-        '[superlink]\ndefault = "fedpriv"\n\n[superlink.fedpriv]\n'
-        f'address = "127.0.0.1:{port}"\ninsecure = true\n')
-
-    from fedpriv.config import Partition
-    from fedpriv.tasks import load_digits, partition_indices
-
-    train = load_digits(test_fraction=0.2, seed=0).train
-    for i, idx in enumerate(partition_indices(train, scheme=Partition.IID, num_partitions=3,
-                                              seed=0), start=1):
-        (tmp_path / f"data-{i}").mkdir()
-        np.savez(tmp_path / f"data-{i}" / "part.npz", x=train.x[idx], y=train.y[idx])
+    write_flwr_config(tmp_path / "flwr-home", port)
+    write_device_data(tmp_path, 3)
 
     procs = Processes(env, logs)
     superlink = ["deploy", "superlink", "--insecure", "--port", port, "--database",

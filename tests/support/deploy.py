@@ -1,0 +1,114 @@
+"""Real deployments on loopback for end-to-end tests: ports, processes, devices' data.
+
+Every process is started in a session of its own and stopped by PID (its process
+group, and any child that left it) by :meth:`Processes.stop_all`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Processes:
+    def __init__(self, env, logs: Path):
+        self.env, self.logs, self.procs = env, logs, []
+
+    def start(self, name, *cmd):
+        log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT,
+                                env=self.env, cwd=ROOT, start_new_session=True)
+        self.procs.append((proc, log))
+        return proc
+
+    def run_to_exit(self, name, *cmd, timeout=90):
+        """Start, wait for the process itself to exit, return (code, its log)."""
+        proc = self.start(name, *cmd)
+        code = proc.wait(timeout=timeout)  # its children may linger: stop_all reaps them
+        return code, (self.logs / f"{name}.log").read_text()
+
+    def stop_all(self):
+        from fedpriv.cli.signals import descendants
+
+        # Children that left the process group (Flower starts some in sessions of
+        # their own) are found by walking the process tree, and stopped by PID too.
+        strays = [pid for proc, _ in self.procs for pid in descendants(proc.pid)]
+        for proc, _ in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in strays:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc, log in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            log.close()
+
+
+def run(env, *cmd, timeout=120):
+    return subprocess.run([str(c) for c in cmd], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def deploy_env(tmp_path: Path) -> dict[str, str]:
+    """The environment for the ``flwr`` CLI and Flower's processes of one test."""
+    return {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"),
+            "FLWR_TELEMETRY_ENABLED": "0", "PATH": f"{BIN}:{os.environ['PATH']}"}
+
+
+def write_flwr_config(home: Path, port: int, *, ca: Path | None = None) -> None:
+    """``flwr``'s config: one SuperLink at 127.0.0.1:port, TLS with ``ca`` or insecure."""
+    home.mkdir(parents=True, exist_ok=True)
+    tls = f'root-certificates = "{ca}"' if ca is not None else "insecure = true"
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "fedpriv"\n\n[superlink.fedpriv]\n'
+        f'address = "127.0.0.1:{port}"\n{tls}\n')
+
+
+def write_device_data(root: Path, n: int) -> list[Path]:
+    """``root/data-1 .. data-n``: IID digits shares as ``part.npz``, one per device."""
+    from fedpriv.config import Partition
+    from fedpriv.tasks import load_digits, partition_indices
+
+    train = load_digits(test_fraction=0.2, seed=0).train
+    dirs = []
+    for i, idx in enumerate(partition_indices(train, scheme=Partition.IID, num_partitions=n,
+                                              seed=0), start=1):
+        d = root / f"data-{i}"
+        d.mkdir()
+        np.savez(d / "part.npz", x=train.x[idx], y=train.y[idx])
+        dirs.append(d)
+    return dirs

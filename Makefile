@@ -25,8 +25,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fedpriv simulate
 
+# Two workers: the real deployments (mostly waiting on Flower's polling) run on one,
+# beside the rest of the suite; see tests/conftest.py.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check fedpriv server client strategies simulations bench tests

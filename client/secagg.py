@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from fedpriv.certs import CertError, load_identity, load_roster
 from fedpriv.config import DpMode, RunConfig
-from fedpriv.ddp_plan import DistributedPlan, distributed_plan, model_dimension, rotation_seed
 from fedpriv.messages import CONFIG, NODE_PARTITION_ID, SECAGG, SECAGG_STATE, config_from_record
 from fedpriv.privacy.attest import HeadSigner
-from fedpriv.privacy.discrete import UniformSource
-from fedpriv.privacy.discrete import encode as ddp_encode
 from fedpriv.secagg import (
     ClientSecAgg,
     ConsistencyRequest,
@@ -48,6 +45,10 @@ from fedpriv.secagg import (
     layout_for,
     params_for,
 )
+
+if TYPE_CHECKING:  # distributed DP's planning loads only when the mode is on
+    from fedpriv.ddp_plan import DistributedPlan
+    from fedpriv.privacy.discrete import UniformSource
 
 __all__ = [
     "NODE_SECAGG_CORRUPTION",
@@ -159,6 +160,8 @@ def modulus_bits(cfg: RunConfig, layout: SumLayout | None = None) -> int:
     client derives itself from the run config and the model's size.
     """
     if cfg.dp_mode is DpMode.DISTRIBUTED:
+        from fedpriv.ddp_plan import distributed_plan, model_dimension
+
         return distributed_plan(cfg, model_dimension(cfg)).params.bits
     return (layout or layout_for(cfg)).modulus_bits(cfg.clients)
 
@@ -281,6 +284,9 @@ def encode_distributed(update: dict[str, np.ndarray], keys: list[str], *,
     ``noise_scale`` multiplies the share's standard deviation; anything but 1 makes the
     ledger's epsilon false, and it exists only for tests (see ``TEST_ONLY_NOISE_SCALE``).
     """
+    from fedpriv.ddp_plan import rotation_seed
+    from fedpriv.privacy.discrete.codec import encode as ddp_encode
+
     flat = np.concatenate([np.asarray(update[k], np.float64).ravel() for k in keys])
     params = plan.params
     if flat.shape != (params.dimension,):

@@ -41,6 +41,7 @@ from server.checkpoint import (
     restore_state,
     resume_point,
 )
+from server.grid import PromptGrid
 from server.planning import privacy_plan
 from server.privacy import BudgetExhausted, FederationPrivacy
 from server.reporting import Reporter
@@ -83,6 +84,7 @@ def run_federation(
     """
     cfg = with_user_noise(cfg.resolved())  # z calibrated once, up front, if asked
     t0 = time.monotonic()
+    grid = PromptGrid(grid)  # replies collected as they arrive, not every 3 s
     data = load_task_data(cfg)
     model = build_task_model(cfg, data)
     device = torch.device("cpu")  # server-side evaluation is small; keep the GPU for clients

@@ -19,3 +19,19 @@ def small_cfg() -> RunConfig:
     return RunConfig.from_mapping({
         "rounds": 2, "clients": 4, "local-epochs": 1, "partition": "iid",
     }).resolved()
+
+
+# Under pytest-xdist (`make test` runs `-n 3 --dist loadgroup`), the real deployments
+# mostly wait on Flower's polling and so run beside the rest of the suite, one at a time
+# on a worker of their own; the simulations on Ray's engine, each of which takes both
+# cores, also run one at a time, on another worker. Everything else is spread freely.
+_GROUPS = {"test_deploy.py": "deployment", "test_deploy_faults.py": "deployment"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put each slow test in its xdist group (no effect without ``--dist loadgroup``)."""
+    for item in items:
+        if item.get_closest_marker("slow") is None:
+            continue
+        group = _GROUPS.get(item.path.name, "ray-engine")
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -111,14 +111,21 @@ def test_a_lost_supernode_and_a_superlink_restart_do_not_lose_the_run(tmp_path):
     assert summary["status"] == "completed", summary
     assert summary["rounds"] == ROUNDS and summary["resumed"]
     assert [m["round"] for m in _lines(metrics)] == list(range(1, ROUNDS + 1))
+    charged = {}
     for i in (1, 2, 3):  # each device's own ledger: no round of this run twice
         with PrivacyLedger.open(tmp_path / f"edge-{i}.sqlite") as ledger:
             assert ledger.verify().ok
-            rounds = [e.round for e in ledger.entries() if e.is_event]
-        assert rounds == sorted(set(rounds)), (i, rounds)
-        if i < 3:  # the survivors took part in every round
-            assert rounds == list(range(1, ROUNDS + 1)), (i, rounds, _lines(metrics))
-        else:  # the lost node, in none after it was killed
-            assert set(rounds) <= {1}, (i, rounds, _lines(metrics))
+            charged[i] = [e.round for e in ledger.entries() if e.is_event]
+        assert charged[i] == sorted(set(charged[i])), (i, charged[i])
+    for i in (1, 2):  # the survivors took part in both rounds before the restart
+        assert charged[i][:2] == [1, 2], (i, charged[i], _lines(metrics))
+    assert set(charged[3]) <= {1}, (charged[3], _lines(metrics))  # the lost node: no more
+    # After the restart a SuperNode may first drain a message of the dead ServerApp
+    # (Flower refuses its objects: "Run is finished"), and so miss the resumed round's
+    # timeout; the round then goes on without it, and says so. Whoever replied was
+    # charged for it, once.
+    last = _lines(metrics)[-1]
+    assert last["replies"] >= 1 and last["replies"] + len(last["missing"]) == last["cohort"]
+    assert sum(ROUNDS in charged[i] for i in (1, 2)) >= last["replies"], (charged, last)
     report = audit_run(run_dir)
     assert report.ok, report.problems

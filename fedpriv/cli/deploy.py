@@ -17,8 +17,16 @@ deploy_app = typer.Typer(help="Start Flower's SuperLink / SuperNode with secure 
                          no_args_is_help=True)
 
 
+#: Flower's SuperExec checks for a new message to run every second by default; a
+#: round of secure aggregation is five messages per node, so a shorter interval saves
+#: seconds per round at the cost of a few idle wake-ups. An operator's own value wins.
+SUPEREXEC_POLL = ("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")
+
+
 def _exec(cmd: list[str], dry_run: bool) -> None:
     import shlex
+
+    os.environ.setdefault(*SUPEREXEC_POLL)
 
     if dry_run:
         print(shlex.join(cmd))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits as _sk_load_digits
-from sklearn.model_selection import train_test_split
 
 from fedpriv.tasks.data import ArrayDataset, TaskData
 
@@ -24,6 +22,9 @@ def load_digits(*, test_fraction: float, seed: int) -> TaskData:
     seed : int
         Seed of the split.
     """
+    from sklearn.datasets import load_digits as _sk_load_digits  # ~1 s: only when used
+    from sklearn.model_selection import train_test_split
+
     bunch = _sk_load_digits()
     x = (bunch.data / 16.0).astype(np.float32)  # (1797, 64)
     y = bunch.target.astype(np.int64)  # (1797,)

@@ -221,7 +221,7 @@ def test_distributed_dp_replays_the_identical_noised_vector(tmp_path, monkeypatc
     # Under distributed DP the release includes the client's noise share: asked again
     # for a round it charged (a resumed run), the client must resend the very vector it
     # released (noise included), never re-noise the update, and not charge again.
-    import client.app as client_module
+    import client.train as client_module
     from client.replay import ReplayCache
     from fedpriv.messages import MASKED, SECAGG
     from fedpriv.privacy import PrivacyLedger

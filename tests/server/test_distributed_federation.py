@@ -72,12 +72,11 @@ def test_a_distributed_run_learns_on_digits_and_its_audit_passes(tmp_path):
 
 def _record(monkeypatch):
     """Record each client's encoding and noise share, and the server's unmasked sum."""
-    import client.secagg as client_secagg
     from fedpriv.privacy.discrete import codec
     from fedpriv.secagg.server import ServerSecAgg
 
     seen = {"shares": [], "encodings": [], "totals": []}
-    real_share, real_encode, real_finish = (codec.noise_share, client_secagg.ddp_encode,
+    real_share, real_encode, real_finish = (codec.noise_share, codec.encode,
                                             ServerSecAgg.finish)
 
     def share(*args, **kwargs):
@@ -96,7 +95,7 @@ def _record(monkeypatch):
         return total, survivors
 
     monkeypatch.setattr(codec, "noise_share", share)
-    monkeypatch.setattr(client_secagg, "ddp_encode", encode)
+    monkeypatch.setattr(codec, "encode", encode)  # what client.secagg calls
     monkeypatch.setattr(ServerSecAgg, "finish", finish)
     return seen
 

@@ -65,10 +65,10 @@ class RecordingGrid:
         from tests.support.grid import LoopbackGrid
 
         class _Grid(LoopbackGrid):
-            def send_and_receive(self, messages, *, timeout=None):
-                messages = list(messages)
-                replies = super().send_and_receive(messages, timeout=timeout)
-                self.pairs.extend(zip(self.sent[-len(messages):], replies, strict=False))
+            def pull_messages(self, message_ids):
+                replies = super().pull_messages(message_ids)
+                asked = {q.metadata.message_id: q for q in self.sent}
+                self.pairs.extend((asked[r.metadata.reply_to_message_id], r) for r in replies)
                 return replies
 
         grid = _Grid(app, nodes)

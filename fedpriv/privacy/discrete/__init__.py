@@ -11,41 +11,63 @@ Modules: ``uniform`` (secure / seeded uniforms), ``discrete_gaussian`` and ``ske
 ``calibration`` and ``codec`` (encode / decode).
 """
 
-from fedpriv.privacy.discrete.calibration import Calibration, calibrate, distributed_epsilon
-from fedpriv.privacy.discrete.codec import add_mod, centre_mod, decode, encode, noise_share
-from fedpriv.privacy.discrete.discrete_gaussian import MAX_SIGMA, discrete_gaussian
-from fedpriv.privacy.discrete.params import DEFAULT_BETA, DistributedDpParams
-from fedpriv.privacy.discrete.rdp import (
-    RDP_ORDERS,
-    ddg_rdp,
-    ddg_tau,
-    distributed_rdp,
-    event_rdp,
-    poisson_subsampled_rdp,
-    rdp_to_epsilon,
-    skellam_rdp,
-)
-from fedpriv.privacy.discrete.rotation import (
-    hadamard_transform,
-    padded_dimension,
-    rotate,
-    rotation_signs,
-    unrotate,
-)
-from fedpriv.privacy.discrete.rounding import (
-    conditional_round,
-    conditional_rounding_bias_bound,
-    l1_sensitivity,
-    rounded_l2_bound,
-    stochastic_round,
-)
-from fedpriv.privacy.discrete.skellam import MAX_POISSON_MEAN, poisson, poisson_logpmf, skellam
-from fedpriv.privacy.discrete.uniform import SecureUniforms, SeededUniforms, UniformSource
-from fedpriv.privacy.discrete.wraparound import (
-    coordinate_tail_bound,
-    min_bits,
-    wrap_probability,
-)
+from typing import TYPE_CHECKING
+
+from fedpriv._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the names, for type checkers; at run time each loads on first use
+    from fedpriv.privacy.discrete.calibration import Calibration, calibrate, distributed_epsilon
+    from fedpriv.privacy.discrete.codec import add_mod, centre_mod, decode, encode, noise_share
+    from fedpriv.privacy.discrete.discrete_gaussian import MAX_SIGMA, discrete_gaussian
+    from fedpriv.privacy.discrete.params import DEFAULT_BETA, DistributedDpParams
+    from fedpriv.privacy.discrete.rdp import (
+        RDP_ORDERS,
+        ddg_rdp,
+        ddg_tau,
+        distributed_rdp,
+        event_rdp,
+        poisson_subsampled_rdp,
+        rdp_to_epsilon,
+        skellam_rdp,
+    )
+    from fedpriv.privacy.discrete.rotation import (
+        hadamard_transform,
+        padded_dimension,
+        rotate,
+        rotation_signs,
+        unrotate,
+    )
+    from fedpriv.privacy.discrete.rounding import (
+        conditional_round,
+        conditional_rounding_bias_bound,
+        l1_sensitivity,
+        rounded_l2_bound,
+        stochastic_round,
+    )
+    from fedpriv.privacy.discrete.skellam import MAX_POISSON_MEAN, poisson, poisson_logpmf, skellam
+    from fedpriv.privacy.discrete.uniform import SecureUniforms, SeededUniforms, UniformSource
+    from fedpriv.privacy.discrete.wraparound import (
+        coordinate_tail_bound,
+        min_bits,
+        wrap_probability,
+    )
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "calibration": ("Calibration", "calibrate", "distributed_epsilon"),
+    "codec": ("add_mod", "centre_mod", "decode", "encode", "noise_share"),
+    "discrete_gaussian": ("MAX_SIGMA", "discrete_gaussian"),
+    "params": ("DEFAULT_BETA", "DistributedDpParams"),
+    "rdp": (
+        "RDP_ORDERS", "ddg_rdp", "ddg_tau", "distributed_rdp", "event_rdp",
+        "poisson_subsampled_rdp", "rdp_to_epsilon", "skellam_rdp"),
+    "rotation": ("hadamard_transform", "padded_dimension", "rotate", "rotation_signs", "unrotate"),
+    "rounding": (
+        "conditional_round", "conditional_rounding_bias_bound", "l1_sensitivity",
+        "rounded_l2_bound", "stochastic_round"),
+    "skellam": ("MAX_POISSON_MEAN", "poisson", "poisson_logpmf", "skellam"),
+    "uniform": ("SecureUniforms", "SeededUniforms", "UniformSource"),
+    "wraparound": ("coordinate_tail_bound", "min_bits", "wrap_probability"),
+})
 
 __all__ = [
     "DEFAULT_BETA",

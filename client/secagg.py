@@ -212,12 +212,14 @@ def _step(context: Context, fn: Any) -> Any:
 
 def advertise(msg: Message, context: Context) -> RecordDict:
     """Stage 1: fresh key pairs for the round; reply with the signed public halves."""
-    cfg, server_round, _ = _round(msg)
+    cfg, server_round, rec = _round(msg)
     last = (int(context.state[_LAST]["round"])  # type: ignore[call-overload]
             if _LAST in context.state.config_records else -1)
     if server_round <= last:
         raise SecAggError(f"round {server_round} is not after round {last}, the last this "
                           "client took part in (replayed round)")
+    if cfg.dp_mode is DpMode.DISTRIBUTED:
+        _check_plan(cfg, rec)
     node, identity, roster = _identity(cfg, dict(context.node_config))
     client = ClientSecAgg(node_id=node, run_id=int(context.run_id), round_id=server_round,
                           params=_params(cfg, context.node_config), identity=identity,
@@ -227,6 +229,20 @@ def advertise(msg: Message, context: Context) -> RecordDict:
     context.state[_LAST] = ConfigRecord({"round": server_round})
     _save(context, client)
     return RecordDict({SECAGG: ConfigRecord(adv.to_dict())})
+
+
+def _check_plan(cfg: RunConfig, rec: dict[str, Any]) -> None:
+    """Distributed DP: refuse unless the server's plan is the one this client derives."""
+    from fedpriv.ddp_plan import distributed_plan, model_dimension
+
+    mine = distributed_plan(cfg, model_dimension(cfg)).digest
+    theirs = rec.get("ddp_plan")
+    if theirs != mine:
+        raise SecAggError(
+            f"the server's distributed-DP plan ({str(theirs)[:12] if theirs else 'none sent'})"
+            f" is not the one this client derives from the run config ({mine[:12]}): its "
+            "noise share would not give the epsilon the ledgers record, or the sum would "
+            "not decode; refusing the round before any data is used")
 
 
 def _stage(msg: Message, context: Context, run: Any, *, last: bool = False) -> Any:

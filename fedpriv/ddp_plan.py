@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 import struct
 from dataclasses import dataclass
@@ -120,6 +121,19 @@ class DistributedPlan:
         """z: the std of the n_min shares' sum, in real units, over C."""
         p = self.params
         return math.sqrt(self.min_clients * p.local_variance) / (p.scale * p.clip)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the plan (its :meth:`summary` as canonical JSON), hex.
+
+        Every client derives its plan from the run config on its own machine; the server
+        sends the digest of its own in the first secure-aggregation stage, and a client
+        whose plan differs (another version, another platform's floating point) refuses
+        the round before touching its data: its share would not add up to the noise the
+        ledger records, or the sum would not decode.
+        """
+        blob = json.dumps(self.summary(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
 
     def summary(self) -> dict[str, Any]:
         """The plan as JSON-safe values (``summary.json``'s ``distributed_dp``)."""

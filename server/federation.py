@@ -31,6 +31,7 @@ from fedpriv.privacy import (
     SecureGaussian,
     SeededGaussian,
 )
+from fedpriv.secagg.layout import META_SLOTS, layout_for
 from fedpriv.tasks import build_task_model, evaluate, load_task_data
 from server.canary import write_canary_key
 from server.checkpoint import (
@@ -325,8 +326,18 @@ def _privacy_record(strategy: FedPrivStrategy) -> dict[str, Any]:
 def _secagg_summary(cfg: RunConfig, rounds: list[dict[str, Any]]) -> dict[str, Any] | bool:
     if not cfg.secagg:
         return False
+    # What each client's masked vector costs: coordinates x modulus bits (information);
+    # on the wire each coordinate currently travels as a uint64.
+    d = model_dimension(cfg)
+    if cfg.dp_mode is DpMode.DISTRIBUTED:
+        plan = distributed_plan(cfg, d)
+        bits, length = plan.params.bits, plan.params.padded_dimension + META_SLOTS
+    else:
+        layout = layout_for(cfg)
+        bits, length = layout.modulus_bits(cfg.clients), layout.length(d)
     return {
         "enabled": True, "cohort": cfg.cohort_size,
+        "modulus_bits": bits, "coordinates": length, "model_parameters": d,
         "threshold": rounds[-1]["threshold"] if rounds else None,
         "degree": rounds[-1]["degree"] if rounds else None,
         "dropouts_recovered": [r.get("dropped", 0) for r in rounds],

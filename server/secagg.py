@@ -169,7 +169,9 @@ class SecAggStrategy(Delegating, Strategy):
             self._abandon(server_round, f"before training: the model has {d} parameters, "
                           f"the distributed-DP plan {self.plan.params.dimension}")
             return []
-        hello = {"round_id": server_round}
+        hello: dict[str, Any] = {"round_id": server_round}
+        if self.plan is not None:  # each client checks it derived the same plan
+            hello["ddp_plan"] = self.plan.digest
         for node, rec in self._send(SECAGG_ADVERTISE, dict.fromkeys(cohort_nodes,
                                                                      hello)).items():
             self._accept(node, AdvertiseKeys, rec)

@@ -175,6 +175,10 @@ def test_summary_and_metrics_name_the_parameters(tmp_path):
     assert summary["epsilon"]["federation"] <= 5.0  # 4 survivors: less than planned for 3
     line = json.loads((path / "metrics.jsonl").read_text().splitlines()[-1])
     assert line["noise_shares"] == 4 and line["secagg"]["modulus_bits"] == 24
+    # what each client's masked vector costs: the padded rotation plus three meta slots
+    assert summary["secagg"]["modulus_bits"] == 24
+    assert summary["secagg"]["coordinates"] == ddp["padded_dimension"] + 3
+    assert summary["secagg"]["model_parameters"] == ddp["dimension"]
 
 
 def test_the_budget_is_checked_before_each_round_against_the_fewest_survivors(tmp_path):
@@ -188,4 +192,34 @@ def test_the_budget_is_checked_before_each_round_against_the_fewest_survivors(tm
     # Assert
     assert summary["status"] == "stopped" and "round 3 would raise" in summary["reason"]
     assert summary["rounds"] == 2 and summary["epsilon"]["federation"] <= budget
+    assert audit_run(path).ok
+
+
+def test_a_client_refuses_a_plan_other_than_the_one_it_derives(tmp_path, monkeypatch):
+    # Prepare: the server's first secure-aggregation message to node 1 names another
+    # distributed-DP plan (a server on another version, or one that wants less noise).
+    from flwr.app import ConfigRecord, RecordDict
+
+    from fedpriv.messages import SECAGG, SECAGG_ADVERTISE
+    from tests.support import grid as grid_mod
+
+    real = grid_mod.delivered
+
+    def tamper(msg):
+        out = real(msg)
+        if out.metadata.message_type == SECAGG_ADVERTISE and out.metadata.dst_node_id == 1:
+            rec = {**dict(out.content[SECAGG]), "ddp_plan": "0" * 64}
+            out.content = RecordDict({**dict(out.content), SECAGG: ConfigRecord(rec)})
+        return out
+
+    monkeypatch.setattr(grid_mod, "delivered", tamper)
+    # Execute
+    grid, summary, path, _ = run(tmp_path)
+    # Assert: node 1 refused before using its data (no ledger entry); the other three's
+    # round went on, and the ledgers record three shares.
+    refused = [r for r in grid.received if r.has_error()]
+    assert len(refused) == 1 and "distributed-DP plan (000000000000)" in refused[0].error.reason
+    assert summary["status"] == "completed"
+    assert summary["distributed_dp"]["survivors_by_round"] == [3]
+    assert [e.clients for _, e in events(path / "ledger.sqlite")] == [3]
     assert audit_run(path).ok

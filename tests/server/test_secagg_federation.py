@@ -51,6 +51,11 @@ def test_composes_with_user_level_dp(tmp_path):
     from fedpriv.audit import audit_run
 
     assert audit_run(path).ok
+    # what each client's masked vector costs: the model's d values and three meta slots,
+    # with the modulus the round used
+    line = json.loads((path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert summary["secagg"]["modulus_bits"] == line["secagg"]["modulus_bits"] > 0
+    assert summary["secagg"]["coordinates"] == summary["secagg"]["model_parameters"] + 3
 
 
 def test_dropout_rate_needs_secagg():

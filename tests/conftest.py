@@ -21,11 +21,15 @@ def small_cfg() -> RunConfig:
     }).resolved()
 
 
-# Under pytest-xdist (`make test` runs `-n 3 --dist loadgroup`), the real deployments
-# mostly wait on Flower's polling and so run beside the rest of the suite, one at a time
-# on a worker of their own; the simulations on Ray's engine, each of which takes both
-# cores, also run one at a time, on another worker. Everything else is spread freely.
-_GROUPS = {"test_deploy.py": "deployment", "test_deploy_faults.py": "deployment"}
+# Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), the real deployments
+# mostly wait on Flower's polling and so run beside the rest of the suite, one at a time,
+# on one worker; the simulations on Ray's engine, each of which takes both cores, run one
+# at a time on the other. The two shortest Ray runs join the deployments' worker so that
+# both workers finish at about the same time (measured: ~340 s of deployments against
+# ~440 s of Ray runs). Everything else is spread freely.
+_GROUPS = {"test_deploy.py": "deployment", "test_deploy_faults.py": "deployment",
+           "test_signals.py": "deployment",
+           "test_cli.py::test_synthetic_scenario_with_fedprox": "deployment"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -33,5 +37,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("slow") is None:
             continue
-        group = _GROUPS.get(item.path.name, "ray-engine")
+        name = item.path.name
+        group = _GROUPS.get(f"{name}::{item.name}", _GROUPS.get(name, "ray-engine"))
         item.add_marker(pytest.mark.xdist_group(group))

@@ -2,13 +2,15 @@
 
 Record-level DP-SGD calibrated to target epsilons (the whole run's budget), and
 user-level DP-FedAvg at several noise multipliers, with the non-private accuracy as the
-ceiling. Writes ``bench/results/utility.png``.
+ceiling; then distributed DP against central user-level DP at the same epsilon
+(:mod:`bench.suites.distributed`). Writes ``bench/results/utility.png``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from bench.suites import distributed
 from bench.suites.common import RESULTS, simulate
 
 
@@ -32,7 +34,7 @@ def run(quick: bool) -> dict[str, Any]:
                          "epsilon": summary["epsilon"]["federation"],
                          "final_accuracy": summary["final_accuracy"]})
     _plot(rows, rounds)
-    return {"rounds": rounds, "rows": rows}
+    return {"rounds": rounds, "rows": rows, "distributed": distributed.run(quick)}
 
 
 def _plot(rows: list[dict[str, Any]], rounds: int) -> None:

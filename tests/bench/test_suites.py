@@ -34,3 +34,29 @@ def test_per_round_excludes_the_first_round():
     assert per_round([10.0, 12.0, 14.0]) == 2.0
     with pytest.raises(ValueError, match="two rounds"):
         per_round([3.0])
+
+
+def test_distributed_client_encoding_is_timed_for_both_modes():
+    from bench.suites.distributed import _encode_seconds
+
+    sets = {"partition": "iid", "clients": "10", "model": "logreg", "secagg": "true",
+            "target-epsilon": "8"}
+    seconds = _encode_seconds(sets, repeats=2)
+    assert set(seconds) == {"user", "distributed"} and all(t > 0 for t in seconds.values())
+
+
+def test_the_utility_report_shows_the_distributed_gap():
+    meta = {"date": "d", "quick": True, "cpus": 2, "device": "cpu", "torch": "t",
+            "opacus": "o", "flwr": "f"}
+    row = {"epsilon": 8.0, "modulus_bits": 47, "coordinates": 653,
+           "client_encode_seconds": 0.002}
+    payload = {"meta": meta, "rounds": 5, "rows": [
+        {"mode": "none", "target": None, "epsilon": None, "final_accuracy": 0.9}],
+        "distributed": {"clients": 20, "rounds": 8, "target_epsilon": 8.0, "rows": [
+            {**row, "mode": "central", "final_accuracy": 0.87, "gap_points": 0.0,
+             "min_survivors": None},
+            {**row, "mode": "distributed", "final_accuracy": 0.85, "gap_points": 2.0,
+             "min_survivors": 12, "modulus_bits": 22, "coordinates": 1027}]}}
+    text = render({"utility": payload})
+    assert "points below central" in text
+    assert "| distributed | 12 | 8.00 | 0.850 | +2.0 | 22 | 1027 | 2.0 ms |" in text

@@ -114,7 +114,7 @@ def run_federation(
     )
     state: dict[str, Any] = {"secagg_rounds": [], "rounds": 0, "initial_accuracy": float("nan"),
                              "final_accuracy": float("nan"), "final_loss": float("nan"),
-                             "resumed": []}
+                             "resumed": [], "rounds_aggregated": 0}
     checkpoints = Checkpointer(run_dir, strategy, privacy, extra={})
     strategy.checkpoints = checkpoints
     initial = ArrayRecord(model.state_dict())
@@ -165,6 +165,7 @@ def run_federation(
         )
         run_dir.append_metrics(record)
         state.update(rounds=server_round, final_accuracy=acc, final_loss=loss)
+        state["rounds_aggregated"] += _aggregated(record)
         reporter.on_round(record)
         return MetricRecord({"test-loss": loss, "test-accuracy": acc})
 
@@ -254,11 +255,19 @@ def _restore(point: ResumePoint, strategy: FedPrivStrategy, model: torch.nn.Modu
     for line in point.metrics:
         state.update(final_accuracy=metric(line.get("test_accuracy")),
                      final_loss=metric(line.get("test_loss")))
+        state["rounds_aggregated"] += _aggregated(line)
         if isinstance(line.get("secagg"), dict):
             state["secagg_rounds"].append(dict(line["secagg"]))
     if strategy.privacy is not None:  # the new key signs the resumed head at once
         strategy.checkpoints.after_charge(point.round)
     return ArrayRecord(model.state_dict())
+
+
+def _aggregated(record: dict[str, Any]) -> bool:
+    """Whether a round's metrics line says the model took an aggregate of replies."""
+    secagg = record.get("secagg")
+    aborted = isinstance(secagg, dict) and bool(secagg.get("aborted"))
+    return bool(record.get("replies")) and not record.get("skipped") and not aborted
 
 
 def _sampler(cfg: RunConfig) -> CohortSampler:
@@ -356,6 +365,8 @@ def _summary(cfg: RunConfig, scenario: str, state: dict[str, Any], status: str,
         "reason": reason,
         "rounds": state["rounds"],
         "rounds_planned": cfg.rounds,
+        # rounds whose aggregate reached the model (not skipped, aborted or empty)
+        "rounds_aggregated": state["rounds_aggregated"],
         "clients": cfg.clients,
         "clients_per_round": cfg.cohort_size,
         "dataset": cfg.dataset.value,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from logging import INFO
+from logging import INFO, WARNING
 from typing import Any, Protocol
 
 from flwr.common.logger import log
 
-__all__ = ["LogReporter", "Reporter"]
+__all__ = ["LogReporter", "Reporter", "idle_rounds"]
 
 
 class Reporter(Protocol):
@@ -42,6 +42,19 @@ class LogReporter:
         log(INFO, "fedpriv: %s after %d rounds: final accuracy %s%s",
             summary["status"], summary["rounds"], _num(summary.get("final_accuracy")),
             f" ({summary['reason']})" if summary.get("reason") else "")
+        idle = idle_rounds(summary)
+        if idle:
+            log(WARNING, "fedpriv: %s", idle)
+
+
+def idle_rounds(summary: Mapping[str, Any]) -> str:
+    """A warning when some rounds changed nothing ("": every round aggregated)."""
+    done, rounds = summary.get("rounds_aggregated"), summary.get("rounds") or 0
+    if done is None or done >= rounds:
+        return ""
+    return (f"only {done} of {rounds} rounds aggregated an update; the others were "
+            "skipped, aborted or got no usable reply (metrics.jsonl says why: missing, "
+            "failed, rejected, skipped, secagg.aborted)")
 
 
 def _num(x: float | None) -> str:

@@ -141,6 +141,7 @@ def _resume(path: Path, verbose: bool) -> None:
 
 def _run(cfg: RunConfig, run_dir: Any, scenario: str, verbose: bool, *, resume: bool) -> None:
     """Run the simulation, print its summary and exit with its status."""
+    from server.reporting import idle_rounds
     from server.rundir import RunDirectory
     from simulations.driver import simulate as run_sim
     from simulations.progress import RichReporter, summary_table
@@ -161,6 +162,9 @@ def _run(cfg: RunConfig, run_dir: Any, scenario: str, verbose: bool, *, resume: 
         stdout.print(f"ledger key fingerprint: {summary['server_key_fingerprint']} (keep it: "
                    f"`fedpriv audit --server-key {summary['server_key_fingerprint']}` pins it)",
                    highlight=False)
+    idle = idle_rounds(summary)
+    if idle:
+        stderr.print(f"[bold yellow]warning:[/] {idle}", highlight=False)
     if summary["status"] == "stopped":  # a budget stop is normal operation
         stdout.print(f"stopped: {summary.get('reason', '')}", highlight=False)
     if summary["status"] == "interrupted":

@@ -82,6 +82,7 @@ def test_a_round_with_fewer_usable_replies_than_min_replies_is_skipped(tmp_path)
     assert summary["status"] == "completed"
     rounds = RunDirectory(path).read_metrics()
     assert [r["skipped"] for r in rounds] == ["2 usable replies < min-replies 3"] * 2
+    assert summary["rounds_aggregated"] == 0 and summary["rounds"] == 2
     initial, final = (load_file(path / f) for f in ("model-initial.safetensors",
                                                      "model.safetensors"))
     assert all(np.array_equal(initial[k], final[k]) for k in initial)

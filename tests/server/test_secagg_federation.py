@@ -33,6 +33,7 @@ def test_dropouts_are_recovered(tmp_path):
                      **{"dropout-rate": 0.3})
     assert summary["status"] == "completed"
     assert summary["secagg"]["rounds_abandoned"] == 0
+    assert summary["rounds_aggregated"] == 3
     assert sum(summary["secagg"]["dropouts_recovered"]) >= 1
 
 
@@ -42,6 +43,11 @@ def test_below_threshold_the_round_is_abandoned_and_the_model_kept(tmp_path):
     assert summary["status"] == "completed"
     assert summary["secagg"]["rounds_abandoned"] == 1
     assert summary["final_accuracy"] == summary["initial_accuracy"]
+    # "completed" is not read as "learned": the summary and the operator are told
+    from server.reporting import idle_rounds
+
+    assert summary["rounds_aggregated"] == 0
+    assert "only 0 of 1 rounds aggregated an update" in idle_rounds(summary)
 
 
 def test_composes_with_user_level_dp(tmp_path):

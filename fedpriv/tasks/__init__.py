@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from fedpriv.config import Dataset, Partition, RunConfig
-from fedpriv.tasks.data import ArrayDataset, TaskData, to_loader
+from fedpriv.tasks.data import ArrayDataset, DataFileError, TaskData, to_loader
 from fedpriv.tasks.digits import load_digits
+from fedpriv.tasks.idx import read_idx, write_idx
 from fedpriv.tasks.local import LocalDataError, load_npz_dir
 from fedpriv.tasks.models import build_model
 from fedpriv.tasks.partition import PartitionError, partition_indices
@@ -18,6 +19,7 @@ from fedpriv.tasks.training import evaluate, resolve_device, train_epochs
 
 __all__ = [
     "ArrayDataset",
+    "DataFileError",
     "LocalDataError",
     "PartitionError",
     "TaskData",
@@ -30,9 +32,11 @@ __all__ = [
     "load_npz_dir",
     "load_task_data",
     "partition_indices",
+    "read_idx",
     "resolve_device",
     "to_loader",
     "train_epochs",
+    "write_idx",
 ]
 
 

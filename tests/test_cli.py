@@ -23,7 +23,8 @@ def invoke(*args):
     (["--set", "rounds=0"], ["rounds: must be in [1, inf), got 0"]),
     (["--set", "alpha=0"], ["alpha: must be in (0, inf), got 0"]),
     (["--set", "alpha=-1"], ["alpha", "got -1"]),
-    (["--set", "dataset=nope"], ["dataset: must be one of {digits, synthetic}, got 'nope'"]),
+    (["--set", "dataset=nope"], ["dataset: must be one of {digits, synthetic, fashion-mnist, "
+                                 "mnist}, got 'nope'"]),
     (["--set", "strategy=median"], ["strategy: must be one of {fedavg, fedprox, fedadam,"]),
     (["--set", "strategy=krum", "--set", "secagg=true"], ["krum needs each client's own"]),
     (["--set", "clients=5000"], ["clients: must be at most the 1437 training examples",
@@ -31,6 +32,8 @@ def invoke(*args):
     (["--set", "bogus=1"], ["bogus: unknown key; valid keys are:", "rounds", "local-epochs",
                             "clients-per-round"]),
     (["--set", "rounds"], ["--set takes KEY=VALUE, got 'rounds'"]),
+    (["fashion-mnist", "--set", "dataset-dir=/nowhere/[data]"],
+     ["dataset-dir: '/nowhere/[data]' is not a directory", "make data"]),
     (["no-such-scenario"], ["no-such-scenario", "digits-iid", "synthetic-1-1"]),
 ])
 def test_bad_input_exits_2_naming_the_problem_and_writes_nothing(tmp_path, args, fragments):

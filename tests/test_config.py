@@ -27,7 +27,8 @@ def test_string_values_from_set_are_coerced():
     ("rounds", "two", "rounds: must be an integer, got 'two'"),
     ("alpha", "0", "alpha: must be in (0, inf), got 0"),
     ("alpha", "nan", "alpha"),
-    ("dataset", "nope", "dataset: must be one of {digits, synthetic}, got 'nope'"),
+    ("dataset", "nope", "dataset: must be one of {digits, synthetic, fashion-mnist, mnist}, "
+                        "got 'nope'"),
     ("strategy", "mean", "strategy: must be one of {fedavg, fedprox, fedadam, fedmedian, "
                          "fedtrimmedavg, krum}, got 'mean'"),
     ("test-fraction", "1", "test-fraction: must be in (0, 1)"),
@@ -51,6 +52,44 @@ def test_unknown_key_lists_the_valid_keys():
 def test_model_must_fit_dataset():
     with pytest.raises(ConfigError, match="model"):
         RunConfig.from_mapping({"dataset": "synthetic", "model": "cnn"}).resolved()
+
+
+@pytest.mark.parametrize("dataset", ["fashion-mnist", "mnist"])
+def test_image_data_sets_default_to_the_cnn_and_dirichlet(dataset):
+    cfg = RunConfig.from_mapping({"dataset": dataset}).resolved()
+    assert (cfg.model, cfg.partition) == (Model.CNN, Partition.DIRICHLET)
+    for model in ("mlp", "logreg"):
+        assert RunConfig.from_mapping({"dataset": dataset, "model": model}).model.value == model
+    for partition in ("iid", "pathological"):
+        RunConfig.from_mapping({"dataset": dataset, "partition": partition})
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"dataset": "synthetic", "model": "cnn"},
+     "model: must be one of {logreg, mlp} for dataset=synthetic, got 'cnn'"),
+    ({"dataset": "fashion-mnist", "partition": "natural"},
+     "partition: must be one of {dirichlet, iid, pathological} for dataset=fashion-mnist, "
+     "got 'natural'"),
+    ({"dataset": "mnist", "partition": "natural"},
+     "partition: must be one of {dirichlet, iid, pathological} for dataset=mnist, got "
+     "'natural'"),
+    ({"dataset": "digits", "dataset-dir": "/data/fmnist"},
+     "dataset-dir: applies to dataset=fashion-mnist only, got dataset=digits "
+     "(dataset-dir='/data/fmnist')"),
+    ({"dataset": "mnist", "dataset-dir": "/data/fmnist"},
+     "dataset-dir: applies to dataset=fashion-mnist only, got dataset=mnist"),
+])
+def test_dataset_combinations_name_the_allowed_values(values, message):
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_mapping(values)
+    assert message in str(err.value)
+
+
+def test_dataset_dir_is_a_plain_string_key():
+    cfg = RunConfig.from_mapping({"dataset": "fashion-mnist", "dataset-dir": "/srv/fmnist"})
+    assert cfg.dataset is Dataset.FASHION_MNIST and cfg.dataset_dir == "/srv/fmnist"
+    assert RunConfig.from_mapping(cfg.to_flat()) == cfg
+    assert RunConfig().dataset_dir == ""
 
 
 def test_resolved_fills_auto_and_round_trips_through_flat_keys():

@@ -8,9 +8,12 @@ import numpy as np
 import torch
 
 from fedpriv.config import Dataset, Partition, RunConfig
-from fedpriv.tasks.data import ArrayDataset, TaskData, to_loader
+from fedpriv.tasks.data import ArrayDataset, DataFileError, TaskData, to_loader
 from fedpriv.tasks.digits import load_digits
+from fedpriv.tasks.fashion_mnist import load_fashion_mnist
+from fedpriv.tasks.idx import read_idx, write_idx
 from fedpriv.tasks.local import LocalDataError, load_npz_dir
+from fedpriv.tasks.mnist import load_mnist
 from fedpriv.tasks.models import build_model
 from fedpriv.tasks.partition import PartitionError, partition_indices
 from fedpriv.tasks.synthetic import generate_synthetic
@@ -18,6 +21,7 @@ from fedpriv.tasks.training import evaluate, resolve_device, train_epochs
 
 __all__ = [
     "ArrayDataset",
+    "DataFileError",
     "LocalDataError",
     "PartitionError",
     "TaskData",
@@ -27,20 +31,34 @@ __all__ = [
     "evaluate",
     "generate_synthetic",
     "load_digits",
+    "load_fashion_mnist",
+    "load_mnist",
     "load_npz_dir",
     "load_task_data",
     "partition_indices",
+    "read_idx",
     "resolve_device",
     "to_loader",
     "train_epochs",
+    "write_idx",
 ]
+
+
+@functools.lru_cache(maxsize=1)
+def _fashion_mnist_cached(directory: str) -> TaskData:
+    # 70,000 images (~220 MB as float32): one copy per process, whatever the seed.
+    return load_fashion_mnist(directory)
 
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(dataset: Dataset, test_fraction: float, seed: int, clients: int,
-                 syn_alpha: float, syn_beta: float) -> TaskData:
+                 syn_alpha: float, syn_beta: float, dataset_dir: str) -> TaskData:
     if dataset is Dataset.DIGITS:
         return load_digits(test_fraction=test_fraction, seed=seed)
+    if dataset is Dataset.FASHION_MNIST:
+        return _fashion_mnist_cached(dataset_dir)
+    if dataset is Dataset.MNIST:
+        return load_mnist(test_fraction=test_fraction, seed=seed)
     return generate_synthetic(
         alpha=syn_alpha, beta=syn_beta, num_users=clients,
         test_fraction=test_fraction, seed=seed,
@@ -50,7 +68,7 @@ def _load_cached(dataset: Dataset, test_fraction: float, seed: int, clients: int
 def load_task_data(cfg: RunConfig) -> TaskData:
     """The task's training pool and held-out test split (cached per process)."""
     return _load_cached(cfg.dataset, cfg.test_fraction, cfg.seed, cfg.clients,
-                        cfg.synthetic_alpha, cfg.synthetic_beta)
+                        cfg.synthetic_alpha, cfg.synthetic_beta, cfg.dataset_dir)
 
 
 @functools.lru_cache(maxsize=8)

@@ -7,7 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ArrayDataset", "TaskData", "to_loader"]
+__all__ = ["ArrayDataset", "DataFileError", "TaskData", "to_loader"]
+
+
+class DataFileError(ValueError):
+    """A data set's file is unreadable or malformed; the message names the file."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ import numpy as np
 
 from fedpriv.config import RunConfig
 from fedpriv.messages import NODE_DATA_DIR, NODE_NUM_PARTITIONS, NODE_PARTITION_ID
-from fedpriv.tasks import ArrayDataset, client_dataset, load_npz_dir, load_task_data
+from fedpriv.tasks import ArrayDataset, client_dataset, load_npz_dir, task_spec
 
 __all__ = ["client_identity", "local_data", "node_overrides"]
 
@@ -41,8 +41,8 @@ def local_data(cfg: RunConfig, node_config: Mapping[str, Any]) -> ArrayDataset:
     simulation engine and loads its share of the shipped data set.
     """
     data_dir = str(node_config.get(NODE_DATA_DIR, "") or "")
-    task = load_task_data(cfg)
-    if data_dir:
+    if data_dir:  # the device's own files, checked against the task's shape and range
+        task = task_spec(cfg)
         return load_npz_dir(
             data_dir,
             feature_shape=task.feature_shape,

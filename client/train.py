@@ -70,7 +70,6 @@ from fedpriv.privacy.discrete import SecureUniforms, SeededUniforms, UniformSour
 from fedpriv.tasks import (
     build_task_model,
     evaluate,
-    load_task_data,
     resolve_device,
     to_loader,
     train_epochs,
@@ -185,7 +184,7 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
     """Train on local data; what this round releases, before any masking."""
     data = local_data(cfg, node_config)
     device = resolve_device(cfg.device)
-    model = build_task_model(cfg, load_task_data(cfg))
+    model = build_task_model(cfg)
     model.load_state_dict(global_state)
     model.to(device)
     part = int(node_config.get(NODE_PARTITION_ID, 0))
@@ -290,7 +289,7 @@ def evaluate_reply(msg: Message, context: Context) -> Message:
         raise RuntimeError("a canary client holds no data to evaluate on")
     data = local_data(cfg, context.node_config)
     device = resolve_device(cfg.device)
-    model = build_task_model(cfg, load_task_data(cfg))
+    model = build_task_model(cfg)
     model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
     model.to(device)
     loss, acc = evaluate(model, data, device=device)

@@ -182,9 +182,9 @@ def colluders(cfg: RunConfig) -> int:
 
 def model_dimension(cfg: RunConfig) -> int:
     """d: the parameter count of the run's model (public: it follows from the config)."""
-    from fedpriv.tasks import build_task_model, load_task_data
+    from fedpriv.tasks import build_task_model
 
-    model = build_task_model(cfg, load_task_data(cfg))
+    model = build_task_model(cfg)
     return int(sum(t.numel() for t in model.state_dict().values()))
 
 

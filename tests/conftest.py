@@ -24,12 +24,9 @@ def small_cfg() -> RunConfig:
 # Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), the real deployments
 # mostly wait on Flower's polling and so run beside the rest of the suite, one at a time,
 # on one worker; the simulations on Ray's engine, each of which takes both cores, run one
-# at a time on the other. The two shortest Ray runs join the deployments' worker so that
-# both workers finish at about the same time (measured: ~340 s of deployments against
-# ~440 s of Ray runs). Everything else is spread freely.
-_GROUPS = {"test_deploy.py": "deployment", "test_deploy_faults.py": "deployment",
-           "test_signals.py": "deployment",
-           "test_cli.py::test_synthetic_scenario_with_fedprox": "deployment"}
+# at a time on the other (two Ray runs at once took three times as long each: measured).
+# Everything else is spread freely.
+_GROUPS = {"test_deploy.py": "deployment", "test_deploy_faults.py": "deployment"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -25,6 +26,7 @@ __all__ = [
     "LocalDataError",
     "PartitionError",
     "TaskData",
+    "TaskSpec",
     "build_model",
     "build_task_model",
     "client_dataset",
@@ -38,6 +40,7 @@ __all__ = [
     "partition_indices",
     "read_idx",
     "resolve_device",
+    "task_spec",
     "to_loader",
     "train_epochs",
     "write_idx",
@@ -99,11 +102,50 @@ def client_dataset(cfg: RunConfig, partition_id: int, num_partitions: int) -> Ar
     return load_task_data(cfg).train.subset(idx)
 
 
-def build_task_model(cfg: RunConfig, data: TaskData) -> torch.nn.Module:
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What a task's examples look like: enough to build its model and check a device's data.
+
+    Attributes
+    ----------
+    feature_shape : tuple[int, ...]
+        Shape of one example's features.
+    num_classes : int
+        Number of labels.
+    feature_range : tuple[float, float] | None
+        The closed interval every feature lies in; ``None`` when unbounded.
+    """
+
+    feature_shape: tuple[int, ...]
+    num_classes: int
+    feature_range: tuple[float, float] | None
+
+
+#: Fixed by the data sets themselves: a deployed device (which trains on its own .npz
+#: files) and every ClientApp process build the model without loading the data set.
+_SPECS = {
+    Dataset.DIGITS: TaskSpec((64,), 10, (0.0, 1.0)),
+    Dataset.FASHION_MNIST: TaskSpec((784,), 10, (0.0, 1.0)),
+    Dataset.MNIST: TaskSpec((784,), 10, (0.0, 1.0)),
+}
+
+
+def task_spec(cfg: RunConfig) -> TaskSpec:
+    """The task's :class:`TaskSpec`, loading nothing except for generated data."""
+    spec = _SPECS.get(cfg.dataset)
+    if spec is not None:
+        return spec
+    data = load_task_data(cfg)  # Synthetic: generated from the config, no files
+    return TaskSpec(data.feature_shape, data.num_classes, data.feature_range)
+
+
+def build_task_model(cfg: RunConfig, data: TaskData | TaskSpec | None = None
+                     ) -> torch.nn.Module:
     """The configured model for this task, initialised from the run's seed."""
+    spec = task_spec(cfg) if data is None else data
     return build_model(
         cfg.resolved_model,
-        num_features=int(np.prod(data.feature_shape)),
-        num_classes=data.num_classes,
+        num_features=int(np.prod(spec.feature_shape)),
+        num_classes=spec.num_classes,
         seed=cfg.seed,
     )

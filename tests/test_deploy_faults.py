@@ -32,7 +32,7 @@ from tests.support.deploy import (
 
 pytestmark = pytest.mark.slow
 
-ROUNDS = 3
+ROUNDS = 4  # two after the restart: a node may spend the first draining (see below)
 
 
 def _lines(path: Path) -> list[dict]:
@@ -121,11 +121,14 @@ def test_a_lost_supernode_and_a_superlink_restart_do_not_lose_the_run(tmp_path):
         assert charged[i][:2] == [1, 2], (i, charged[i], _lines(metrics))
     assert set(charged[3]) <= {1}, (charged[3], _lines(metrics))  # the lost node: no more
     # After the restart a SuperNode may first drain a message of the dead ServerApp
-    # (Flower refuses its objects: "Run is finished"), and so miss the resumed round's
-    # timeout; the round then goes on without it, and says so. Whoever replied was
-    # charged for it, once.
-    last = _lines(metrics)[-1]
-    assert last["replies"] >= 1 and last["replies"] + len(last["missing"]) == last["cohort"]
-    assert sum(ROUNDS in charged[i] for i in (1, 2)) >= last["replies"], (charged, last)
+    # (Flower refuses its objects: "Run is finished"), and so miss the first resumed
+    # round's timeout; that round then goes on without it, or is skipped, and says so.
+    # By the last round the survivors are back. Whoever replied was charged once.
+    lines = _lines(metrics)
+    for line in lines[2:]:
+        assert line["replies"] + len(line["missing"]) == line["cohort"], line
+        answered = sum(line["round"] in charged[i] for i in (1, 2))
+        assert answered >= line["replies"], (charged, line)
+    assert lines[-1]["replies"] >= 1, lines[-1]
     report = audit_run(run_dir)
     assert report.ok, report.problems

@@ -104,12 +104,15 @@ def _utility(p: dict[str, Any]) -> list[str]:
 
 
 def _distributed(p: dict[str, Any]) -> list[str]:
-    rows = ["| mode (secure aggregation on) | n_min | ε (PLD) | final accuracy | points "
-            "below central (nearest ε) | modulus bits | coordinates / client | client encode |",
+    rows = ["| mode (secure aggregation on) | n_min | ε (PLD) | final accuracy (mean, "
+            "range) | points below central (nearest ε) | modulus bits | coordinates / "
+            "client | client encode |",
             "|---|---|---|---|---|---|---|---|"]
     for r in p["rows"]:
+        lo, hi = r.get("accuracy_range") or (r["final_accuracy"], r["final_accuracy"])
         rows.append(f"| {r['mode']} | {_f(r['min_survivors'], 'd')} | {r['epsilon']:.2f} | "
-                    f"{r['final_accuracy']:.3f} | {r['gap_points']:+.1f} | "
+                    f"{r['final_accuracy']:.3f} ({lo:.3f}-{hi:.3f}, {r.get('seeds', 1)} "
+                    f"seeds) | {r['gap_points']:+.1f} | "
                     f"{r['modulus_bits']} | {r['coordinates']} | "
                     f"{1e3 * r['client_encode_seconds']:.1f} ms |")
     rows += ["", f"digits, {p['clients']} clients (IID), logistic regression, 5 local "

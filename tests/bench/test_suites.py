@@ -59,4 +59,5 @@ def test_the_utility_report_shows_the_distributed_gap():
              "min_survivors": 12, "modulus_bits": 22, "coordinates": 1027}]}}
     text = render({"utility": payload})
     assert "points below central" in text
-    assert "| distributed | 12 | 8.00 | 0.850 | +2.0 | 22 | 1027 | 2.0 ms |" in text
+    assert ("| distributed | 12 | 8.00 | 0.850 (0.850-0.850, 1 seeds) | +2.0 | 22 | 1027 | "
+            "2.0 ms |") in text

@@ -180,8 +180,12 @@ def colluders(cfg: RunConfig) -> int:
     return params_for(cfg).corrupt(max(cfg.cohort_size, cfg.clients))
 
 
+@functools.lru_cache(maxsize=8)
 def model_dimension(cfg: RunConfig) -> int:
-    """d: the parameter count of the run's model (public: it follows from the config)."""
+    """d: the parameter count of the run's model (public: it follows from the config).
+
+    Cached: a client asks it for the plan check and the modulus of every round.
+    """
     from fedpriv.tasks import build_task_model
 
     model = build_task_model(cfg)

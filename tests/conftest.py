@@ -34,6 +34,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("slow") is None:
             continue
-        name = item.path.name
-        group = _GROUPS.get(f"{name}::{item.name}", _GROUPS.get(name, "ray-engine"))
+        group = _GROUPS.get(item.path.name, "ray-engine")
         item.add_marker(pytest.mark.xdist_group(group))

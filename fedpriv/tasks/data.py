@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ArrayDataset", "DataFileError", "TaskData", "to_loader"]
+__all__ = ["ArrayDataset", "DataFileError", "TaskData", "stratified_split", "to_loader"]
 
 
 class DataFileError(ValueError):
@@ -75,6 +75,23 @@ class TaskData:
     def feature_shape(self) -> tuple[int, ...]:
         """Shape of one example's features."""
         return tuple(self.train.x.shape[1:])
+
+
+def stratified_split(x: np.ndarray, y: np.ndarray, *, test_fraction: float, seed: int,
+                     num_classes: int) -> TaskData:
+    """A labelled pool split into train and a stratified held-out test set (seeded).
+
+    Features are already scaled into [0, 1] (pixels); the split keeps each label's share.
+    """
+    from sklearn.model_selection import train_test_split  # ~1 s: only when used
+
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    return TaskData(
+        train=ArrayDataset(x_tr, y_tr), test=ArrayDataset(x_te, y_te),
+        num_classes=num_classes, feature_range=(0.0, 1.0),
+    )
 
 
 def to_loader(

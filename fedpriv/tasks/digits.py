@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedpriv.tasks.data import ArrayDataset, TaskData
+from fedpriv.tasks.data import TaskData, stratified_split
 
 __all__ = ["load_digits"]
 
@@ -23,15 +23,8 @@ def load_digits(*, test_fraction: float, seed: int) -> TaskData:
         Seed of the split.
     """
     from sklearn.datasets import load_digits as _sk_load_digits  # ~1 s: only when used
-    from sklearn.model_selection import train_test_split
 
     bunch = _sk_load_digits()
     x = (bunch.data / 16.0).astype(np.float32)  # (1797, 64)
     y = bunch.target.astype(np.int64)  # (1797,)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y
-    )
-    return TaskData(
-        train=ArrayDataset(x_tr, y_tr), test=ArrayDataset(x_te, y_te), num_classes=10,
-        feature_range=(0.0, 1.0),
-    )
+    return stratified_split(x, y, test_fraction=test_fraction, seed=seed, num_classes=10)

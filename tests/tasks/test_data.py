@@ -61,13 +61,14 @@ def test_synthetic_is_deterministic_and_heterogeneity_grows_with_alpha_beta():
     assert spread_of_user_means(a) > 2 * spread_of_user_means(iid)
 
 
+@pytest.mark.parametrize("num_features", [64, 784])  # digits 8x8; 28x28 images
 @pytest.mark.parametrize("model", [Model.MLP, Model.CNN, Model.LOGREG])
-def test_models_are_seeded_and_shaped(model):
-    a = build_model(model, num_features=64, num_classes=10, seed=5)
-    b = build_model(model, num_features=64, num_classes=10, seed=5)
+def test_models_are_seeded_and_shaped(model, num_features):
+    a = build_model(model, num_features=num_features, num_classes=10, seed=5)
+    b = build_model(model, num_features=num_features, num_classes=10, seed=5)
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(pa, pb)
-    assert a(torch.zeros(3, 64)).shape == (3, 10)
+    assert a(torch.zeros(3, num_features)).shape == (3, 10)
 
 
 def test_training_reduces_loss_and_fedprox_term_pulls_towards_global():

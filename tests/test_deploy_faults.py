@@ -32,7 +32,11 @@ from tests.support.deploy import (
 
 pytestmark = pytest.mark.slow
 
-ROUNDS = 4  # two after the restart: a node may spend the first draining (see below)
+ROUNDS = 3  # one after the restart
+# On a loaded two-core machine one ClientApp message takes 20-40 s (three devices share
+# the cores), and after the restart a device may first drain a message of the dead run.
+# The timeout leaves room for both; only round 2, which waits for the lost node, pays it.
+ROUND_TIMEOUT = 90.0
 
 
 def _lines(path: Path) -> list[dict]:
@@ -42,13 +46,17 @@ def _lines(path: Path) -> list[dict]:
         return []
 
 
+def _dump(logs: Path | None) -> str:
+    """The (time-stamped) tails of every process's log, for a failure's message."""
+    return "".join(f"\n--- {p.name}\n{p.read_text()[-4000:]}"
+                   for p in sorted(logs.glob("*.log"))) if logs else ""
+
+
 def _wait(predicate, what: str, timeout: float = 240.0, logs: Path | None = None):
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            dump = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}"
-                           for p in sorted(logs.glob("*.log"))) if logs else ""
-            raise AssertionError(f"timed out waiting for {what}{dump}")
+            raise AssertionError(f"timed out waiting for {what}{_dump(logs)}")
         time.sleep(0.5)
 
 
@@ -75,7 +83,7 @@ def test_a_lost_supernode_and_a_superlink_restart_do_not_lose_the_run(tmp_path):
                 "--ledger", tmp_path / f"edge-{i}.sqlite", "--port", free_port())
         run_dir = tmp_path / "run"
         config = (f'rounds={ROUNDS} clients=3 local-epochs=1 dp-mode="record" '
-                  f'round-timeout=45.0 run-dir="{run_dir}"')
+                  f'round-timeout={ROUND_TIMEOUT} run-dir="{run_dir}"')
         started = run(env, BIN / "flwr", "run", ".", "fedpriv", "--run-config", config)
         assert started.returncode == 0, started.stdout + started.stderr
         metrics = run_dir / "metrics.jsonl"
@@ -121,14 +129,13 @@ def test_a_lost_supernode_and_a_superlink_restart_do_not_lose_the_run(tmp_path):
         assert charged[i][:2] == [1, 2], (i, charged[i], _lines(metrics))
     assert set(charged[3]) <= {1}, (charged[3], _lines(metrics))  # the lost node: no more
     # After the restart a SuperNode may first drain a message of the dead ServerApp
-    # (Flower refuses its objects: "Run is finished"), and so miss the first resumed
-    # round's timeout; that round then goes on without it, or is skipped, and says so.
-    # By the last round the survivors are back. Whoever replied was charged once.
+    # (Flower refuses its objects: "Run is finished") before the resumed round's.
+    # Whoever replied was charged once; at least one survivor is back.
     lines = _lines(metrics)
     for line in lines[2:]:
         assert line["replies"] + len(line["missing"]) == line["cohort"], line
         answered = sum(line["round"] in charged[i] for i in (1, 2))
         assert answered >= line["replies"], (charged, line)
-    assert lines[-1]["replies"] >= 1, lines[-1]
+    assert lines[-1]["replies"] >= 1, (lines[-1], _dump(logs))
     report = audit_run(run_dir)
     assert report.ok, report.problems

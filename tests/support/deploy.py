@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,20 +38,31 @@ def wait_for_port(port: int, timeout: float = 60.0) -> None:
 
 
 class Processes:
+    """Processes of one test, each in a session of its own, its output in ``logs/NAME.log``.
+
+    Every line of output is stamped with the wall-clock time it was read, so that the logs
+    of the SuperLink, the SuperNodes and the ServerApp can be laid side by side when a
+    test fails (Flower's own lines carry no time).
+    """
+
     def __init__(self, env, logs: Path):
         self.env, self.logs, self.procs = env, logs, []
 
     def start(self, name, *cmd):
         log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT,
-                                env=self.env, cwd=ROOT, start_new_session=True)
-        self.procs.append((proc, log))
+        proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
+                                start_new_session=True)
+        pump = threading.Thread(target=_stamp_lines, args=(proc.stdout, log), daemon=True)
+        pump.start()
+        self.procs.append((proc, log, pump))
         return proc
 
     def run_to_exit(self, name, *cmd, timeout=90):
         """Start, wait for the process itself to exit, return (code, its log)."""
         proc = self.start(name, *cmd)
         code = proc.wait(timeout=timeout)  # its children may linger: stop_all reaps them
+        self.procs[-1][2].join(timeout=2)  # its last lines, unless a child holds the pipe
         return code, (self.logs / f"{name}.log").read_text()
 
     def stop_all(self):
@@ -58,8 +70,8 @@ class Processes:
 
         # Children that left the process group (Flower starts some in sessions of
         # their own) are found by walking the process tree, and stopped by PID too.
-        strays = [pid for proc, _ in self.procs for pid in descendants(proc.pid)]
-        for proc, _ in self.procs:
+        strays = [pid for proc, *_ in self.procs for pid in descendants(proc.pid)]
+        for proc, *_ in self.procs:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -69,13 +81,25 @@ class Processes:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        for proc, log in self.procs:
+        for proc, log, pump in self.procs:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-            log.close()
+            pump.join(timeout=5)  # a stray that kept the pipe open must not block the test
+            if not pump.is_alive():
+                log.close()
+
+
+def _stamp_lines(stream, log) -> None:
+    """Copy ``stream`` into ``log`` line by line, each prefixed with the time it was read."""
+    for raw in iter(stream.readline, b""):
+        now = time.time()
+        stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+        log.write(f"{stamp} {raw.decode(errors='replace')}")
+        log.flush()
+    stream.close()
 
 
 def run(env, *cmd, timeout=120):

@@ -108,17 +108,6 @@ def test_a_private_secure_run_on_rays_engine_writes_a_run_directory_that_audits(
     assert fed == pytest.approx(summary["epsilon"]["federation"])
 
 
-@pytest.mark.slow
-def test_synthetic_scenario_with_fedprox(tmp_path):
-    out = tmp_path / "run"
-    proc = run_cli("simulate", "synthetic-1-1", "--set", "rounds=2",
-                   "--set", "strategy=fedprox", "--out", str(out))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["scenario"] == "synthetic-1-1" and summary["strategy"] == "fedprox"
-    assert summary["clients"] == 30 and summary["rounds"] == 2
-
-
 def test_version_prints_and_exits_zero():
     from typer.testing import CliRunner
 

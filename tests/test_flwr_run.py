@@ -37,8 +37,8 @@ def test_flwr_run_on_the_local_simulation_federation(tmp_path):
     try:
         proc = subprocess.run(
             [str(bin_dir / "flwr"), "run", ".", "--stream",
-             "--run-config", f'rounds=2 clients=4 local-epochs=1 run-dir="{run_dir}"',
-             "--federation-config", "num-supernodes=4 client-resources-num-cpus=1"],
+             "--run-config", f'rounds=1 clients=2 local-epochs=1 run-dir="{run_dir}"',
+             "--federation-config", "num-supernodes=2 client-resources-num-cpus=1"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -48,7 +48,7 @@ def test_flwr_run_on_the_local_simulation_federation(tmp_path):
         runs = json.loads(listed.stdout)["runs"]
         assert [r["status"] for r in runs] == ["finished:completed"], listed.stdout
         summary = json.loads((run_dir / "summary.json").read_text())
-        assert summary["status"] == "completed" and summary["rounds"] == 2
+        assert summary["status"] == "completed" and summary["rounds"] == 1
         assert summary["scenario"] == "flwr-run"
     finally:
         # The local SuperLink is detached and stays up: stop it (and its children) by PID.

@@ -41,6 +41,23 @@ def test_server_app_runs_rounds_and_records_them(tmp_path, strategy):
         assert on_disk["final_accuracy"] > on_disk["initial_accuracy"]
 
 
+def test_the_shipped_synthetic_scenario_runs_with_fedprox(tmp_path):
+    # The scenario file as shipped (30 users, natural partition, 10 per round), with the
+    # strategy and round count overridden as `--set` would.
+    from simulations.scenarios import load_scenario
+
+    base = RunConfig.from_mapping(load_scenario("synthetic-1-1").values)
+    cfg = RunConfig.from_mapping({"rounds": 2, "strategy": "fedprox"}, base=base).resolved()
+    run_dir = RunDirectory(tmp_path / "run").create()
+    with task_identity():
+        summary = run_federation(grid_for(cfg), cfg, run_dir, scenario="synthetic-1-1",
+                                 reporter=LogReporter())
+    assert summary["status"] == "completed" and summary["rounds"] == 2
+    assert summary["scenario"] == "synthetic-1-1" and summary["strategy"] == "fedprox"
+    assert summary["clients"] == 30
+    assert [r["cohort"] for r in run_dir.read_metrics()] == [10, 10]
+
+
 def _cohorts(tmp_path, cfg, name):
     grid = grid_for(cfg)
     with task_identity():

@@ -75,6 +75,13 @@ def test_deploy_wrappers_are_secure_by_default(tmp_path):
                                str(tmp_path / "l.sqlite"), "--max-epsilon", "4", "--dry-run"])
     assert node.exit_code == 0, node.output
     assert "client-max-epsilon=4.0" in node.output and "--root-certificates" in node.output
+    assert "OMP_NUM_THREADS" not in node.output  # torch's default unless asked
+    args = ["deploy", "supernode", "edge-1", "--superlink", "127.0.0.1:9093", "--certs",
+            str(tmp_path), "--data-dir", str(data), "--ledger", str(tmp_path / "l.sqlite")]
+    one = runner.invoke(app, [*args, "--threads", "1", "--dry-run"])
+    assert one.exit_code == 0 and one.output.startswith("OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ")
+    bad = runner.invoke(app, [*args, "--threads", "-1", "--dry-run"])
+    assert bad.exit_code == 2 and "--threads must be >= 0" in bad.output and "-1" in bad.output
     lab = runner.invoke(app, ["deploy", "superlink", "--insecure", "--dry-run"])
     assert lab.exit_code == 0 and "WARNING" in lab.output and "--insecure" in lab.output
 

@@ -80,7 +80,8 @@ def test_a_lost_supernode_and_a_superlink_restart_do_not_lose_the_run(tmp_path):
             nodes[i] = procs.start(
                 f"edge-{i}", fedpriv, "deploy", "supernode", f"edge-{i}", "--insecure",
                 "--superlink", f"127.0.0.1:{port}", "--data-dir", tmp_path / f"data-{i}",
-                "--ledger", tmp_path / f"edge-{i}.sqlite", "--port", free_port())
+                "--ledger", tmp_path / f"edge-{i}.sqlite", "--port", free_port(),
+                    "--threads", 1)
         run_dir = tmp_path / "run"
         config = (f'rounds={ROUNDS} clients=3 local-epochs=1 dp-mode="record" '
                   f'round-timeout={ROUND_TIMEOUT} run-dir="{run_dir}"')

@@ -23,15 +23,18 @@ deploy_app = typer.Typer(help="Start Flower's SuperLink / SuperNode with secure 
 SUPEREXEC_POLL = ("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")
 
 
-def _exec(cmd: list[str], dry_run: bool) -> None:
+def _exec(cmd: list[str], dry_run: bool, env: dict[str, str] | None = None) -> None:
+    """Replace this process with ``cmd``, ``env`` added to the environment (and shown)."""
     import shlex
 
     os.environ.setdefault(*SUPEREXEC_POLL)
-
+    os.environ.update(env or {})
+    shown = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()),
+                      shlex.join(cmd)])
     if dry_run:
-        print(shlex.join(cmd))
+        print(shown)
         raise typer.Exit(EXIT_OK)
-    stderr.print(f"$ {shlex.join(cmd)}", highlight=False, markup=False, soft_wrap=True)
+    stderr.print(f"$ {shown}", highlight=False, markup=False, soft_wrap=True)
     os.execvp(cmd[0], cmd)
 
 
@@ -79,6 +82,9 @@ def deploy_supernode(
         "--max-epsilon", help="This device's own privacy budget (inf: none).")] = math.inf,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
     port: Annotated[int, typer.Option("--port", help="Local ClientApp API port.")] = 9094,
+    threads: Annotated[int, typer.Option(
+        "--threads", help="CPU threads for training (0: one per core, torch's default). "
+        "Set 1 when several SuperNodes share one machine.")] = 0,
     insecure: Annotated[bool, typer.Option("--insecure", help="No TLS, no node auth.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command only.")] = False,
 ) -> None:
@@ -86,6 +92,10 @@ def deploy_supernode(
 
     The node config carries the data directory, the device, the ledger path and the
     device's own privacy budget, which the ClientApp applies whatever the server asks.
+    ``--threads`` bounds torch's intra-op threads in the ClientApps this node starts
+    (``OMP_NUM_THREADS``, which they inherit): with several SuperNodes on one machine,
+    a thread per core in each makes their threads spin against each other (one SGD step
+    of a small model measured 140x slower).
     """
     from fedpriv.certs import CertError, node_paths, node_secagg_config
 
@@ -95,6 +105,9 @@ def deploy_supernode(
         raise fail(f"--data-dir: {str(data_dir)!r} is not a directory")
     if not max_epsilon > 0:
         raise fail(f"--max-epsilon must be > 0, got {max_epsilon:g}")
+    if threads < 0:
+        raise fail(f"--threads must be >= 0 (0: one per core), got {threads}")
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
     node_config = (f'data-dir="{data_dir.resolve()}" ledger-path="{ledger.resolve()}" '
                    f'device="{device}" client-max-epsilon={max_epsilon!r}')
     try:  # the node's secure-aggregation identity and the roster, out of band
@@ -122,4 +135,4 @@ def deploy_supernode(
                         f"and `fedpriv certs node {name}`")
         cmd += ["--root-certificates", str(files[0]), "--auth-supernode-private-key",
                 str(private), "--auth-supernode-public-key", str(public)]
-    _exec(cmd, dry_run)
+    _exec(cmd, dry_run, env)

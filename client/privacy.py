@@ -170,13 +170,22 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
     ``ghost-clipping = false`` (or a FedProx term, which ghost clipping cannot take)
     uses the standard per-example hooks. Opacus' own accountant is not used: epsilon
     comes from the ledger, once per round.
+
+    A model made only of linear layers (``logreg``, ``mlp``) without a FedProx term
+    takes :class:`client.bookkeeping.BookKeepingDpSgd` instead: the same sampler, clip,
+    noise and scaling, the clipped sum formed in one backward pass without per-example
+    gradients (Bu et al. 2023); tested equal to Opacus' update to 1e-6.
     """
     from opacus import PrivacyEngine
+
+    from client.bookkeeping import supports
 
     ghost = cfg.ghost_clipping and proximal_mu == 0.0
     global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu else None
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     loader = to_loader(data, cfg.batch_size, shuffle=True, generator=sampling)
+    if proximal_mu == 0.0 and supports(model):
+        return _bookkeeping_steps(model, optimizer, loader, event, device, noise)
     criterion = nn.CrossEntropyLoss()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # secure_mode and RNG notices
@@ -201,6 +210,34 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
         warnings.filterwarnings("ignore", message="Full backward hook", category=UserWarning)
         return _dp_steps(dp_model, dp_opt, dp_criterion, dp_loader, model, event.steps,
                          device, global_params, proximal_mu)
+
+
+def _bookkeeping_steps(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
+                       event: DpSgdEvent, device: torch.device,
+                       noise: torch.Generator) -> float:
+    """``event.steps`` DP-SGD steps by book-keeping clipping over Opacus' Poisson sampler."""
+    from opacus.data_loader import DPDataLoader
+
+    from client.bookkeeping import BookKeepingDpSgd
+
+    dp_loader = DPDataLoader.from_data_loader(loader)  # the loader's own generator samples
+    if abs(dp_loader.sample_rate - event.sampling_rate) > 1e-12:
+        raise RuntimeError(f"the sampler draws at q={dp_loader.sample_rate!r}, the event "
+                           f"records q={event.sampling_rate!r}")
+    dp = BookKeepingDpSgd(model, optimizer, noise_multiplier=event.noise_multiplier,
+                          max_grad_norm=event.clip, noise_generator=noise,
+                          expected_batch_size=int(len(loader.dataset) * dp_loader.sample_rate))
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    model.train()
+    total, count, steps = 0.0, 0, 0
+    while steps < event.steps:
+        for xb, yb in dp_loader:
+            if steps >= event.steps:
+                break
+            steps += 1
+            total += float(dp.step(xb.to(device), yb.to(device), criterion))
+            count += len(yb)
+    return total / count if count else float("nan")
 
 
 def _dp_steps(dp_model: nn.Module, dp_opt: Any, dp_criterion: Any, dp_loader: Any,

@@ -257,7 +257,8 @@ class RunConfig:
         "user level, simulation: canary clients for the empirical privacy estimate "
         "(Andrew et al. 2024) that `fedpriv audit` reports", lo=0, hi=10_000))
     ghost_clipping: bool = dataclasses.field(default=True, metadata=_meta(
-        "record-level: Opacus ghost clipping where the model allows it (else hooks)"))
+        "record-level, convolutional models: Opacus ghost clipping where the model "
+        "allows it (else hooks); linear models always use book-keeping clipping"))
     ddp_mechanism: DdpMechanism = dataclasses.field(default=DdpMechanism.SKELLAM, metadata=_meta(
         "distributed DP: each client's noise share, Skellam (Agarwal et al. 2021) or "
         "discrete Gaussian (ddg; Kairouz et al. 2021)"))

@@ -1,4 +1,6 @@
-"""DP-SGD cost: client training throughput, non-private vs Opacus hooks vs ghost clipping.
+"""DP-SGD cost: client training throughput, non-private vs Opacus hooks vs ghost clipping
+vs book-keeping clipping (``client.bookkeeping``, linear models only; what the client uses
+for them).
 
 Same model, batch size and number of steps for all three (fixed batches, no Poisson
 sampling, so the work is identical); warm-up steps excluded. The ratio is DP-SGD's
@@ -34,7 +36,13 @@ def _steps(mode: str, model_name: Model, steps: int, device: torch.device) -> fl
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y),
                                          batch_size=BATCH, shuffle=False, drop_last=True)
     criterion: Any = nn.CrossEntropyLoss()
-    if mode != "non-private":
+    if mode == "bookkeeping":
+        from client.bookkeeping import BookKeepingDpSgd
+
+        dp = BookKeepingDpSgd(model, opt, noise_multiplier=1.0, max_grad_norm=1.0,
+                              expected_batch_size=BATCH, noise_generator=None)
+        summed = nn.CrossEntropyLoss(reduction="sum")
+    elif mode != "non-private":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             made = PrivacyEngine().make_private(
@@ -48,6 +56,9 @@ def _steps(mode: str, model_name: Model, steps: int, device: torch.device) -> fl
     def run(n: int) -> None:
         for i in range(n):
             xb, yb = batches[i % len(batches)]
+            if mode == "bookkeeping":
+                dp.step(xb, yb, summed)
+                continue
             opt.zero_grad(set_to_none=True)
             loss = criterion(model(xb), yb)
             loss.backward()
@@ -87,7 +98,9 @@ def run(quick: bool) -> dict[str, Any]:
     for device in devices:
         for model_name in (Model.MLP, Model.CNN):
             base = _steps("non-private", model_name, steps, device)
-            for mode in ("non-private", "hooks", "ghost"):
+            for mode in ("non-private", "hooks", "ghost", "bookkeeping"):
+                if mode == "bookkeeping" and model_name is not Model.MLP:
+                    continue  # linear layers only: the CNN goes through Opacus
                 tput = base if mode == "non-private" else _steps(mode, model_name, steps,
                                                                   device)
                 rows.append({"device": device.type, "model": model_name.value, "mode": mode,

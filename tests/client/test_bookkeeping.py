@@ -1,0 +1,148 @@
+"""Book-keeping clipping against a naive per-example loop and against Opacus itself."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from client.bookkeeping import BookKeepingDpSgd, supports
+from fedpriv.config import Model
+from fedpriv.tasks import build_model
+
+
+def _mlp(seed=0):
+    return build_model(Model.MLP, num_features=64, num_classes=10, seed=seed)
+
+
+def _batch(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 64, generator=g) * 2, torch.randint(0, 10, (n,), generator=g)
+
+
+def _naive_clipped_sum(model, x, y, clip):
+    """sum_i g_i min(1, C / (||g_i|| + 1e-6)), one example at a time (Abadi et al. 2016)."""
+    params = list(model.parameters())
+    total = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    for i in range(len(x)):
+        loss = nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1], reduction="sum")
+        grads = torch.autograd.grad(loss, params)
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+        factor = min(1.0, clip / (float(norm) + 1e-6))
+        for t, g in zip(total, grads, strict=True):
+            t += factor * g.double()
+    return total
+
+
+@pytest.mark.parametrize("model_name", [Model.MLP, Model.LOGREG])
+@pytest.mark.parametrize("clip", [0.05, 1.0, 100.0])  # all clipped, some, none
+def test_clipped_sum_equals_a_naive_loop(model_name, clip):
+    model = build_model(model_name, num_features=64, num_classes=10, seed=0)
+    x, y = _batch(48)
+    expected = _naive_clipped_sum(model, x, y, clip)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: grads stay, weights fixed
+    dp = BookKeepingDpSgd(model, opt, noise_multiplier=0.0, max_grad_norm=clip,
+                          expected_batch_size=1, noise_generator=None)
+    dp.step(x, y, nn.CrossEntropyLoss(reduction="sum"))
+    for p, e in zip(model.parameters(), expected, strict=True):
+        assert torch.allclose(p.grad.double(), e, atol=1e-6, rtol=1e-5), (p.shape, clip)
+
+
+def _opacus_update(model, x_batches, y_batches, sigma, clip, seed, expected):
+    from opacus.grad_sample import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    opt = DPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                      noise_multiplier=sigma, max_grad_norm=clip,
+                      expected_batch_size=expected,
+                      generator=torch.Generator().manual_seed(seed))
+    gsm = GradSampleModule(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for x, y in zip(x_batches, y_batches, strict=True):
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(gsm(x), y).backward()
+            opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_noised_steps_with_momentum_equal_opacus_hooks_with_the_same_generator():
+    # Same batches, same noise generator state, SGD with momentum: every parameter after
+    # three steps agrees with Opacus' DPOptimizer over its per-example hooks to 1e-6.
+    xs, ys = zip(*[_batch(n, seed=n) for n in (31, 40, 7)], strict=True)
+    ours = _mlp()
+    opt = torch.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
+    dp = BookKeepingDpSgd(ours, opt, noise_multiplier=1.3, max_grad_norm=0.7,
+                          expected_batch_size=32,
+                          noise_generator=torch.Generator().manual_seed(7))
+    for x, y in zip(xs, ys, strict=True):
+        dp.step(x, y, nn.CrossEntropyLoss(reduction="sum"))
+    ref = _opacus_update(_mlp(), xs, ys, 1.3, 0.7, 7, 32)
+    for a, b in zip(ours.parameters(), ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-6), a.shape
+    assert not torch.allclose(next(ours.parameters()), next(_mlp().parameters()))
+
+
+def test_an_empty_batch_is_a_noise_only_step_of_the_right_scale():
+    model = build_model(Model.LOGREG, num_features=64, num_classes=10, seed=0)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sigma, clip, batch = 2.0, 0.5, 4
+    dp = BookKeepingDpSgd(model, opt, noise_multiplier=sigma, max_grad_norm=clip,
+                          expected_batch_size=batch,
+                          noise_generator=torch.Generator().manual_seed(3))
+    dp.step(torch.zeros(0, 64), torch.zeros(0, dtype=torch.long),
+            nn.CrossEntropyLoss(reduction="sum"))
+    moved = torch.cat([(b - p.detach()).ravel() for p, b in zip(model.parameters(), before,
+                                                                  strict=True)])
+    # lr 1: the move is the noise / batch, N(0, (sigma C / B)^2) per coordinate (650 of them)
+    std = float(moved.std())
+    assert abs(std - sigma * clip / batch) < 0.1 * sigma * clip / batch, std
+    assert abs(float(moved.mean())) < 4 * sigma * clip / batch / len(moved) ** 0.5
+
+
+def test_noise_has_the_stated_standard_deviation():
+    model = build_model(Model.LOGREG, num_features=64, num_classes=10, seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    sigma, clip = 1.1, 0.3
+    dp = BookKeepingDpSgd(model, opt, noise_multiplier=sigma, max_grad_norm=clip,
+                          expected_batch_size=1, noise_generator=torch.Generator().manual_seed(5))
+    x, y = _batch(16)
+    clean = _naive_clipped_sum(model, x, y, clip)
+    draws = []
+    for _ in range(40):
+        dp.step(x, y, nn.CrossEntropyLoss(reduction="sum"))
+        draws.append(torch.cat([(p.grad.double() - c).ravel()
+                                for p, c in zip(model.parameters(), clean, strict=True)]))
+    noise = torch.cat(draws)  # 40 x 650 draws of N(0, (sigma C)^2)
+    assert abs(float(noise.std()) / (sigma * clip) - 1) < 0.02
+    assert abs(float(noise.mean())) < 4 * sigma * clip / len(noise) ** 0.5
+
+
+def test_only_linear_stacks_qualify():
+    assert supports(_mlp())
+    assert supports(build_model(Model.LOGREG, num_features=64, num_classes=10, seed=0))
+    assert not supports(build_model(Model.CNN, num_features=64, num_classes=10, seed=0))
+    assert not supports(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)))
+    assert not supports(nn.Sequential(nn.ReLU()))
+
+
+def test_a_layer_used_twice_is_refused():
+    layer = nn.Linear(8, 8)
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            return self.layer(self.layer(x))
+
+    model = Twice()
+    dp = BookKeepingDpSgd(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                          noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=4,
+                          noise_generator=None)
+    with pytest.raises(RuntimeError, match="ran twice"):
+        dp.step(torch.randn(4, 8), torch.randint(0, 8, (4,)),
+                nn.CrossEntropyLoss(reduction="sum"))
+    assert all(p.requires_grad for p in model.parameters())  # restored after the refusal

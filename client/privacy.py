@@ -171,10 +171,11 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
     uses the standard per-example hooks. Opacus' own accountant is not used: epsilon
     comes from the ledger, once per round.
 
-    A model made only of linear layers (``logreg``, ``mlp``) without a FedProx term
-    takes :class:`client.bookkeeping.BookKeepingDpSgd` instead: the same sampler, clip,
-    noise and scaling, the clipped sum formed in one backward pass without per-example
-    gradients (Bu et al. 2023); tested equal to Opacus' update to 1e-6.
+    A model that :func:`client.bookkeeping.supports` covers (linear, convolution and
+    group norm layers: every shipped model) without a FedProx term takes
+    :class:`client.bookkeeping.BookKeepingDpSgd` instead: the same sampler, clip, noise
+    and scaling, the clipped sum formed in one backward pass (Bu et al. 2023); tested
+    equal to Opacus' update to 1e-6. Opacus' hooks or ghost clipping remain for the rest.
     """
     from opacus import PrivacyEngine
 
@@ -230,13 +231,14 @@ def _bookkeeping_steps(model: nn.Module, optimizer: torch.optim.Optimizer, loade
     criterion = nn.CrossEntropyLoss(reduction="sum")
     model.train()
     total, count, steps = 0.0, 0, 0
-    while steps < event.steps:
-        for xb, yb in dp_loader:
-            if steps >= event.steps:
-                break
-            steps += 1
-            total += float(dp.step(xb.to(device), yb.to(device), criterion))
-            count += len(yb)
+    with dp:
+        while steps < event.steps:
+            for xb, yb in dp_loader:
+                if steps >= event.steps:
+                    break
+                steps += 1
+                total += float(dp.step(xb.to(device), yb.to(device), criterion))
+                count += len(yb)
     return total / count if count else float("nan")
 
 

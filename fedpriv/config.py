@@ -257,8 +257,8 @@ class RunConfig:
         "user level, simulation: canary clients for the empirical privacy estimate "
         "(Andrew et al. 2024) that `fedpriv audit` reports", lo=0, hi=10_000))
     ghost_clipping: bool = dataclasses.field(default=True, metadata=_meta(
-        "record-level, convolutional models: Opacus ghost clipping where the model "
-        "allows it (else hooks); linear models always use book-keeping clipping"))
+        "record-level, models book-keeping clipping does not cover (a FedProx term): "
+        "Opacus ghost clipping where the model allows it (else hooks)"))
     ddp_mechanism: DdpMechanism = dataclasses.field(default=DdpMechanism.SKELLAM, metadata=_meta(
         "distributed DP: each client's noise share, Skellam (Agarwal et al. 2021) or "
         "discrete Gaussian (ddg; Kairouz et al. 2021)"))

@@ -36,14 +36,14 @@ def _dpsgd(p: dict[str, Any]) -> list[str]:
              "per-example gradient norms: Opacus' hooks materialise per-example gradients "
              "(einsum in the profile below); its ghost clipping computes the norms without "
              "them but runs a second backward pass. Book-keeping clipping "
-             "(`client.bookkeeping`, Bu et al. 2023), which the client uses for models of "
-             "linear layers (logreg, MLP), forms the norms from each layer's activations "
-             "and output gradients and the clipped sum as one matrix product per layer, in "
-             "one backward pass that skips the unclipped parameter gradients; it is tested "
-             "equal to Opacus' update to 1e-6. Its remaining cost over non-private SGD is "
-             "per-step Python work (hooks, noise for every coordinate), which larger "
-             "batches amortise. The CNN still goes through Opacus (convolutions and group "
-             "norm are not covered). Top of a profile (CNN, hooks):", ""]
+             "(`client.bookkeeping`, Bu et al. 2023), which the client uses for every "
+             "shipped model, forms each layer's per-example norms from its captured "
+             "activations and output gradients (factored for linear layers, one batched "
+             "product for convolutions) and the clipped sums from them, in one backward "
+             "pass that skips the unclipped parameter gradients; it is tested equal to "
+             "Opacus' update to 1e-6. Its remaining cost over non-private SGD is per-step "
+             "Python work (hooks, noise for every coordinate), which larger batches "
+             "amortise. Top of a profile (CNN, Opacus hooks):", ""]
     rows += [f"    {ln}" for ln in p.get("profile_cnn_hooks", [])]
     return rows
 

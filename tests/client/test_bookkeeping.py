@@ -11,13 +11,15 @@ from fedpriv.config import Model
 from fedpriv.tasks import build_model
 
 
-def _mlp(seed=0):
-    return build_model(Model.MLP, num_features=64, num_classes=10, seed=seed)
-
-
-def _batch(n, seed=1):
+def _batch(n, seed=1, features=64):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 64, generator=g) * 2, torch.randint(0, 10, (n,), generator=g)
+    return (torch.randn(n, features, generator=g) * 2,
+            torch.randint(0, 10, (n,), generator=g))
+
+
+#: Every shipped model: logistic regression, the MLP, the 8x8 ReLU CNN and the 28x28 tanh
+#: CNN with group norm.
+MODELS = [(Model.LOGREG, 64), (Model.MLP, 64), (Model.CNN, 64), (Model.CNN, 784)]
 
 
 def _naive_clipped_sum(model, x, y, clip):
@@ -34,11 +36,11 @@ def _naive_clipped_sum(model, x, y, clip):
     return total
 
 
-@pytest.mark.parametrize("model_name", [Model.MLP, Model.LOGREG])
+@pytest.mark.parametrize(("model_name", "features"), MODELS)
 @pytest.mark.parametrize("clip", [0.05, 1.0, 100.0])  # all clipped, some, none
-def test_clipped_sum_equals_a_naive_loop(model_name, clip):
-    model = build_model(model_name, num_features=64, num_classes=10, seed=0)
-    x, y = _batch(48)
+def test_clipped_sum_equals_a_naive_loop(model_name, features, clip):
+    model = build_model(model_name, num_features=features, num_classes=10, seed=0)
+    x, y = _batch(24, features=features)
     expected = _naive_clipped_sum(model, x, y, clip)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: grads stay, weights fixed
     dp = BookKeepingDpSgd(model, opt, noise_multiplier=0.0, max_grad_norm=clip,
@@ -66,21 +68,26 @@ def _opacus_update(model, x_batches, y_batches, sigma, clip, seed, expected):
     return [p.detach().clone() for p in model.parameters()]
 
 
-def test_noised_steps_with_momentum_equal_opacus_hooks_with_the_same_generator():
+@pytest.mark.parametrize(("model_name", "features"), MODELS)
+def test_noised_steps_with_momentum_equal_opacus_hooks_with_the_same_generator(
+        model_name, features):
     # Same batches, same noise generator state, SGD with momentum: every parameter after
     # three steps agrees with Opacus' DPOptimizer over its per-example hooks to 1e-6.
-    xs, ys = zip(*[_batch(n, seed=n) for n in (31, 40, 7)], strict=True)
-    ours = _mlp()
+    def fresh():
+        return build_model(model_name, num_features=features, num_classes=10, seed=0)
+
+    xs, ys = zip(*[_batch(n, seed=n, features=features) for n in (31, 40, 7)], strict=True)
+    ours = fresh()
     opt = torch.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
     dp = BookKeepingDpSgd(ours, opt, noise_multiplier=1.3, max_grad_norm=0.7,
                           expected_batch_size=32,
                           noise_generator=torch.Generator().manual_seed(7))
     for x, y in zip(xs, ys, strict=True):
         dp.step(x, y, nn.CrossEntropyLoss(reduction="sum"))
-    ref = _opacus_update(_mlp(), xs, ys, 1.3, 0.7, 7, 32)
+    ref = _opacus_update(fresh(), xs, ys, 1.3, 0.7, 7, 32)
     for a, b in zip(ours.parameters(), ref, strict=True):
         assert torch.allclose(a, b, atol=1e-6), a.shape
-    assert not torch.allclose(next(ours.parameters()), next(_mlp().parameters()))
+    assert not torch.allclose(next(ours.parameters()), next(fresh().parameters()))
 
 
 def test_an_empty_batch_is_a_noise_only_step_of_the_right_scale():
@@ -119,11 +126,13 @@ def test_noise_has_the_stated_standard_deviation():
     assert abs(float(noise.mean())) < 4 * sigma * clip / len(noise) ** 0.5
 
 
-def test_only_linear_stacks_qualify():
-    assert supports(_mlp())
-    assert supports(build_model(Model.LOGREG, num_features=64, num_classes=10, seed=0))
-    assert not supports(build_model(Model.CNN, num_features=64, num_classes=10, seed=0))
+def test_only_covered_layers_qualify():
+    for name, features in MODELS:
+        assert supports(build_model(name, num_features=features, num_classes=10, seed=0))
     assert not supports(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)))
+    assert not supports(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)))
+    assert not supports(nn.Sequential(nn.Conv2d(4, 4, 3, padding="same")))
+    assert not supports(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)))
     assert not supports(nn.Sequential(nn.ReLU()))
 
 
@@ -146,3 +155,27 @@ def test_a_layer_used_twice_is_refused():
         dp.step(torch.randn(4, 8), torch.randint(0, 8, (4,)),
                 nn.CrossEntropyLoss(reduction="sum"))
     assert all(p.requires_grad for p in model.parameters())  # restored after the refusal
+
+
+def test_many_steps_in_one_context_equal_single_steps_and_restore_the_model():
+    xs, ys = zip(*[_batch(n, seed=n) for n in (20, 0, 9)], strict=True)
+    results = []
+    for use_context in (False, True):
+        model = build_model(Model.MLP, num_features=64, num_classes=10, seed=0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        dp = BookKeepingDpSgd(model, opt, noise_multiplier=0.8, max_grad_norm=1.0,
+                              expected_batch_size=16,
+                              noise_generator=torch.Generator().manual_seed(11))
+        if use_context:
+            with dp:
+                assert not any(p.requires_grad for p in model.parameters())
+                for x, y in zip(xs, ys, strict=True):
+                    dp.step(x, y, nn.CrossEntropyLoss(reduction="sum"))
+        else:
+            for x, y in zip(xs, ys, strict=True):
+                dp.step(x, y, nn.CrossEntropyLoss(reduction="sum"))
+        assert all(p.requires_grad for p in model.parameters())
+        assert not model._forward_hooks and not any(m._forward_hooks for m in model.modules())
+        results.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)

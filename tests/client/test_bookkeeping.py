@@ -179,3 +179,44 @@ def test_many_steps_in_one_context_equal_single_steps_and_restore_the_model():
         results.append([p.detach().clone() for p in model.parameters()])
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "cnn"])
+def test_a_reproducible_record_level_federation_ends_where_opacus_would(tmp_path, monkeypatch,
+                                                                         model_name):
+    # End to end through the ClientApp: with seeded sampling and noise (reproducible),
+    # the run with book-keeping clipping and the run forced onto Opacus end with the same
+    # model and the same epsilon.
+    import dataclasses
+
+    import numpy as np
+
+    import client.bookkeeping
+    from client.app import app as client_app
+    from fedpriv.config import RunConfig
+    from server.federation import run_federation
+    from server.reporting import LogReporter
+    from server.rundir import RunDirectory
+    from tests.support.grid import LoopbackGrid, task_identity
+
+    def run(name):
+        cfg = RunConfig.from_mapping({
+            "rounds": 2, "clients": 3, "local-epochs": 1, "partition": "iid",
+            "model": model_name, "dp-mode": "record", "noise-multiplier": 1.0,
+            "reproducible": True}).resolved()
+        cfg = dataclasses.replace(cfg, run_dir=str(tmp_path / name))
+        nodes = {i + 1: {"partition-id": i, "num-partitions": 3} for i in range(3)}
+        run_dir = RunDirectory(tmp_path / name).create()
+        with task_identity():
+            summary = run_federation(LoopbackGrid(client_app, nodes), cfg, run_dir,
+                                     scenario="t", reporter=LogReporter())
+        return summary, run_dir.load_model()
+
+    ours, ours_model = run("bookkeeping")
+    monkeypatch.setattr(client.bookkeeping, "supports", lambda model: False)
+    theirs, theirs_model = run("opacus")
+    assert ours["status"] == theirs["status"] == "completed"
+    assert ours["epsilon"] == theirs["epsilon"]
+    assert ours_model.keys() == theirs_model.keys()
+    for key in ours_model:
+        assert np.allclose(ours_model[key], theirs_model[key], atol=1e-5), key

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedpriv.config import DpMode, RunConfig
+from fedpriv.config import DpMode, Model, RunConfig
 from fedpriv.ddp_plan import distributed_plan, model_dimension
 from fedpriv.dp_plan import record_noise_multiplier, record_shape
 from fedpriv.privacy import (
@@ -31,7 +31,7 @@ from fedpriv.privacy import (
     epsilon,
     projected_epsilon,
 )
-from fedpriv.tasks import ArrayDataset, to_loader
+from fedpriv.tasks import ArrayDataset, task_criterion, to_loader
 from fedpriv.tasks.training import proximal_term
 
 __all__ = [
@@ -170,14 +170,23 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
     ``ghost-clipping = false`` (or a FedProx term, which ghost clipping cannot take)
     uses the standard per-example hooks. Opacus' own accountant is not used: epsilon
     comes from the ledger, once per round.
+
+    Only parameters that require gradients are trained, clipped and noised: for
+    ``model = lm-lora`` the LoRA adapters (Yu et al. 2022, Section 3), with Opacus'
+    per-example hooks on the adapters' linear layers alone (the frozen base gets no
+    hooks and no per-example gradients); its loss is each example's mean token NLL
+    (:class:`fedpriv.tasks.SequenceNll`), a mean over examples as the hooks assume.
     """
     from opacus import PrivacyEngine
 
-    ghost = cfg.ghost_clipping and proximal_mu == 0.0
+    ghost = (cfg.ghost_clipping and proximal_mu == 0.0
+             and cfg.resolved_model is not Model.LM_LORA)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu else None
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    optimizer = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum)
     loader = to_loader(data, cfg.batch_size, shuffle=True, generator=sampling)
-    criterion = nn.CrossEntropyLoss()
+    criterion = task_criterion(cfg)
+    model.train()  # Opacus validates a model in training mode
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # secure_mode and RNG notices
         engine = PrivacyEngine(accountant="rdp")

@@ -135,7 +135,7 @@ def _lm(p: dict[str, Any]) -> list[str]:
     r0 = p["rows"][0]
     rows += ["", f"{c['lm-base']}, LoRA rank {c['lora-rank']} on {c['lora-targets']} of the "
              f"top {c['lora-layers']} blocks, batch {r0['batch']} x {r0['seq_len']} tokens, "
-             f"{r0['steps']} steps, one CPU thread. {p.get('note', '')}", "",
+             f"{r0['steps']} steps, one CPU thread. {p.get('note', '')}".rstrip(), "",
              "| what one client sends per round | values | bytes |", "|---|---|---|",
              f"| adapters (float32) | {b['adapter_values']:,} | {b['adapter_bytes_fp32']:,} |",
              f"| adapters under secure aggregation (uint64 per coordinate, + 3 slots) | "

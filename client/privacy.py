@@ -182,7 +182,7 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
     ghost = (cfg.ghost_clipping and proximal_mu == 0.0
              and cfg.resolved_model is not Model.LM_LORA)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu else None
+    global_params = [p.detach().clone() for p in trainable] if proximal_mu else None
     optimizer = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum)
     loader = to_loader(data, cfg.batch_size, shuffle=True, generator=sampling)
     criterion = task_criterion(cfg)

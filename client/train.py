@@ -198,9 +198,9 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
     else:
         loader = to_loader(data, cfg.batch_size, shuffle=True,
                            generator=privacy_generator(cfg, "cpu", server_round, part))
-        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
-                                    lr=cfg.lr, momentum=cfg.momentum)
-        global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum)
+        global_params = [p.detach().clone() for p in trainable] if mu > 0 else None
         loss = train_epochs(model, loader, optimizer, epochs=cfg.local_epochs, device=device,
                             proximal_mu=mu, global_params=global_params,
                             criterion=task_criterion(cfg))

@@ -72,9 +72,13 @@ def train_epochs(
 
 def proximal_term(model: nn.Module, global_params: list[torch.Tensor],
                   mu: float) -> torch.Tensor:
-    """FedProx's ``(mu / 2) * ||w - w_global||^2`` (Li et al. 2020, Eq. 2)."""
-    sq = sum(((w - g) ** 2).sum()
-             for w, g in zip(model.parameters(), global_params, strict=True))
+    """FedProx's ``(mu / 2) * ||w - w_global||^2`` (Li et al. 2020, Eq. 2).
+
+    Over the trainable parameters (``global_params`` in their order): a frozen base
+    never moves, and copying it every round would cost its size.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    sq = sum(((w - g) ** 2).sum() for w, g in zip(trainable, global_params, strict=True))
     return 0.5 * mu * sq  # type: ignore[return-value]
 
 

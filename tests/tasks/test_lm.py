@@ -244,3 +244,15 @@ def test_a_missing_extra_is_named(monkeypatch):
                         lambda name, *a: None if name == "peft" else real(name, *a))
     with pytest.raises(ConfigError, match=r"model: .* needs peft, .*make llm"):
         require_llm("model=lm-lora")
+
+
+def test_fedprox_term_covers_the_adapters_not_the_frozen_base():
+    from fedpriv.tasks.training import proximal_term
+
+    model = tiny()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in trainable]
+    assert float(proximal_term(model, start, 2.0)) == 0.0
+    with torch.no_grad():
+        trainable[0].add_(1.0)
+    assert float(proximal_term(model, start, 2.0)) == pytest.approx(trainable[0].numel())

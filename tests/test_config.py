@@ -27,8 +27,8 @@ def test_string_values_from_set_are_coerced():
     ("rounds", "two", "rounds: must be an integer, got 'two'"),
     ("alpha", "0", "alpha: must be in (0, inf), got 0"),
     ("alpha", "nan", "alpha"),
-    ("dataset", "nope", "dataset: must be one of {digits, synthetic, fashion-mnist, mnist}, "
-                        "got 'nope'"),
+    ("dataset", "nope", "dataset: must be one of {digits, synthetic, fashion-mnist, mnist, "
+                        "fine-foods}, got 'nope'"),
     ("strategy", "mean", "strategy: must be one of {fedavg, fedprox, fedadam, fedmedian, "
                          "fedtrimmedavg, krum}, got 'mean'"),
     ("test-fraction", "1", "test-fraction: must be in (0, 1)"),

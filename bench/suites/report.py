@@ -136,5 +136,26 @@ def _distributed(p: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _lm(p: dict[str, Any]) -> list[str]:
+    rows = ["| mode | tokens/s | ratio to non-private |", "|---|---|---|"]
+    rows += [f"| {r['mode']} | {r['tokens_per_s']:,.1f} | {r['ratio_to_non_private']:.2f} |"
+             for r in p["rows"]]
+    b, c = p["bytes"], p["config"]
+    r0 = p["rows"][0]
+    rows += ["", f"{c['lm-base']}, LoRA rank {c['lora-rank']} on {c['lora-targets']} of the "
+             f"top {c['lora-layers']} blocks, batch {r0['batch']} x {r0['seq_len']} tokens, "
+             f"{r0['steps']} steps, one CPU thread. {p.get('note', '')}".rstrip(), "",
+             "| what one client sends per round | values | bytes |", "|---|---|---|",
+             f"| adapters (float32) | {b['adapter_values']:,} | {b['adapter_bytes_fp32']:,} |",
+             f"| adapters under secure aggregation (uint64 per coordinate, + 3 slots) | "
+             f"{b['adapter_values'] + 3:,} | {8 * (b['adapter_values'] + 3):,} |",
+             f"| full model (float32) | {b['full_model_values']:,} | "
+             f"{b['full_model_bytes_fp32']:,} |"]
+    if "gguf_file_bytes" in b:
+        rows.append(f"| full model as the Q4_1 GGUF file | - | {b['gguf_file_bytes']:,} |")
+    rows += ["", f"The full model is {b['ratio_full_to_adapters']:,.0f} times the adapters."]
+    return rows
+
+
 _SECTIONS = {"dpsgd": _dpsgd, "accounting": _accounting, "secagg": _secagg,
-             "round": _round, "utility": _utility}
+             "round": _round, "utility": _utility, "lm": _lm}

@@ -8,25 +8,31 @@ import functools
 import numpy as np
 import torch
 
-from fedpriv.config import Dataset, Partition, RunConfig
+from fedpriv.config import Dataset, LmBase, Model, Partition, RunConfig
 from fedpriv.tasks.data import ArrayDataset, DataFileError, TaskData, to_loader
 from fedpriv.tasks.digits import load_digits
 from fedpriv.tasks.fashion_mnist import load_fashion_mnist
+from fedpriv.tasks.fine_foods import load_fine_foods
 from fedpriv.tasks.idx import read_idx, write_idx
+from fedpriv.tasks.lm import LoraLanguageModel, LoraSpec, SequenceNll, build_lora_model
 from fedpriv.tasks.local import LocalDataError, load_npz_dir
 from fedpriv.tasks.mnist import load_mnist
 from fedpriv.tasks.models import build_model
 from fedpriv.tasks.partition import PartitionError, partition_indices
 from fedpriv.tasks.synthetic import generate_synthetic
-from fedpriv.tasks.training import evaluate, resolve_device, train_epochs
+from fedpriv.tasks.training import evaluate, resolve_device, task_criterion, train_epochs
 
 __all__ = [
     "ArrayDataset",
     "DataFileError",
     "LocalDataError",
+    "LoraLanguageModel",
+    "LoraSpec",
     "PartitionError",
+    "SequenceNll",
     "TaskData",
     "TaskSpec",
+    "build_lora_model",
     "build_model",
     "build_task_model",
     "client_dataset",
@@ -34,12 +40,15 @@ __all__ = [
     "generate_synthetic",
     "load_digits",
     "load_fashion_mnist",
+    "load_fine_foods",
     "load_mnist",
     "load_npz_dir",
     "load_task_data",
+    "lora_spec",
     "partition_indices",
     "read_idx",
     "resolve_device",
+    "task_criterion",
     "task_spec",
     "to_loader",
     "train_epochs",
@@ -68,8 +77,18 @@ def _load_cached(dataset: Dataset, test_fraction: float, seed: int, clients: int
     )
 
 
+@functools.lru_cache(maxsize=2)
+def _text_cached(base: LmBase, seq_len: int, train_samples: int, eval_samples: int,
+                 seed: int) -> TaskData:
+    return load_fine_foods(base=base, seq_len=seq_len, train_samples=train_samples,
+                           eval_samples=eval_samples, seed=seed)
+
+
 def load_task_data(cfg: RunConfig) -> TaskData:
     """The task's training pool and held-out test split (cached per process)."""
+    if cfg.dataset is Dataset.FINE_FOODS:
+        return _text_cached(cfg.lm_base, cfg.seq_len, cfg.text_samples, cfg.eval_samples,
+                            cfg.seed)
     return _load_cached(cfg.dataset, cfg.test_fraction, cfg.seed, cfg.clients,
                         cfg.synthetic_alpha, cfg.synthetic_beta, cfg.dataset_dir)
 
@@ -130,8 +149,18 @@ _SPECS = {
 }
 
 
+#: Vocabulary sizes of the language-model bases (their tokenizers').
+_VOCAB = {LmBase.SMOLLM2_135M: 49152, LmBase.TINY_RANDOM: 260}
+
+
 def task_spec(cfg: RunConfig) -> TaskSpec:
-    """The task's :class:`TaskSpec`, loading nothing except for generated data."""
+    """The task's :class:`TaskSpec`, loading nothing except for generated data.
+
+    Text: ``seq-len`` token ids per example, labels the token counts, the base's
+    vocabulary as ``num_classes``.
+    """
+    if cfg.dataset is Dataset.FINE_FOODS:
+        return TaskSpec((cfg.seq_len,), _VOCAB[cfg.lm_base], None)
     spec = _SPECS.get(cfg.dataset)
     if spec is not None:
         return spec
@@ -139,13 +168,25 @@ def task_spec(cfg: RunConfig) -> TaskSpec:
     return TaskSpec(data.feature_shape, data.num_classes, data.feature_range)
 
 
-def build_task_model(cfg: RunConfig, data: TaskData | TaskSpec | None = None
-                     ) -> torch.nn.Module:
-    """The configured model for this task, initialised from the run's seed."""
+def lora_spec(cfg: RunConfig) -> LoraSpec:
+    """The adapters ``model = lm-lora`` asks for."""
+    return LoraSpec(rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.lora_target_names,
+                    layers=cfg.lora_layers)
+
+
+def build_task_model(cfg: RunConfig, data: TaskData | TaskSpec | None = None, *,
+                     device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The configured model for this task, initialised from the run's seed, on ``device``.
+
+    ``model = lm-lora``: the frozen base with LoRA adapters (bf16 base on CUDA), whose
+    state is the adapters only (:class:`LoraLanguageModel`).
+    """
+    if cfg.resolved_model is Model.LM_LORA:
+        return build_lora_model(cfg.lm_base, lora_spec(cfg), seed=cfg.seed, device=device)
     spec = task_spec(cfg) if data is None else data
     return build_model(
         cfg.resolved_model,
         num_features=int(np.prod(spec.feature_shape)),
         num_classes=spec.num_classes,
         seed=cfg.seed,
-    )
+    ).to(device)

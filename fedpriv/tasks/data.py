@@ -97,9 +97,10 @@ def stratified_split(x: np.ndarray, y: np.ndarray, *, test_fraction: float, seed
 def to_loader(
     data: ArrayDataset, batch_size: int, *, shuffle: bool, generator: torch.Generator
 ) -> torch.utils.data.DataLoader:
-    """Wrap arrays in a seeded ``DataLoader``."""
+    """Wrap arrays in a seeded ``DataLoader`` (float features as float32; token ids kept)."""
+    x = np.ascontiguousarray(data.x)
     ds = torch.utils.data.TensorDataset(
-        torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32)),
+        torch.from_numpy(x if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)),
         torch.from_numpy(np.ascontiguousarray(data.y, dtype=np.int64)),
     )
     return torch.utils.data.DataLoader(

@@ -8,10 +8,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedpriv.config import Device
+from fedpriv.config import Device, Model, RunConfig
 from fedpriv.tasks.data import ArrayDataset
+from fedpriv.tasks.lm import LoraLanguageModel, SequenceNll
 
-__all__ = ["evaluate", "proximal_term", "resolve_device", "train_epochs"]
+__all__ = ["evaluate", "proximal_term", "resolve_device", "task_criterion", "train_epochs"]
+
+
+def task_criterion(cfg: RunConfig) -> nn.Module:
+    """The training loss: cross-entropy, or a language model's per-example mean NLL."""
+    return SequenceNll() if cfg.resolved_model is Model.LM_LORA else nn.CrossEntropyLoss()
 
 
 def resolve_device(device: Device) -> torch.device:
@@ -34,16 +40,18 @@ def train_epochs(
     device: torch.device,
     proximal_mu: float = 0.0,
     global_params: list[torch.Tensor] | None = None,
+    criterion: nn.Module | None = None,
 ) -> float:
     """Run ``epochs`` passes of SGD and return the mean training loss.
 
-    With ``proximal_mu > 0`` the loss gains FedProx's proximal term
+    ``criterion`` defaults to cross-entropy (see :func:`task_criterion`). With
+    ``proximal_mu > 0`` the loss gains FedProx's proximal term
     ``(mu / 2) * ||w - w_global||^2`` (Li et al. 2020, Eq. 2).
     """
     if proximal_mu > 0 and global_params is None:
         raise ValueError("global_params are required when proximal_mu > 0")
     model.train()
-    criterion = nn.CrossEntropyLoss()
+    criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     total, count = 0.0, 0
     for _ in range(epochs):
         for xb, yb in loader:
@@ -64,9 +72,13 @@ def train_epochs(
 
 def proximal_term(model: nn.Module, global_params: list[torch.Tensor],
                   mu: float) -> torch.Tensor:
-    """FedProx's ``(mu / 2) * ||w - w_global||^2`` (Li et al. 2020, Eq. 2)."""
-    sq = sum(((w - g) ** 2).sum()
-             for w, g in zip(model.parameters(), global_params, strict=True))
+    """FedProx's ``(mu / 2) * ||w - w_global||^2`` (Li et al. 2020, Eq. 2).
+
+    Over the trainable parameters (``global_params`` in their order): a frozen base
+    never moves, and copying it every round would cost its size.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    sq = sum(((w - g) ** 2).sum() for w, g in zip(trainable, global_params, strict=True))
     return 0.5 * mu * sq  # type: ignore[return-value]
 
 
@@ -74,9 +86,15 @@ def proximal_term(model: nn.Module, global_params: list[torch.Tensor],
 def evaluate(
     model: nn.Module, data: ArrayDataset, *, device: torch.device, batch_size: int = 512
 ) -> tuple[float, float]:
-    """Return (mean cross-entropy loss, accuracy) of ``model`` on ``data``."""
+    """Return (mean cross-entropy loss, accuracy) of ``model`` on ``data``.
+
+    A language model (:class:`LoraLanguageModel`): the mean NLL per predicted token (its
+    exponential is the perplexity) and next-token top-1 accuracy.
+    """
     if len(data) == 0:
         raise ValueError("cannot evaluate on an empty data set")
+    if isinstance(model, LoraLanguageModel):
+        return _evaluate_lm(model, data, device=device, batch_size=min(batch_size, 16))
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
     loss, correct = 0.0, 0
@@ -87,3 +105,25 @@ def evaluate(
         loss += float(criterion(logits, yb))
         correct += int((logits.argmax(1) == yb).sum())
     return loss / len(data), correct / len(data)
+
+
+@torch.no_grad()
+def _evaluate_lm(model: LoraLanguageModel, data: ArrayDataset, *, device: torch.device,
+                 batch_size: int) -> tuple[float, float]:
+    """Token-weighted mean NLL and next-token accuracy over right-padded ids."""
+    model.eval()
+    nll_sum, correct, tokens = 0.0, 0, 0
+    for start in range(0, len(data), batch_size):
+        ids = torch.from_numpy(np.ascontiguousarray(data.x[start:start + batch_size]))
+        ids = ids.to(device)  # (B, L)
+        logits = model.logits(ids)[:, :-1]  # (B, L-1, V)
+        target = ids[:, 1:]  # (B, L-1)
+        valid = target >= 0
+        logp = torch.log_softmax(logits, dim=-1)
+        nll = -logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, L-1)
+        nll_sum += float((nll * valid).sum())
+        correct += int(((logits.argmax(-1) == target) & valid).sum())
+        tokens += int(valid.sum())
+    if tokens == 0:
+        raise ValueError("cannot evaluate a language model on texts of < 2 tokens")
+    return nll_sum / tokens, correct / tokens

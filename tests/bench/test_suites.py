@@ -62,3 +62,20 @@ def test_the_utility_report_shows_the_distributed_gap():
     assert "points below central" in text
     assert ("| distributed | 12 | 8.00 | 0.850 (0.850-0.850, 1 seeds) | +2.0 | 22 | 1027 | "
             "2.0 ms |") in text
+
+
+def test_lm_suite_reports_tokens_per_second_and_adapter_bytes():
+    pytest.importorskip("peft", reason="the lm suite needs transformers and peft")
+    from bench.suites import lm
+    from fedpriv.config import LmBase
+
+    result = lm.measure(LmBase.TINY_RANDOM, quick=True)
+    assert [r["mode"] for r in result["rows"]] == ["non-private LoRA", "DP-LoRA (Opacus hooks)"]
+    assert all(r["tokens_per_s"] > 0 for r in result["rows"])
+    b = result["bytes"]
+    assert b["adapter_bytes_fp32"] == 4 * b["adapter_values"] > 0
+    assert b["full_model_values"] > b["adapter_values"]
+    meta = {"date": "d", "quick": True, "cpus": 2, "device": "cpu", "torch": "t",
+            "opacus": "o", "flwr": "f"}
+    text = render({"lm": {"meta": meta, **result}})
+    assert "DP-LoRA" in text and "fedpriv bench lm --quick" in text

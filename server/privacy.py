@@ -153,11 +153,14 @@ class FederationPrivacy:
         self.ledger.append(server_round, event)
 
     def record_client_events(self, server_round: int, reports: list[dict[str, Any]]) -> None:
-        """Mirror the DP-SGD events clients report (record level)."""
-        for rep in reports:
-            if rep.get("event"):
-                ev = event_from_dict(json.loads(str(rep["event"])))
-                self.ledger.append(server_round, ev, scope=str(rep["client-id"]))
+        """Mirror the DP-SGD events clients report (record level), in one transaction.
+
+        All of a round's mirrors or none: a resumed run keeps a round whose charges it
+        finds in this ledger, so a crash must not leave some clients' charges out.
+        """
+        self.ledger.append_many(server_round, [
+            (event_from_dict(json.loads(str(rep["event"]))), str(rep["client-id"]))
+            for rep in reports if rep.get("event")])
 
     def summary(self) -> dict[str, Any]:
         """``epsilon`` and ``ledger_head`` entries for summary.json."""

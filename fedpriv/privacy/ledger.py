@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -285,30 +286,61 @@ class PrivacyLedger:
         return self._append(run_id=genesis.run_id, round_=round_, scope=genesis.scope,
                             mechanism=RESUME, params=params)
 
+    def append_many(self, round_: int, events: Sequence[tuple[DpEvent, str]]
+                    ) -> list[LedgerEntry]:
+        """Append several events of one round, each under its scope, in one transaction.
+
+        All or none are committed: the federation's mirror of a round's client events
+        (record level) must not be left half written by a crash, or a resumed run that
+        finds the round charged would keep a round some clients' charges are missing from.
+        """
+        if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 1:
+            raise ValueError(f"round must be an integer >= 1, got {round_!r}")
+        rows = []
+        for event, scope in events:
+            if not isinstance(event, DpSgdEvent | GaussianSumEvent | DistributedNoiseEvent):
+                raise ValueError("event must be a DpSgdEvent, GaussianSumEvent or "
+                                 f"DistributedNoiseEvent, got {event!r}")
+            _check_name("scope", scope)
+            params = event.to_dict()
+            rows.append((scope, params.pop("mechanism"), params))
+        if not rows:
+            return []
+        return self._append_rows(run_id=self.genesis().run_id, round_=round_, rows=rows)
+
     def _append(self, *, run_id: str, round_: int, scope: str, mechanism: str,
                 params: dict[str, Any]) -> LedgerEntry:
-        text = _canonical(params)  # validates before anything is written
+        return self._append_rows(run_id=run_id, round_=round_,
+                                 rows=[(scope, mechanism, params)])[0]
+
+    def _append_rows(self, *, run_id: str, round_: int,
+                     rows: list[tuple[str, str, dict[str, Any]]]) -> list[LedgerEntry]:
+        texts = [_canonical(params) for _, _, params in rows]  # validate before writing
+        written = []
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             row = self._conn.execute(
                 "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (row[0] + 1, row[1]) if row else (1, _ZERO)
-            entry = LedgerEntry(
-                seq=seq, run_id=run_id, round=round_, scope=scope, mechanism=mechanism,
-                params=text, created=datetime.now(UTC).isoformat(timespec="microseconds"),
-                prev_hash=prev, hash="",
-            )
-            digest = entry.expected_hash()
-            self._conn.execute(
-                "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (entry.seq, entry.run_id, entry.round, entry.scope, entry.mechanism,
-                 entry.params, entry.created, entry.prev_hash, digest),
-            )
+            for (scope, mechanism, _), text in zip(rows, texts, strict=True):
+                entry = LedgerEntry(
+                    seq=seq, run_id=run_id, round=round_, scope=scope, mechanism=mechanism,
+                    params=text, created=datetime.now(UTC).isoformat(timespec="microseconds"),
+                    prev_hash=prev, hash="",
+                )
+                digest = entry.expected_hash()
+                self._conn.execute(
+                    "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (entry.seq, entry.run_id, entry.round, entry.scope, entry.mechanism,
+                     entry.params, entry.created, entry.prev_hash, digest),
+                )
+                written.append(LedgerEntry(**{**_fields(entry), "hash": digest}))
+                seq, prev = seq + 1, digest
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
-        return LedgerEntry(**{**_fields(entry), "hash": digest})
+        return written
 
     # ------------------------------------------------------------------- read
     def _select(self, tail: str) -> list[LedgerEntry]:

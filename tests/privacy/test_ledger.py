@@ -139,3 +139,25 @@ def test_a_resume_entry_rotates_the_signer_and_is_no_event(tmp_path):
     with pytest.raises(ValueError, match="not an entry"):
         led.append_resume(3, signer=new, prior_head=(2, "0" * 64), prior_signature="ab")
     led.close()
+
+
+def test_append_many_chains_a_round_in_one_transaction_all_or_none(ledger):
+    ev = DpSgdEvent(noise_multiplier=1.0, sampling_rate=0.1, steps=10, clip=1.0)
+    written = ledger.append_many(1, [(ev, "client-0"), (ev, "client-1")])
+    assert [(e.round, e.scope) for e in written] == [(1, "client-0"), (1, "client-1")]
+    assert ledger.verify().ok and ledger.entries()[-1] == written[-1]
+    # A failure inside the transaction (here SQLite itself refuses the third row, as a
+    # crash or a full disk would stop it) leaves none of the round's rows behind.
+    conn = sqlite3.connect(ledger.path)
+    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON entries WHEN NEW.scope = "
+                 "'client-2' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    conn.commit()
+    conn.close()
+    before = ledger.entries()
+    with pytest.raises(sqlite3.IntegrityError, match="refused"):
+        ledger.append_many(2, [(ev, "client-0"), (ev, "client-1"), (ev, "client-2")])
+    assert ledger.entries() == before and ledger.verify().ok
+    with pytest.raises(ValueError, match="scope"):  # checked before anything is written
+        ledger.append_many(2, [(ev, "client-0"), (ev, "")])
+    assert ledger.entries() == before
+    assert ledger.append_many(2, []) == []

@@ -107,7 +107,7 @@ class SecAggStrategy(Delegating, Strategy):
               ) -> dict[int, dict[str, Any]]:
         """Send each Flower node its payload; return ``{node: reply SECAGG record}``."""
         assert self._grid is not None and self._config is not None
-        msgs = [self._grid.create_message(
+        msgs = [Message(  # Flower 1.42 deprecates Grid.create_message
             content=RecordDict({CONFIG: self._config, SECAGG: ConfigRecord(payload)}),
             message_type=stage_type, dst_node_id=node,
             group_id=str(self.server.round_id) if self.server else "")

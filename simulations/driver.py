@@ -97,6 +97,10 @@ def simulate(
     log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     flwr_logger.addHandler(log_file)
     flwr_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Not also through the root logger: a library that logs through it once (absl, for
+    # dp-accounting's RDP convergence notice) gives it a console handler, which would
+    # print every INFO line of Flower's unfiltered.
+    propagate, flwr_logger.propagate = flwr_logger.propagate, False
     try:
         run_simulation(
             server_app=make_server_app(cfg, run_dir, scenario=scenario, reporter=reporter,
@@ -107,6 +111,7 @@ def simulate(
             verbose_logging=verbose,
         )
     finally:
+        flwr_logger.propagate = propagate
         flwr_logger.setLevel(level)
         flwr_logger.removeHandler(log_file)
         log_file.close()

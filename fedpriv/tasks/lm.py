@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import functools
 import importlib.util
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -235,7 +236,10 @@ def _template(base: LmBase, spec: LoraSpec, seed: int, device: str) -> LoraLangu
         torch.manual_seed(seed)
         # A copy of the module tree that shares the base's frozen tensors: peft replaces
         # projections in place, and the cached base must stay adapter-free.
-        peft_net = get_peft_model(_share_frozen_copy(net), config)
+        with warnings.catch_warnings():  # transformers' own deprecation, not the user's
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
+                                    category=FutureWarning)
+            peft_net = get_peft_model(_share_frozen_copy(net), config)
     for p in peft_net.parameters():  # adapters in fp32, also over a bf16 base (CUDA)
         if p.requires_grad:
             p.data = p.data.float()

@@ -15,6 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from fedpriv.config_values import (
+    ConfigError,
+    allowed,
+    check_range,
+    coerce,
+    plain,
+)
+from fedpriv.config_values import field_meta as _meta
+
 __all__ = [
     "ClipMode",
     "ConfigError",
@@ -30,14 +39,6 @@ __all__ = [
     "StrategyName",
     "default_count_stddev",
 ]
-
-
-class ConfigError(ValueError):
-    """A run-config key is unknown or its value is out of its domain."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
 
 
 class Dataset(enum.StrEnum):
@@ -167,11 +168,6 @@ PARTITIONS_FOR: dict[Dataset, tuple[Partition, ...]] = {
 
 def _key(name: str) -> str:
     return name.replace("_", "-")
-
-
-def _meta(help_: str, *, lo: float | None = None, hi: float | None = None,
-          lo_open: bool = False, hi_open: bool = False) -> dict[str, Any]:
-    return {"help": help_, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -348,8 +344,8 @@ class RunConfig:
         rows = []
         for key, f in cls.keys().items():
             typ = f.type if isinstance(f.type, str) else f.type.__name__
-            allowed = _allowed(f)
-            rows.append((key, allowed or typ, str(_plain(f.default)), f.metadata["help"]))
+            domain = allowed(f)
+            rows.append((key, domain or typ, str(plain(f.default)), f.metadata["help"]))
         return rows
 
     # ------------------------------------------------------------- construction
@@ -373,13 +369,13 @@ class RunConfig:
                 raise ConfigError(
                     key, f"unknown key; valid keys are: {', '.join(sorted(known))}"
                 )
-            kwargs[f.name] = _coerce(key, f, raw)
+            kwargs[f.name] = coerce(key, f, raw)
         start = base if base is not None else cls()
         return dataclasses.replace(start, **kwargs)
 
     def __post_init__(self) -> None:
         for key, f in self.keys().items():
-            _check_range(key, f, getattr(self, f.name))
+            check_range(key, f, getattr(self, f.name))
         if self.clients_per_round > self.clients:
             raise ConfigError(
                 "clients-per-round",
@@ -514,7 +510,7 @@ class RunConfig:
 
     def to_flat(self) -> dict[str, bool | int | float | str]:
         """Kebab-case keys to plain values (TOML, JSON and Flower ConfigRecord safe)."""
-        return {key: _plain(getattr(self, f.name)) for key, f in self.keys().items()}
+        return {key: plain(getattr(self, f.name)) for key, f in self.keys().items()}
 
 
 def _check_distributed(cfg: RunConfig) -> None:
@@ -549,86 +545,3 @@ def default_count_stddev(cfg: RunConfig) -> float:
     2z so that the update noise grows by no more than ~3% (their Theorem 1).
     """
     return max(cfg.cohort_size / 20, 2 * cfg.noise_multiplier)
-
-
-# ---------------------------------------------------------------------- helpers
-def _enum_type(f: dataclasses.Field[Any]) -> type[enum.Enum] | None:
-    default = f.default
-    return type(default) if isinstance(default, enum.Enum) else None
-
-
-def _allowed(f: dataclasses.Field[Any]) -> str:
-    etype = _enum_type(f)
-    if etype is not None:
-        return "{" + ", ".join(str(m.value) for m in etype) + "}"
-    lo, hi = f.metadata["lo"], f.metadata["hi"]
-    if lo is None and hi is None:
-        return ""
-    left = "(" if f.metadata["lo_open"] else "["
-    right = ")" if f.metadata["hi_open"] or hi is None else "]"
-    lo_text = "-inf" if lo is None else f"{lo:g}"
-    hi_text = "inf" if hi is None else f"{hi:g}"
-    return f"{left}{lo_text}, {hi_text}{right}"
-
-
-def _show(value: Any) -> str:
-    """A value as the user would have typed it: ``0`` rather than ``0.0``."""
-    return f"{value:g}" if isinstance(value, float) else repr(value)
-
-
-def _plain(value: Any) -> bool | int | float | str:
-    return value.value if isinstance(value, enum.Enum) else value
-
-
-def _coerce(key: str, f: dataclasses.Field[Any], raw: Any) -> Any:
-    etype = _enum_type(f)
-    default = f.default
-    if etype is not None:
-        try:
-            return etype(str(raw).strip().lower())
-        except ValueError:
-            raise ConfigError(
-                key, f"must be one of {_allowed(f)}, got {raw!r}"
-            ) from None
-    if isinstance(default, bool):
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in {"true", "1", "yes", "on"}:
-            return True
-        if text in {"false", "0", "no", "off"}:
-            return False
-        raise ConfigError(key, f"must be true or false, got {raw!r}")
-    if isinstance(default, int):
-        if isinstance(raw, bool):
-            raise ConfigError(key, f"must be an integer, got {raw!r}")
-        if isinstance(raw, float) and raw.is_integer():
-            return int(raw)
-        try:
-            return int(str(raw).strip())
-        except ValueError:
-            raise ConfigError(key, f"must be an integer, got {raw!r}") from None
-    if isinstance(default, float):
-        if isinstance(raw, bool):
-            raise ConfigError(key, f"must be a number, got {raw!r}")
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(key, f"must be a number, got {raw!r}") from None
-        if math.isnan(value):
-            raise ConfigError(key, f"must be a number, got {raw!r}")
-        return value
-    return str(raw)
-
-
-def _check_range(key: str, f: dataclasses.Field[Any], value: Any) -> None:
-    meta = f.metadata
-    lo, hi = meta.get("lo"), meta.get("hi")
-    if lo is None and hi is None or isinstance(value, (str, enum.Enum)):
-        return
-    bad = (
-        (lo is not None and (value < lo or (meta["lo_open"] and value == lo)))
-        or (hi is not None and (value > hi or (meta["hi_open"] and value == hi)))
-    )
-    if bad:
-        raise ConfigError(key, f"must be in {_allowed(f)}, got {_show(value)}")

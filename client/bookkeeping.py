@@ -39,7 +39,7 @@ for the same batches and noise generator the two give the same update (tested to
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -124,6 +124,9 @@ class BookKeepingDpSgd:
                        if p is not None}
         self._handles: list[Any] | None = None
         self._flags: list[bool] = []
+        from opacus.optimizers.optimizer import _generate_noise  # Opacus' own noise
+
+        self._generate_noise = _generate_noise
 
     def __enter__(self) -> BookKeepingDpSgd:
         """Keep the hooks on, and parameter gradients off, for many steps (saves ~10%)."""
@@ -184,11 +187,9 @@ class BookKeepingDpSgd:
             finally:
                 if attached_here:
                     self._detach()
-            norms2 = torch.zeros(batch, dtype=torch.float32, device=x.device)
             per_layer = [_per_example(layer, self._acts[i], self._errs[i])
                          for i, layer in enumerate(self.layers)]
-            for sq, _ in per_layer:
-                norms2 = norms2 + sq
+            norms2 = torch.stack([sq for sq, _ in per_layer]).sum(dim=0)
             factor = (self.clip / (norms2.sqrt() + 1e-6)).clamp(max=1.0)
         for p in self._params:  # the optimizer's order: Opacus draws the noise in it
             index, name = self._owner[id(p)]
@@ -203,10 +204,8 @@ class BookKeepingDpSgd:
         return loss.detach()
 
     def _noised(self, summed: torch.Tensor) -> torch.Tensor:
-        from opacus.optimizers.optimizer import _generate_noise
-
-        return summed + _generate_noise(std=self.sigma * self.clip, reference=summed,
-                                        generator=self.generator, secure_mode=False)
+        return summed + self._generate_noise(std=self.sigma * self.clip, reference=summed,
+                                             generator=self.generator, secure_mode=False)
 
 
 def _per_example(layer: nn.Module, a: torch.Tensor, e: torch.Tensor
@@ -229,18 +228,20 @@ def _per_example(layer: nn.Module, a: torch.Tensor, e: torch.Tensor
         # dW_i = E_i U_i^T with U_i the unfolded input patches (Goodfellow 2015); the
         # per-example gradients are small here (out x in*k*k), so they are formed, by one
         # batched product.
+        padding = cast(tuple[int, ...], layer.padding)  # supports() refused "same"/"valid"
         cols = nn.functional.unfold(a, layer.kernel_size, dilation=layer.dilation,
-                                    padding=layer.padding, stride=layer.stride)  # (B, Ckk, L)
+                                    padding=padding, stride=layer.stride)  # (B, Ckk, L)
         errs = e.flatten(2)  # (B, O, L)
         grads["weight"] = torch.bmm(errs, cols.transpose(1, 2))  # (B, O, Ckk)
         if layer.bias is not None:
             grads["bias"] = errs.sum(dim=2)
     else:  # nn.GroupNorm: y = x_hat * w + b per channel
+        assert isinstance(layer, nn.GroupNorm)
         x_hat = nn.functional.group_norm(a, layer.num_groups, eps=layer.eps)
         dims = tuple(range(2, a.dim()))
         grads["weight"] = (x_hat * e).sum(dim=dims)  # (B, C)
         grads["bias"] = e.sum(dim=dims)
-    sq = sum(g.flatten(1).pow(2).sum(dim=1) for g in grads.values())
+    sq = torch.stack([g.flatten(1).pow(2).sum(dim=1) for g in grads.values()]).sum(dim=0)
 
     def formed_sum(c: torch.Tensor, name: str) -> torch.Tensor:
         g = grads[name]

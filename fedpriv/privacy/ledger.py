@@ -244,25 +244,17 @@ class PrivacyLedger:
         ledger, which spans runs) records the run the event belongs to; a single-run
         ledger refuses any run but its own.
         """
-        if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 1:
-            raise ValueError(f"round must be an integer >= 1, got {round_!r}")
-        if not isinstance(event, DpSgdEvent | GaussianSumEvent | DistributedNoiseEvent):
-            raise ValueError("event must be a DpSgdEvent, GaussianSumEvent or "
-                             f"DistributedNoiseEvent, got {event!r}")
-        if scope is not None:
-            _check_name("scope", scope)
+        _check_round(round_)
         genesis = self.genesis()
+        row = _event_row(event, genesis.scope if scope is None else scope)
         if run_id is not None:
             _check_name("run_id", run_id)
             multi = bool(json.loads(genesis.params).get("multi_run", False))
             if run_id != genesis.run_id and not multi:
                 raise ValueError(f"this ledger belongs to run {genesis.run_id!r}, got "
                                  f"run_id {run_id!r}")
-        params = event.to_dict()
-        mechanism = params.pop("mechanism")
-        return self._append(run_id=run_id or genesis.run_id, round_=round_,
-                            scope=scope or genesis.scope, mechanism=mechanism,
-                            params=params)
+        return self._append_rows(run_id=run_id or genesis.run_id, round_=round_,
+                                 rows=[row])[0]
 
     def append_resume(self, round_: int, *, signer: bytes, prior_head: tuple[int, str],
                       prior_signature: str) -> LedgerEntry:
@@ -294,16 +286,8 @@ class PrivacyLedger:
         (record level) must not be left half written by a crash, or a resumed run that
         finds the round charged would keep a round some clients' charges are missing from.
         """
-        if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 1:
-            raise ValueError(f"round must be an integer >= 1, got {round_!r}")
-        rows = []
-        for event, scope in events:
-            if not isinstance(event, DpSgdEvent | GaussianSumEvent | DistributedNoiseEvent):
-                raise ValueError("event must be a DpSgdEvent, GaussianSumEvent or "
-                                 f"DistributedNoiseEvent, got {event!r}")
-            _check_name("scope", scope)
-            params = event.to_dict()
-            rows.append((scope, params.pop("mechanism"), params))
+        _check_round(round_)
+        rows = [_event_row(event, scope) for event, scope in events]
         if not rows:
             return []
         return self._append_rows(run_id=self.genesis().run_id, round_=round_, rows=rows)
@@ -496,6 +480,21 @@ def _entry_problem(i: int, e: LedgerEntry, prev: str, run_id: str | None
         kind = "genesis" if i == 1 else "resume" if e.mechanism == RESUME else "event"
         return e.seq, f"entry {e.seq} is not a valid {kind}: {err}"
     return None
+
+
+def _check_round(round_: object) -> None:
+    if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 1:
+        raise ValueError(f"round must be an integer >= 1, got {round_!r}")
+
+
+def _event_row(event: DpEvent, scope: str) -> tuple[str, str, dict[str, Any]]:
+    """``(scope, mechanism, params)`` of a DP event, checked before anything is written."""
+    if not isinstance(event, DpSgdEvent | GaussianSumEvent | DistributedNoiseEvent):
+        raise ValueError("event must be a DpSgdEvent, GaussianSumEvent or "
+                         f"DistributedNoiseEvent, got {event!r}")
+    _check_name("scope", scope)
+    params = event.to_dict()
+    return scope, params.pop("mechanism"), params
 
 
 def _check_name(name: str, value: object) -> None:

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -212,9 +212,7 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
     else:
         dp_model, dp_opt, dp_loader = made
         dp_criterion = criterion
-    if abs(dp_loader.sample_rate - event.sampling_rate) > 1e-12:
-        raise RuntimeError(f"Opacus samples at q={dp_loader.sample_rate!r}, the event "
-                           f"records q={event.sampling_rate!r}")
+    _check_rate(dp_loader.sample_rate, event)
     dp_model.train()
     with warnings.catch_warnings():
         # Opacus' ghost clipping trips torch's full-backward-hook notice on every step.
@@ -232,49 +230,57 @@ def _bookkeeping_steps(model: nn.Module, optimizer: torch.optim.Optimizer, loade
     from client.bookkeeping import BookKeepingDpSgd
 
     dp_loader = DPDataLoader.from_data_loader(loader)  # the loader's own generator samples
-    if abs(dp_loader.sample_rate - event.sampling_rate) > 1e-12:
-        raise RuntimeError(f"the sampler draws at q={dp_loader.sample_rate!r}, the event "
-                           f"records q={event.sampling_rate!r}")
+    _check_rate(dp_loader.sample_rate, event)
     dp = BookKeepingDpSgd(model, optimizer, noise_multiplier=event.noise_multiplier,
                           max_grad_norm=event.clip, noise_generator=noise,
                           expected_batch_size=int(len(loader.dataset) * dp_loader.sample_rate))
     criterion = nn.CrossEntropyLoss(reduction="sum")
     model.train()
-    total, count, steps = 0.0, 0, 0
+    total, count = 0.0, 0
     with dp:
-        while steps < event.steps:
-            for xb, yb in dp_loader:
-                if steps >= event.steps:
-                    break
-                steps += 1
-                total += float(dp.step(xb.to(device), yb.to(device), criterion))
-                count += len(yb)
+        for xb, yb in _batches(dp_loader, event.steps):
+            total += float(dp.step(xb.to(device), yb.to(device), criterion))
+            count += len(yb)
     return total / count if count else float("nan")
+
+
+def _check_rate(sample_rate: float, event: DpSgdEvent) -> None:
+    """The sampler must draw at the rate the ledger records, or the epsilon is wrong."""
+    if abs(sample_rate - event.sampling_rate) > 1e-12:
+        raise RuntimeError(f"Opacus samples at q={sample_rate!r}, the event records "
+                           f"q={event.sampling_rate!r}")
+
+
+def _batches(dp_loader: Any, n_steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Exactly ``n_steps`` Poisson batches (empty ones included), over as many passes."""
+    steps = 0
+    while steps < n_steps:
+        for batch in dp_loader:
+            if steps >= n_steps:
+                return
+            steps += 1
+            yield batch
 
 
 def _dp_steps(dp_model: nn.Module, dp_opt: Any, dp_criterion: Any, dp_loader: Any,
               model: nn.Module, n_steps: int, device: torch.device,
               global_params: list[torch.Tensor] | None, proximal_mu: float) -> float:
-    total, count, steps = 0.0, 0, 0
-    while steps < n_steps:
-        for xb, yb in dp_loader:
-            if steps >= n_steps:
-                break
-            steps += 1
-            xb, yb = xb.to(device), yb.to(device)
-            dp_opt.zero_grad(set_to_none=True)
-            # An empty Poisson batch still goes through forward and backward: Opacus then
-            # sums no per-example gradient and adds the noise, a noise-only step as the
-            # accountant assumes. (Calling step() without backward would skip the noise
-            # with hooks and crash with ghost clipping.)
-            loss = dp_criterion(dp_model(xb), yb)
-            if global_params is not None:
-                loss = loss + proximal_term(model, global_params, proximal_mu)
-            loss.backward()
-            dp_opt.step()
-            if len(yb):
-                total += float(loss.detach()) * len(yb)
-                count += len(yb)
+    total, count = 0.0, 0
+    for xb, yb in _batches(dp_loader, n_steps):
+        xb, yb = xb.to(device), yb.to(device)
+        dp_opt.zero_grad(set_to_none=True)
+        # An empty Poisson batch still goes through forward and backward: Opacus then
+        # sums no per-example gradient and adds the noise, a noise-only step as the
+        # accountant assumes. (Calling step() without backward would skip the noise
+        # with hooks and crash with ghost clipping.)
+        loss = dp_criterion(dp_model(xb), yb)
+        if global_params is not None:
+            loss = loss + proximal_term(model, global_params, proximal_mu)
+        loss.backward()
+        dp_opt.step()
+        if len(yb):
+            total += float(loss.detach()) * len(yb)
+            count += len(yb)
     return total / count if count else float("nan")
 
 

@@ -94,15 +94,34 @@ def stratified_split(x: np.ndarray, y: np.ndarray, *, test_fraction: float, seed
     )
 
 
+class _Tensors(torch.utils.data.TensorDataset):
+    """A ``TensorDataset`` that hands a batch over as one gather per tensor.
+
+    torch's fetcher calls ``__getitems__`` with a batch's indices when it exists; the
+    default indexes and stacks example by example (for 2,048 ScatterNet coefficient
+    tensors, a third of a DP-SGD step; measured). Same indices, same order, same
+    sampler: only the copying changes.
+    """
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return [t[index] for t in self.tensors]
+
+
+def _batched(batch: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return tuple(batch)
+
+
 def to_loader(
     data: ArrayDataset, batch_size: int, *, shuffle: bool, generator: torch.Generator
 ) -> torch.utils.data.DataLoader:
     """Wrap arrays in a seeded ``DataLoader`` (float features as float32; token ids kept)."""
     x = np.ascontiguousarray(data.x)
-    ds = torch.utils.data.TensorDataset(
+    ds = _Tensors(
         torch.from_numpy(x if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)),
         torch.from_numpy(np.ascontiguousarray(data.y, dtype=np.int64)),
     )
     return torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=shuffle, generator=generator
+        ds, batch_size=batch_size, shuffle=shuffle, generator=generator,
+        collate_fn=_batched,
     )

@@ -101,3 +101,27 @@ def test_array_dataset_rejects_mismatched_rows():
 
 def test_resolved_defaults_per_dataset():
     assert RunConfig().resolved().resolved_partition is Partition.DIRICHLET
+
+
+def test_to_loader_yields_the_default_loaders_batches_and_empty_poisson_batches():
+    from opacus.data_loader import DPDataLoader
+
+    from fedpriv.tasks.data import ArrayDataset, to_loader
+
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.random((23, 3, 2), dtype=np.float32), rng.integers(0, 4, 23))
+    ours = to_loader(data, 5, shuffle=True, generator=torch.Generator().manual_seed(4))
+    plain = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(data.x), torch.from_numpy(data.y)),
+        batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(4))
+    pairs = list(zip(ours, plain, strict=True))
+    assert len(pairs) == 5
+    for (xa, ya), (xb, yb) in pairs:
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    # Opacus' Poisson loader over it: an empty draw is an empty batch of the right shape
+    tiny = ArrayDataset(data.x[:1], data.y[:1])
+    poisson = DPDataLoader.from_data_loader(
+        to_loader(tiny, 1, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    poisson.batch_sampler.sample_rate = 1e-9  # every draw empty
+    (xe, ye), = list(poisson)
+    assert xe.shape == (0, 3, 2) and ye.shape == (0,)

@@ -70,6 +70,7 @@ from fedpriv.privacy.discrete import SecureUniforms, SeededUniforms, UniformSour
 from fedpriv.tasks import (
     build_task_model,
     evaluate,
+    model_inputs,
     resolve_device,
     task_criterion,
     to_loader,
@@ -183,7 +184,7 @@ def _charged(ledger: PrivacyLedger, run_id: str, server_round: int) -> bool:
 def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state: dict,
                    event: DpEvent | None, round_clip: float, server_round: int) -> Payload:
     """Train on local data; what this round releases, before any masking."""
-    data = local_data(cfg, node_config)
+    data = model_inputs(cfg, local_data(cfg, node_config))  # scatternet: coefficients, once
     device = resolve_device(cfg.device)
     model = build_task_model(cfg, device=device)
     model.load_state_dict(global_state)
@@ -290,7 +291,7 @@ def evaluate_reply(msg: Message, context: Context) -> Message:
     cfg, _ = config_from_record(msg.content[CONFIG])
     if is_canary(cfg, context.node_config):
         raise RuntimeError("a canary client holds no data to evaluate on")
-    data = local_data(cfg, context.node_config)
+    data = model_inputs(cfg, local_data(cfg, context.node_config))
     device = resolve_device(cfg.device)
     model = build_task_model(cfg, device=device)
     model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())

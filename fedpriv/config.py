@@ -60,13 +60,19 @@ class Dataset(enum.StrEnum):
 
 
 class Model(enum.StrEnum):
-    """Model families; ``auto`` picks the task's default."""
+    """Model families; ``auto`` picks the task's default.
+
+    ``scatternet`` (28x28 images): fixed ScatterNet features (scattering transform, J = 2,
+    L = 8), group norm and a linear layer, the model of Tramèr & Boneh 2021 for DP-SGD;
+    only the linear layer is trained.
+    """
 
     AUTO = "auto"
     MLP = "mlp"
     CNN = "cnn"
     LOGREG = "logreg"
     LM_LORA = "lm-lora"
+    SCATTERNET = "scatternet"
 
 
 class LmBase(enum.StrEnum):
@@ -153,8 +159,8 @@ class ClipMode(enum.StrEnum):
 MODELS_FOR: dict[Dataset, tuple[Model, ...]] = {
     Dataset.DIGITS: (Model.MLP, Model.CNN, Model.LOGREG),
     Dataset.SYNTHETIC: (Model.LOGREG, Model.MLP),
-    Dataset.FASHION_MNIST: (Model.CNN, Model.MLP, Model.LOGREG),
-    Dataset.MNIST: (Model.CNN, Model.MLP, Model.LOGREG),
+    Dataset.FASHION_MNIST: (Model.CNN, Model.MLP, Model.LOGREG, Model.SCATTERNET),
+    Dataset.MNIST: (Model.CNN, Model.MLP, Model.LOGREG, Model.SCATTERNET),
     Dataset.FINE_FOODS: (Model.LM_LORA,),
 }
 PARTITIONS_FOR: dict[Dataset, tuple[Partition, ...]] = {

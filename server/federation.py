@@ -32,7 +32,7 @@ from fedpriv.privacy import (
     SeededGaussian,
 )
 from fedpriv.secagg.layout import META_SLOTS, layout_for
-from fedpriv.tasks import build_task_model, evaluate, load_task_data
+from fedpriv.tasks import build_task_model, evaluate, load_task_data, model_inputs
 from server.canary import write_canary_key
 from server.checkpoint import (
     Checkpointer,
@@ -121,9 +121,11 @@ def run_federation(
     if point is not None:
         initial = _restore(point, strategy, model, state)
 
+    test = model_inputs(cfg, data.test)  # scatternet: the test split's coefficients, once
+
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays.to_torch_state_dict())
-        loss, acc = evaluate(model, data.test, device=device)
+        loss, acc = evaluate(model, test, device=device)
         if server_round == 0 and point is not None:  # resumed: round 0 is point.round
             if point.needs_metrics:
                 record = {"round": point.round, "test_loss": loss, "test_accuracy": acc,

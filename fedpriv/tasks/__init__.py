@@ -12,13 +12,15 @@ from fedpriv.config import Dataset, LmBase, Model, Partition, RunConfig
 from fedpriv.tasks.data import ArrayDataset, DataFileError, TaskData, to_loader
 from fedpriv.tasks.digits import load_digits
 from fedpriv.tasks.fashion_mnist import load_fashion_mnist
+from fedpriv.tasks.features import clear_feature_cache, model_inputs, scatternet_features
 from fedpriv.tasks.fine_foods import load_fine_foods
 from fedpriv.tasks.idx import read_idx, write_idx
 from fedpriv.tasks.lm import LoraLanguageModel, LoraSpec, SequenceNll, build_lora_model
 from fedpriv.tasks.local import LocalDataError, load_npz_dir
 from fedpriv.tasks.mnist import load_mnist
-from fedpriv.tasks.models import build_model
+from fedpriv.tasks.models import ScatterNetLinear, build_model
 from fedpriv.tasks.partition import PartitionError, partition_indices
+from fedpriv.tasks.scattering import Scattering2D
 from fedpriv.tasks.synthetic import generate_synthetic
 from fedpriv.tasks.training import evaluate, resolve_device, task_criterion, train_epochs
 
@@ -29,12 +31,15 @@ __all__ = [
     "LoraLanguageModel",
     "LoraSpec",
     "PartitionError",
+    "Scattering2D",
+    "ScatterNetLinear",
     "SequenceNll",
     "TaskData",
     "TaskSpec",
     "build_lora_model",
     "build_model",
     "build_task_model",
+    "clear_feature_cache",
     "client_dataset",
     "evaluate",
     "generate_synthetic",
@@ -45,9 +50,11 @@ __all__ = [
     "load_npz_dir",
     "load_task_data",
     "lora_spec",
+    "model_inputs",
     "partition_indices",
     "read_idx",
     "resolve_device",
+    "scatternet_features",
     "task_criterion",
     "task_spec",
     "to_loader",

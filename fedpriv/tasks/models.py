@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from fedpriv.config import Model
+from fedpriv.tasks.scattering import Scattering2D
 
-__all__ = ["TanhCNN", "build_model"]
+__all__ = ["ScatterNetLinear", "TanhCNN", "build_model"]
 
 
 class _DigitsCNN(nn.Module):
@@ -69,6 +70,52 @@ class TanhCNN(nn.Module):
         return self.head(self.features(x).flatten(1))  # (B, num_classes)
 
 
+class ScatterNetLinear(nn.Module):
+    """Tramèr & Boneh's ScatterNet + linear model: fixed scattering, group norm, linear.
+
+    Tramèr & Boneh 2021, "Differentially Private Learning Needs Better Features (or Much
+    More Data)" (ICLR; arXiv:2011.11660), Section 3 and Table 1: the order-2 scattering
+    transform with J = 2, L = 8 (:class:`fedpriv.tasks.scattering.Scattering2D`; 81
+    channels of 7 x 7 for a 28 x 28 image), normalised by group norm without affine
+    parameters over groups of 3 channels (their data-independent normalisation, Section
+    3.1; Wu & He 2018), then one linear layer. Only the linear layer is trained: its
+    weight and bias are the model's parameters and ``state_dict`` (the scattering's
+    filters are fixed buffers, not saved), so DP-SGD clips and noises exactly those
+    39,700 numbers (10 classes).
+
+    Notes
+    -----
+    ``forward`` takes raw images, flat ``(B, 784)`` or ``(B, 1, 28, 28)``, or the output
+    ``(B, 81, 7, 7)`` of :meth:`scatter`, the fixed part (scattering, then group norm
+    without parameters: both per-example, data-independent functions). A client computes
+    that once per data set (:func:`fedpriv.tasks.model_inputs`) rather than at every
+    step; it then goes through the linear layer alone. The two routes give the same
+    logits.
+    """
+
+    def __init__(self, num_classes: int, *, groups: int = 27, J: int = 2,
+                 L: int = 8) -> None:
+        super().__init__()
+        self.scattering = Scattering2D((28, 28), J=J, L=L)
+        channels, h, w = self.scattering.out_shape
+        self.norm = nn.GroupNorm(groups, channels, affine=False)
+        self.head = nn.Linear(channels * h * w, num_classes)
+
+    def _fixed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.scattering(x.reshape(-1, 28, 28)))  # (B, 81, 7, 7)
+
+    @torch.no_grad()
+    def scatter(self, x: torch.Tensor) -> torch.Tensor:
+        """The fixed part: group-normed scattering coefficients ``(B, 81, 7, 7)``."""
+        return self._fixed(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of raw images or of :meth:`scatter`'s output."""
+        if tuple(x.shape[1:]) != self.scattering.out_shape:
+            x = self._fixed(x)  # differentiable here (an input gradient reaches the pixels)
+        return self.head(x.flatten(1))  # (B, num_classes)
+
+
 def build_model(model: Model, *, num_features: int, num_classes: int,
                 seed: int) -> nn.Module:
     """Build a freshly initialised model; the same seed gives the same weights.
@@ -77,8 +124,9 @@ def build_model(model: Model, *, num_features: int, num_classes: int,
     ----------
     model : Model
         ``MLP`` (two hidden layers, 128 and 64), ``CNN`` (8x8 digits: a small ReLU CNN;
-        28x28 images: :class:`TanhCNN`) or ``LOGREG`` (multinomial logistic regression,
-        the FedProx Synthetic model).
+        28x28 images: :class:`TanhCNN`), ``LOGREG`` (multinomial logistic regression,
+        the FedProx Synthetic model) or ``SCATTERNET`` (28x28 images:
+        :class:`ScatterNetLinear`).
     num_features, num_classes : int
         Input width and number of labels.
     seed : int
@@ -102,4 +150,10 @@ def build_model(model: Model, *, num_features: int, num_classes: int,
             )
         if model is Model.LOGREG:
             return nn.Linear(num_features, num_classes)
-    raise ValueError(f"model must be resolved (mlp, cnn, logreg), got {model.value!r}")
+        if model is Model.SCATTERNET:
+            if num_features != 28 * 28:
+                raise ValueError(f"the ScatterNet model takes 28x28 images (784 features), "
+                                 f"got {num_features}")
+            return ScatterNetLinear(num_classes)
+    raise ValueError(f"model must be resolved (mlp, cnn, logreg, scatternet), got "
+                     f"{model.value!r}")

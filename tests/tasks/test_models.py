@@ -80,3 +80,31 @@ def test_ghost_clipping_norms_match_one_pass_per_example():
         F.cross_entropy(gsm(x), y).backward()
     torch.testing.assert_close(gsm.get_norm_sample(), expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(gsm.get_clipping_coef(), (1.0 / (expected + 1e-6)).clamp(max=1))
+
+
+def test_scatternet_trains_only_its_linear_layer_on_group_normed_coefficients():
+    from fedpriv.tasks import ScatterNetLinear
+
+    model = build_model(Model.SCATTERNET, num_features=784, num_classes=10, seed=0)
+    assert isinstance(model, ScatterNetLinear)
+    # Tramer & Boneh's ScatterLinear: 81 x 7 x 7 coefficients, group norm over 27 groups
+    # without affine parameters, one linear layer: 3,969 x 10 + 10 parameters, all of the
+    # state (the filters are not saved).
+    assert model.norm.num_groups == 27 and not model.norm.affine
+    assert sum(p.numel() for p in model.parameters()) == 39_700
+    assert set(model.state_dict()) == {"head.weight", "head.bias"}
+    x = torch.rand(4, 784)
+    coefficients = model.scatter(x)
+    assert coefficients.shape == (4, 81, 7, 7) and not coefficients.requires_grad
+    torch.testing.assert_close(model(x), model(coefficients))
+    torch.testing.assert_close(model(x), model(x.view(4, 1, 28, 28)))
+    # the same seed, the same weights; another seed, others
+    again = build_model(Model.SCATTERNET, num_features=784, num_classes=10, seed=0)
+    other = build_model(Model.SCATTERNET, num_features=784, num_classes=10, seed=1)
+    assert torch.equal(model.head.weight, again.head.weight)
+    assert not torch.equal(model.head.weight, other.head.weight)
+
+
+def test_scatternet_refuses_other_image_sizes():
+    with pytest.raises(ValueError, match=r"28x28 images \(784 features\), got 64"):
+        build_model(Model.SCATTERNET, num_features=64, num_classes=10, seed=0)

@@ -1,0 +1,72 @@
+"""Fixed features: computed once per data set and process, the same as the model computes."""
+
+import numpy as np
+import torch
+
+from fedpriv.config import RunConfig
+from fedpriv.tasks import (
+    ArrayDataset,
+    build_task_model,
+    clear_feature_cache,
+    model_inputs,
+    scatternet_features,
+)
+
+
+def _images(n, seed):
+    rng = np.random.default_rng(seed)
+    return ArrayDataset(rng.random((n, 784), dtype=np.float32),
+                        rng.integers(0, 10, n).astype(np.int64))
+
+
+def _cfg(model):
+    return RunConfig.from_mapping({"dataset": "fashion-mnist", "model": model})
+
+
+def test_other_models_take_the_data_as_it_is():
+    data = _images(3, 0)
+    assert model_inputs(_cfg("cnn"), data) is data
+
+
+def test_scatternet_inputs_are_the_coefficients_in_order_computed_once():
+    clear_feature_cache()
+    cfg, data = _cfg("scatternet"), _images(70, 1)  # more than one chunk of 64
+    first = model_inputs(cfg, data)
+    assert first.x.shape == (70, 81, 7, 7) and first.x.dtype == np.float32
+    np.testing.assert_array_equal(first.y, data.y)
+    model = build_task_model(cfg)
+    with torch.no_grad():
+        direct = model.scatter(torch.from_numpy(data.x[65:70])).numpy()
+    np.testing.assert_allclose(first.x[65:70], direct, rtol=1e-5, atol=1e-6)
+    # the same images again (another array object): served from the cache, not recomputed
+    again = model_inputs(cfg, ArrayDataset(data.x.copy(), data.y))
+    assert again.x is first.x
+    # other images: other coefficients
+    other = model_inputs(cfg, _images(70, 2))
+    assert other.x is not first.x and not np.allclose(other.x, first.x)
+    clear_feature_cache()
+    assert model_inputs(cfg, data).x is not first.x
+
+
+def test_a_cache_directory_serves_later_processes(tmp_path, monkeypatch):
+    from fedpriv.tasks.features import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    clear_feature_cache()
+    cfg, data = _cfg("scatternet"), _images(5, 4)
+    first = model_inputs(cfg, data)
+    (path,) = tmp_path.glob("scatternet-*.npy")
+    np.testing.assert_array_equal(np.load(path), first.x)
+    clear_feature_cache()  # a new process: memory empty, the file read back
+    np.save(path, first.x * 0 + 7.0)  # what is on disk is what is served
+    assert (model_inputs(cfg, data).x == 7.0).all()
+    clear_feature_cache()
+    path.write_bytes(b"torn")  # an unreadable file is recomputed and replaced
+    np.testing.assert_array_equal(model_inputs(cfg, data).x, first.x)
+    np.testing.assert_array_equal(np.load(path), first.x)
+    clear_feature_cache()
+
+
+def test_scatternet_features_accept_flat_and_square_images():
+    x = np.random.default_rng(3).random((2, 28, 28)).astype(np.float32)
+    np.testing.assert_array_equal(scatternet_features(x), scatternet_features(x.reshape(2, 784)))

@@ -44,11 +44,23 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from fedpriv.tasks.scattering import Scattering2D
+
 __all__ = ["BookKeepingDpSgd", "supports"]
 
-#: Layers without parameters that may sit between the linear layers.
+#: Layers without parameters that may sit between the linear layers: each maps one
+#: example to one example (never batch norm, which mixes a batch). ``Scattering2D`` is
+#: the fixed scattering transform of ``model = scatternet``.
 _PARAMETER_FREE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.GELU, nn.ELU, nn.SiLU,
-                   nn.Identity, nn.Flatten, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d)
+                   nn.Identity, nn.Flatten, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d,
+                   Scattering2D)
+
+
+def _parameter_free(module: nn.Module) -> bool:
+    """A per-example layer without parameters (group norm without affine counts)."""
+    if isinstance(module, nn.GroupNorm):
+        return not module.affine
+    return isinstance(module, _PARAMETER_FREE)
 
 
 def _covered(module: nn.Module) -> bool:
@@ -66,15 +78,15 @@ def supports(model: nn.Module) -> bool:
 
     True when every parameter belongs to an ``nn.Linear``, an ``nn.Conv2d`` (one group,
     zero padding given as numbers) or an affine ``nn.GroupNorm``, and every other leaf
-    module is a known parameter-free layer (activations, pooling, flatten, dropout).
+    module is a known parameter-free per-example layer (activations, pooling, flatten,
+    dropout, group norm without affine, the scattering transform).
     """
     for module in model.modules():
         if next(module.children(), None) is not None:
             continue  # a container: its leaves decide
         if _covered(module):
             continue
-        if not isinstance(module, _PARAMETER_FREE) or any(True for _ in
-                                                          module.parameters(recurse=False)):
+        if not _parameter_free(module) or any(True for _ in module.parameters(recurse=False)):
             return False
     covered = {id(p) for m in model.modules() if _covered(m)
                for p in m.parameters(recurse=False)}

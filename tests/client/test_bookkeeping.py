@@ -17,9 +17,10 @@ def _batch(n, seed=1, features=64):
             torch.randint(0, 10, (n,), generator=g))
 
 
-#: Every shipped model: logistic regression, the MLP, the 8x8 ReLU CNN and the 28x28 tanh
-#: CNN with group norm.
-MODELS = [(Model.LOGREG, 64), (Model.MLP, 64), (Model.CNN, 64), (Model.CNN, 784)]
+#: Every shipped model: logistic regression, the MLP, the 8x8 ReLU CNN, the 28x28 tanh
+#: CNN with group norm, and ScatterNet + group norm (no affine) + linear.
+MODELS = [(Model.LOGREG, 64), (Model.MLP, 64), (Model.CNN, 64), (Model.CNN, 784),
+          (Model.SCATTERNET, 784)]
 
 
 def _naive_clipped_sum(model, x, y, clip):
@@ -48,6 +49,25 @@ def test_clipped_sum_equals_a_naive_loop(model_name, features, clip):
     dp.step(x, y, nn.CrossEntropyLoss(reduction="sum"))
     for p, e in zip(model.parameters(), expected, strict=True):
         assert torch.allclose(p.grad.double(), e, atol=1e-6, rtol=1e-5), (p.shape, clip)
+
+
+def test_scatternet_on_cached_coefficients_clips_exactly_as_on_raw_images():
+    # What a client runs: DP-SGD on the coefficients it computed once (model_inputs), held
+    # against a naive per-example loop over the raw images through the whole model; the
+    # clipping covers exactly the linear layer, the model's only parameters.
+    model = build_model(Model.SCATTERNET, num_features=784, num_classes=10, seed=0)
+    assert [n for n, _ in model.named_parameters()] == ["head.weight", "head.bias"]
+    x, y = _batch(16, seed=3, features=784)
+    x = x.abs().clamp(max=1.0)  # pixels in [0, 1]
+    coefficients = model.scatter(x)  # (16, 81, 7, 7)
+    for clip in (0.01, 100.0):
+        expected = _naive_clipped_sum(model, x, y, clip)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        dp = BookKeepingDpSgd(model, opt, noise_multiplier=0.0, max_grad_norm=clip,
+                              expected_batch_size=1, noise_generator=None)
+        dp.step(coefficients, y, nn.CrossEntropyLoss(reduction="sum"))
+        for p, e in zip(model.parameters(), expected, strict=True):
+            assert torch.allclose(p.grad.double(), e, atol=1e-6, rtol=1e-5), (p.shape, clip)
 
 
 def _opacus_update(model, x_batches, y_batches, sigma, clip, seed, expected):
@@ -133,6 +153,10 @@ def test_only_covered_layers_qualify():
     assert not supports(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)))
     assert not supports(nn.Sequential(nn.Conv2d(4, 4, 3, padding="same")))
     assert not supports(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)))
+    # parameter-free, but it mixes the batch: per-example gradients would be wrong
+    assert not supports(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, affine=False)))
+    assert supports(nn.Sequential(nn.GroupNorm(2, 4, affine=False), nn.Flatten(),
+                                  nn.Linear(4, 2)))
     assert not supports(nn.Sequential(nn.ReLU()))
 
 

@@ -109,6 +109,35 @@ def _utility(p: dict[str, Any]) -> list[str]:
              "Record-level targets are the whole run's ε, calibrated up front."]
     if "distributed" in p:
         rows += [""] + _distributed(p["distributed"])
+    if "fashion_mnist" in p:
+        rows += [""] + _fashion_mnist(p["fashion_mnist"])
+    return rows
+
+
+def _fashion_mnist(p: dict[str, Any]) -> list[str]:
+    ceiling = {r["setting"]: r["final_accuracy"] for r in p["rows"] if r["mode"] == "none"}
+    m = p["meta"]
+    rows = [f"### Fashion-MNIST, federated and non-IID ({'quick' if m['quick'] else 'full'}, "
+            f"{m['date']}, {m['cpus']} CPUs, {m['device']}, torch {m['torch']}, opacus "
+            f"{m['opacus']}, flwr {m['flwr']}; {m['seconds'] / 60:.0f} min) — `python -m "
+            f"bench.suites.fashion_mnist{' --quick' if m['quick'] else ''}` (also part of "
+            "`fedpriv bench utility`)", "",
+            "| Fashion-MNIST | mode | target ε | ε (PLD) | test accuracy | points below "
+            "non-private | run time |", "|---|---|---|---|---|---|---|"]
+    for r in p["rows"]:
+        gap = 100 * (ceiling.get(r["setting"], r["final_accuracy"]) - r["final_accuracy"])
+        rows.append(f"| {r['setting']} | {r['mode']} | {_f(r['target'], 'g')} | "
+                    f"{_f(r['epsilon'], '.2f')} | {100 * r['final_accuracy']:.1f} % | "
+                    f"{gap:+.1f} | {r['seconds'] / 60:.1f} min |")
+    c = p["config"]
+    rows += ["", f"Scenario `{p['scenario']}` ({p['data']}): {c.get('clients')} clients, "
+             f"Dirichlet α = {c.get('alpha')}, ScatterNet (J = 2, L = 8) + group norm + "
+             f"linear (Tramèr & Boneh 2021), {c.get('rounds')} rounds of "
+             f"{c.get('local-epochs')} local epoch(s), batch {c.get('batch-size')}, lr "
+             f"{c.get('lr')}, momentum {c.get('momentum')}, clip {c.get('clip-norm')}; δ = "
+             "1e-5, each client's ε calibrated for the whole run from its own sampling rate. "
+             "Centralised: the same settings with one client holding all 60,000 images. "
+             f"Plot: `{p['plot']}`. {p.get('note', '')}".rstrip()]
     return rows
 
 

@@ -3,14 +3,16 @@
 Record-level DP-SGD calibrated to target epsilons (the whole run's budget), and
 user-level DP-FedAvg at several noise multipliers, with the non-private accuracy as the
 ceiling; then distributed DP against central user-level DP at the same epsilon
-(:mod:`bench.suites.distributed`). Writes ``bench/results/utility.png``.
+(:mod:`bench.suites.distributed`). Writes ``bench/results/utility.png``. Then the
+Fashion-MNIST frontier, federated and centralised (:mod:`bench.suites.fashion_mnist`;
+``utility-fashion-mnist.png``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench.suites import distributed
+from bench.suites import distributed, fashion_mnist
 from bench.suites.common import RESULTS, simulate
 
 
@@ -34,7 +36,8 @@ def run(quick: bool) -> dict[str, Any]:
                          "epsilon": summary["epsilon"]["federation"],
                          "final_accuracy": summary["final_accuracy"]})
     _plot(rows, rounds)
-    return {"rounds": rounds, "rows": rows, "distributed": distributed.run(quick)}
+    return {"rounds": rounds, "rows": rows, "distributed": distributed.run(quick),
+            "fashion_mnist": fashion_mnist.run(quick)}
 
 
 def _plot(rows: list[dict[str, Any]], rounds: int) -> None:

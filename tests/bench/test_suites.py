@@ -79,3 +79,43 @@ def test_lm_suite_reports_tokens_per_second_and_adapter_bytes():
             "opacus": "o", "flwr": "f"}
     text = render({"lm": {"meta": meta, **result}})
     assert "DP-LoRA" in text and "fedpriv bench lm --quick" in text
+
+
+def test_the_fashion_mnist_frontier_runs_the_scenario_federated_and_centralised(
+        tmp_path, monkeypatch):
+    # The plumbing, with simulate() stubbed (the real runs are the benchmark itself): the
+    # scenario's settings, each epsilon once federated, the centralised comparison, the
+    # non-private ceilings, the plot and the README table.
+    from bench.suites import fashion_mnist
+
+    calls = []
+
+    def fake_simulate(*sets, timeout):
+        kv = dict(s.split("=", 1) for s in sets)
+        calls.append(kv)
+        eps = float(kv["target-epsilon"]) if kv["dp-mode"] == "record" else None
+        acc = 0.9 if eps is None else 0.8 + eps / 100
+        return {"epsilon": {"federation": eps}, "final_accuracy": acc}, []
+
+    monkeypatch.setattr(fashion_mnist, "simulate", fake_simulate)
+    monkeypatch.setattr(fashion_mnist, "RESULTS", tmp_path)
+    result = fashion_mnist.run(quick=False)
+    assert all(c["model"] == "scatternet" and c["dataset"] == "fashion-mnist"
+               and c["alpha"] == "0.5" for c in calls)
+    assert all(c["max-epsilon"] == "inf" for c in calls if c["dp-mode"] == "record")
+    fed = [r for r in result["rows"] if r["setting"] == "federated"]
+    central = [r for r in result["rows"] if r["setting"] == "centralised"]
+    assert [r["target"] for r in fed] == [None, 1.0, 3.0, 8.0]
+    assert [r["target"] for r in central] == [None, 3.0]
+    assert all(c["clients"] == "1" and c["partition"] == "iid" for c in calls
+               if c.get("clients") == "1")
+    assert sum(c.get("clients") == "1" for c in calls) == 2
+    assert (tmp_path / fashion_mnist.PLOT).stat().st_size > 0
+    meta = {"date": "d", "quick": False, "cpus": 2, "device": "cpu", "torch": "t",
+            "opacus": "o", "flwr": "f", "seconds": 60.0}
+    payload = {"meta": meta, "rounds": 5, "rows": [
+        {"mode": "none", "target": None, "epsilon": None, "final_accuracy": 0.9}],
+        "fashion_mnist": result}
+    text = render({"utility": payload})
+    assert "| federated | record | 3 | 3.00 | 83.0 % | +7.0 |" in text
+    assert "| centralised | none | - | - | 90.0 % | +0.0 |" in text

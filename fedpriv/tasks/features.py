@@ -83,7 +83,7 @@ def model_inputs(cfg: RunConfig, data: ArrayDataset) -> ArrayDataset:
         return data
     x = np.ascontiguousarray(data.x)
     digest = hashlib.blake2b(f"{x.dtype}:{x.shape}:".encode(), digest_size=20)
-    digest.update(x.reshape(-1).view(np.uint8))  # no copy of the images
+    digest.update(x.data)  # the contiguous buffer itself: no copy of the images
     key = f"scatternet-{digest.hexdigest()}"
     with _lock:
         cached = _cache.get(key)

@@ -176,8 +176,9 @@ class Scattering2D(nn.Module):
             raise ValueError(f"need J >= 1, L >= 1 and a shape divisible by 2^J; got "
                              f"shape={shape}, J={J}, L={L}")
         self.shape, self.J, self.L = (M, N), J, L
-        self.padded = tuple(2 ** J * ((d + 2 ** J) // 2 ** J + 1) for d in (M, N))
-        phi, psi = scattering_filters(*self.padded, J, L)
+        pm, pn = (2 ** J * ((d + 2 ** J) // 2 ** J + 1) for d in (M, N))
+        self.padded = (pm, pn)
+        phi, psi = scattering_filters(pm, pn, J, L)
         # Each filter is only ever followed by one subsampling, by 2^(J - res) for phi at
         # resolution res and 2^(j - res) for psi_j: its 1 / k^2 is folded in here.
         for res, f in enumerate(phi):

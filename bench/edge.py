@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         train_s = time.perf_counter() - t0
         plain_bytes = sum(a.numpy().nbytes for a in reply.content[ARRAYS].values())
         d = sum(int(np.prod(a.shape)) for a in model.state_dict().values())
-        layout = layout_for(cfg)
+        layout = layout_for(cfg.secagg)
         # Secure-aggregation upload for a cohort of 10 (k, t derived as the clients do).
         x = {u: np.zeros(layout.length(d), np.uint64) for u in range(1, 11)}
         enrolment = enrol(list(x))

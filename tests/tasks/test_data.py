@@ -100,4 +100,4 @@ def test_array_dataset_rejects_mismatched_rows():
 
 
 def test_resolved_defaults_per_dataset():
-    assert RunConfig().resolved().resolved_partition is Partition.DIRICHLET
+    assert RunConfig().resolved().data.partition is Partition.DIRICHLET

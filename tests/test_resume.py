@@ -84,6 +84,9 @@ def test_kill_9_mid_run_then_resume_charges_every_round_exactly_once(tmp_path):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"round   {ROUNDS}" in resumed.stdout
     assert all(w in resumed.stdout for w in ("final accuracy", "ε", "secagg")), resumed.stdout
+    # Flower's and Ray's own chatter stays in the run's log, off the terminal
+    assert not any(w in resumed.stdout + resumed.stderr
+                   for w in ("Manually terminating", "INFO :", "DeprecationWarning")), resumed
     config = tomllib.loads((out / "config.toml").read_text())
     assert config["scenario"] == "default" and config["config"]["rounds"] == ROUNDS
     summary = json.loads((out / "summary.json").read_text())

@@ -114,14 +114,17 @@ def _utility(p: dict[str, Any]) -> list[str]:
 
 def _distributed(p: dict[str, Any]) -> list[str]:
     rows = ["| mode (secure aggregation on) | n_min | ε (PLD) | final accuracy (mean, "
-            "range) | points below central (nearest ε) | modulus bits | coordinates / "
-            "client | client encode |",
+            "range) | points below central (nearest ε; paired mean, 95 % CI) | modulus "
+            "bits | coordinates / client | client encode |",
             "|---|---|---|---|---|---|---|---|"]
     for r in p["rows"]:
         lo, hi = r.get("accuracy_range") or (r["final_accuracy"], r["final_accuracy"])
+        ci = r.get("gap_ci95_points")
+        gap = f"{r['gap_points']:+.1f}" + (f" ({ci[0]:+.1f} to {ci[1]:+.1f})"
+                                            if ci and ci[0] != ci[1] else "")
         rows.append(f"| {r['mode']} | {_f(r['min_survivors'], 'd')} | {r['epsilon']:.2f} | "
                     f"{r['final_accuracy']:.3f} ({lo:.3f}-{hi:.3f}, {r.get('seeds', 1)} "
-                    f"seeds) | {r['gap_points']:+.1f} | "
+                    f"seeds) | {gap} | "
                     f"{r['modulus_bits']} | {r['coordinates']} | "
                     f"{1e3 * r['client_encode_seconds']:.1f} ms |")
     rows += ["", f"digits, {p['clients']} clients (IID), logistic regression, 5 local "
@@ -132,7 +135,9 @@ def _distributed(p: dict[str, Any]) -> list[str]:
              "sees the exact sum first). Distributed: each client noises its own share "
              "before masking, enough that n_min survivors make the whole noise, so a full "
              "cohort carries cohort / n_min times central's variance. Each coordinate "
-             "travels as a uint64 in both modes today."]
+             "travels as a uint64 in both modes today. Seeds are paired across modes (same "
+             "data, partition and initial model; independent noise); the runs are "
+             "in-process, the same ServerApp and ClientApp code on a loopback grid."]
     return rows
 
 

@@ -62,6 +62,34 @@ def test_the_utility_report_shows_the_distributed_gap():
     assert "points below central" in text
     assert ("| distributed | 12 | 8.00 | 0.850 (0.850-0.850, 1 seeds) | +2.0 | 22 | 1027 | "
             "2.0 ms |") in text
+    payload["distributed"]["rows"][1].update(gap_ci95_points=[-1.25, 5.25], seeds=10)
+    assert "0.850 (0.850-0.850, 10 seeds) | +2.0 (-1.2 to +5.2) | 22 |" in render(
+        {"utility": payload})
+
+
+def test_distributed_gaps_are_paired_by_seed(monkeypatch):
+    # Two seeds whose central and distributed accuracies move together: the paired
+    # differences are constant, so the interval is a point, whatever the spread.
+    from bench.suites import distributed
+
+    acc = {("user", 0): 0.9, ("user", 1): 0.5, ("distributed", 0): 0.8,
+           ("distributed", 1): 0.4}
+
+    def fake_run(sets, seed):
+        mode = sets["dp-mode"]
+        return {"final_accuracy": acc[(mode, seed)],
+                "epsilon": {"federation": 6.0 if mode == "distributed" else 8.0},
+                "secagg": {"modulus_bits": 13, "coordinates": 1027},
+                "distributed_dp": {"min_survivors": 12} if mode == "distributed" else None}
+
+    monkeypatch.setattr(distributed, "_run", fake_run)
+    monkeypatch.setattr(distributed, "_encode_seconds",
+                        lambda sets, repeats: {"user": 1e-4, "distributed": 1e-3})
+    rows = {r["mode"]: r for r in distributed.run(quick=True, seeds=(0, 1))["rows"]}
+    skellam = rows["distributed, Skellam shares (default)"]
+    assert skellam["gap_points"] == pytest.approx(10.0)
+    assert skellam["gap_ci95_points"] == pytest.approx([10.0, 10.0])
+    assert skellam["accuracy_range"] == [0.4, 0.8] and skellam["seeds"] == 2
 
 
 def test_lm_suite_reports_tokens_per_second_and_adapter_bytes():

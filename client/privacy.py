@@ -13,26 +13,18 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from fedpriv.config import DpMode, Model, RunConfig
-from fedpriv.ddp_plan import distributed_plan, model_dimension
-from fedpriv.dp_plan import record_noise_multiplier, record_shape
-from fedpriv.privacy import (
-    DpEvent,
-    DpSgdEvent,
-    GaussianSumEvent,
-    PrivacyLedger,
-    clip_by_l2,
-    epsilon,
-    projected_epsilon,
-)
 from fedpriv.tasks import ArrayDataset, task_criterion, to_loader
 from fedpriv.tasks.training import proximal_term
+
+if TYPE_CHECKING:  # the accountant (dp-accounting, scipy) loads only under a DP mode
+    from fedpriv.privacy import DpEvent, DpSgdEvent, PrivacyLedger
 
 __all__ = [
     "LEDGER_PATH_KEY",
@@ -64,6 +56,8 @@ def client_ledger(cfg: RunConfig, node_config: Mapping[str, Any], client_id: str
         path = str(Path(cfg.deployment.run_dir) / "clients" / client_id / "ledger.sqlite")
     # A device's own ledger (node config) spans every run it takes part in: its budget is
     # the device's lifetime budget, and each entry records the run it came from.
+    from fedpriv.privacy import PrivacyLedger
+
     device = bool(node_config.get(LEDGER_PATH_KEY, ""))
     return PrivacyLedger.open_or_create(path, run_id=str(run_id), scope=client_id,
                                         delta=cfg.privacy.delta, max_epsilon=client_budget(cfg),
@@ -112,6 +106,10 @@ def planned_event(cfg: RunConfig, n_local: int, round_clip: float) -> DpEvent:
     its masks for a survivor set smaller than secure aggregation's minimum, so no
     unmasked sum holds fewer shares while its peers follow the protocol.
     """
+    from fedpriv.ddp_plan import distributed_plan, model_dimension
+    from fedpriv.dp_plan import record_noise_multiplier, record_shape
+    from fedpriv.privacy import DpSgdEvent, GaussianSumEvent
+
     if cfg.privacy.dp_mode is DpMode.DISTRIBUTED:
         plan = distributed_plan(cfg, model_dimension(cfg))
         return plan.event(plan.min_clients)
@@ -133,6 +131,8 @@ def budget_refusal(ledger: PrivacyLedger, event: DpEvent, cfg: RunConfig | None 
     The budget is the ledger's (fixed when it was created) or, if lower, what ``cfg``
     asks now (:func:`client_budget`); the check is a dry run before any data is touched.
     """
+    from fedpriv.privacy import epsilon, projected_epsilon
+
     spent = [ev for _, ev in ledger.events()]
     budget = ledger.max_epsilon
     label = "its budget"
@@ -291,6 +291,8 @@ def user_update(local: Mapping[str, torch.Tensor], global_: Mapping[str, torch.T
 
     Returns the clipped update and b = 1[||Delta|| <= C] for adaptive clipping.
     """
+    from fedpriv.privacy import clip_by_l2
+
     keys = list(global_.keys())
     delta = [local[k].detach().cpu().numpy().astype(np.float32)
              - global_[k].detach().cpu().numpy().astype(np.float32) for k in keys]

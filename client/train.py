@@ -9,7 +9,7 @@ secure-aggregation stages that need none of them.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,7 +36,6 @@ from client.secagg import (
     maybe_vanish,
 )
 from fedpriv.config import DpMode, RunConfig, StrategyName
-from fedpriv.ddp_plan import distributed_plan, model_dimension
 from fedpriv.messages import (
     ARRAYS,
     CLIENT_EPSILON,
@@ -64,9 +63,6 @@ from fedpriv.messages import (
     UPDATE_WEIGHT,
     config_from_record,
 )
-from fedpriv.privacy import DpEvent, DpSgdEvent, PrivacyLedger, epsilon
-from fedpriv.privacy.attest import HeadSigner
-from fedpriv.privacy.discrete import SecureUniforms, SeededUniforms, UniformSource
 from fedpriv.tasks import (
     build_task_model,
     evaluate,
@@ -75,8 +71,12 @@ from fedpriv.tasks import (
     to_loader,
     train_epochs,
 )
-from strategies.dp_fedavg import TEST_ONLY_NOISE_SCALE
 from strategies.updates import numpy_record
+
+if TYPE_CHECKING:  # DP-only: the accountant (dp-accounting, scipy) loads under a DP mode
+    from fedpriv.privacy import DpEvent, PrivacyLedger
+    from fedpriv.privacy.attest import HeadSigner
+    from fedpriv.privacy.discrete import UniformSource
 
 __all__ = ["evaluate_reply", "train_reply"]
 
@@ -129,8 +129,8 @@ def train_reply(msg: Message, context: Context) -> Message:
     ledger = event = cache = identity = None
     payload: Payload | None = None
     privacy: dict[str, bool | float | str] = {CLIENT_ID: client_id}
-    digest = model_digest({k: v.numpy() for k, v in global_state.items()})
     if cfg.privacy.dp_mode is not DpMode.NONE:
+        digest = model_digest({k: v.numpy() for k, v in global_state.items()})
         identity = head_identity(cfg, node_config)
         ledger = client_ledger(cfg, node_config, client_id, run_id,
                                signer=identity[1].public if identity else None)
@@ -165,6 +165,8 @@ def train_reply(msg: Message, context: Context) -> Message:
             ledger.append(server_round, event, run_id=run_id)
     content, metrics = _content(cfg, msg, context, payload, server_round)
     if ledger is not None:
+        from fedpriv.privacy import epsilon
+
         spent = epsilon([ev for _, ev in ledger.events()], ledger.delta)
         privacy.update({REFUSED: False, CLIENT_EPSILON: spent,
                         DP_EVENT: str(payload.info["event"]),
@@ -190,7 +192,7 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
     model.to(device)
     part = int(node_config.get(NODE_PARTITION_ID, 0))
     mu = cfg.training.proximal_mu if cfg.training.strategy is StrategyName.FEDPROX else 0.0
-    if isinstance(event, DpSgdEvent):
+    if event is not None and _is_dp_sgd(event):
         loss = dp_sgd_train(
             model, data, cfg, event=event, device=device, proximal_mu=mu,
             sampling=privacy_generator(cfg, "cpu", server_round, part, 1),
@@ -218,6 +220,9 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
         # The release includes the noise: the payload kept for a replay is the encoded,
         # noised vector itself, so a resumed run asking again gets exactly this release.
         update, _ = user_update(local_state, global_state, cfg.privacy.clip_norm)
+        from fedpriv.ddp_plan import distributed_plan, model_dimension
+        from strategies.dp_fedavg import TEST_ONLY_NOISE_SCALE
+
         keys = list(msg.content[ARRAYS].keys())  # the order the server decodes in
         plan = distributed_plan(cfg, model_dimension(cfg))
         x = encode_distributed(
@@ -241,8 +246,16 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
                    info=info)
 
 
+def _is_dp_sgd(event: DpEvent) -> bool:
+    from fedpriv.privacy import DpSgdEvent  # an event exists only under a DP mode
+
+    return isinstance(event, DpSgdEvent)
+
+
 def _noise_source(cfg: RunConfig, server_round: int, part: int) -> UniformSource:
     """Uniforms for the noise share: OS-keyed ChaCha20, seeded only if reproducible."""
+    from fedpriv.privacy.discrete import SecureUniforms, SeededUniforms
+
     if cfg.training.reproducible:
         return SeededUniforms(np.random.default_rng([cfg.training.seed, server_round, part, 4]))
     return SecureUniforms()

@@ -24,7 +24,31 @@ def render(results: dict[str, Any]) -> str:
         out.append("")
         out += _SECTIONS[name](payload)
         out.append("")
+    out += _where_the_time_goes()
     return "\n".join(out) + "\n"
+
+
+def _where_the_time_goes() -> list[str]:
+    """One paragraph per saved profile (``bench/profiles/<name>.json``)."""
+    from bench.suites.profiles import load
+
+    profiles = load()
+    if not profiles:
+        return []
+    out = ["## where the time goes — `python -m bench.suites.profiles [NAME]`", "",
+           "py-spy samples of the busiest thread (flame graphs: "
+           "`bench/profiles/<name>.speedscope.json`, open at speedscope.app). Each sample "
+           "goes to the innermost frame matching a category; process start-up imports are "
+           "counted apart. Fixed: paid per round or per process whatever the data size; "
+           "per-example: grows with the examples trained.", ""]
+    for name, p in profiles.items():
+        cats = ", ".join(f"{c} {100 * v:.0f}%" for c, v in p["categories"].items() if v >= 0.01)
+        top = ", ".join(f"{k} {100 * v:.0f}%" for k, v in p["top_self"][:5])
+        imports = 100 * p["imports_share_of_all"]
+        out += [f"**{name}** ({p['samples']} samples; imports {imports:.0f}% of all): "
+                f"fixed {100 * p['fixed_share']:.0f}%, per-example "
+                f"{100 * p['per_example_share']:.0f}% — {cats}. Top self time: {top}.", ""]
+    return out
 
 
 def _dpsgd(p: dict[str, Any]) -> list[str]:
@@ -162,5 +186,27 @@ def _lm(p: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _edge(p: dict[str, Any]) -> list[str]:
+    rows = ["| client | configuration | RSS after imports MB | peak RSS MB | peak ratio | "
+            "imports ratio | train round s | reply bytes | needless imports |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    rows += [f"| {r['client']} | {r['config']} | {r['rss_after_imports_mb']:.0f} | "
+             f"{r['peak_rss_mb']:.0f} | {r['peak_ratio']:.2f} | {r['imports_ratio']:.2f} | "
+             f"{r['train_round_seconds']:.2f} | {r['reply_bytes']:,.0f} | "
+             f"{', '.join(r['needless_imports']) or '-'} |" for r in p["rows"]]
+    steps = " → ".join(f"{s['step']} +{s['delta_mb']:.0f}" for s in p["import_breakdown"])
+    rows += ["", f"One train round on the device's own .npz data ({p['examples']} digits "
+             f"examples, MLP, 1 local epoch, one thread), each figure the median of "
+             f"{p['repeats']} fresh processes that import the app, read the recorded "
+             "message and Context (protobuf, as a SuperNode hands them over) and call the "
+             "app once. Peak RSS is the process's VmHWM (ru_maxrss survives exec on Linux "
+             "and would report the spawning parent's). Ratios are over the minimal Flower + "
+             f"torch client (`bench/edge_minimal.py`); goal ≤ {p['goal_peak_ratio']}. "
+             "Needless imports: packages a device's round has no use for (rich comes with "
+             "Flower itself).", "",
+             f"RSS growth importing the train path step by step (MB): {steps}."]
+    return rows
+
+
 _SECTIONS = {"dpsgd": _dpsgd, "accounting": _accounting, "secagg": _secagg,
-             "round": _round, "utility": _utility, "lm": _lm}
+             "round": _round, "utility": _utility, "lm": _lm, "edge": _edge}

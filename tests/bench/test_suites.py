@@ -107,3 +107,45 @@ def test_lm_suite_reports_tokens_per_second_and_adapter_bytes():
             "opacus": "o", "flwr": "f"}
     text = render({"lm": {"meta": meta, **result}})
     assert "DP-LoRA" in text and "fedpriv bench lm --quick" in text
+
+
+def test_edge_suite_compares_fresh_processes_with_the_minimal_client():
+    from bench.edge import CONFIGS
+    from bench.suites import edge
+
+    result = edge.run(quick=True)
+    rows = result["rows"]
+    assert [(r["client"], r["config"]) for r in rows] == (
+        [("minimal Flower + torch", "no privacy")]
+        + [("fedpriv", name) for name in CONFIGS])
+    minimal = rows[0]
+    for r in rows:
+        assert 0 < r["rss_at_start_mb"] < r["rss_after_imports_mb"] <= r["peak_rss_mb"]
+        assert r["train_round_seconds"] > 0 and r["reply_bytes"] > 0
+        assert r["peak_ratio"] == r["peak_rss_mb"] / minimal["peak_rss_mb"]
+        assert r["imports_ratio"] == r["rss_after_imports_mb"] / minimal["rss_after_imports_mb"]
+        # nothing on the device path that the minimal Flower client does not load too
+        assert set(r["needless_imports"]) <= set(minimal["needless_imports"]), r
+    # the masked vector travels as uint64 per coordinate: twice the float32 model
+    assert rows[-1]["reply_bytes"] > 1.5 * rows[1]["reply_bytes"]
+    steps = [s["step"] for s in result["import_breakdown"]]
+    assert steps[0] == "interpreter" and "torch" in steps
+    meta = {"date": "d", "quick": True, "cpus": 2, "device": "cpu", "torch": "t",
+            "opacus": "o", "flwr": "f"}
+    text = render({"edge": {"meta": meta, **result}})
+    assert "fedpriv bench edge --quick" in text and "peak ratio" in text
+
+
+def test_profile_breakdown_attributes_samples_to_categories():
+    from bench.suites.profiles import breakdown
+
+    frames = [{"name": "_find_and_load", "file": "<frozen importlib._bootstrap>"},
+              {"name": "append", "file": "/x/fedpriv/privacy/ledger.py"},
+              {"name": "step", "file": "/x/client/bookkeeping.py"},
+              {"name": "main", "file": "/x/run.py"}]
+    speedscope = {"shared": {"frames": frames}, "profiles": [
+        {"samples": [[3, 0], [3, 1], [3, 2], [3, 2], [3, 2]], "weights": [1, 1, 1, 1, 1]}]}
+    b = breakdown(speedscope)
+    assert b["imports_share_of_all"] == 0.2
+    assert b["categories"]["ledger (SQLite, signatures, fsync)"] == 0.25
+    assert b["fixed_share"] == 0.25 and b["per_example_share"] == 0.75

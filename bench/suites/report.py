@@ -151,7 +151,9 @@ def _distributed(p: dict[str, Any]) -> list[str]:
                     f"seeds) | {gap} | "
                     f"{r['modulus_bits']} | {r['coordinates']} | "
                     f"{1e3 * r['client_encode_seconds']:.1f} ms |")
-    rows += ["", f"digits, {p['clients']} clients (IID), logistic regression, 5 local "
+    when = p.get("meta", {}).get("date")
+    rows += ["", (f"Measured {when}. " if when else "")
+             + f"digits, {p['clients']} clients (IID), logistic regression, 5 local "
              f"epochs, {p['rounds']} rounds, δ = 1e-5. Distributed targets ε "
              f"{p['target_epsilon']:g} and spends less when more than n_min clients survive "
              "(the ledger records the noise present); each row is compared with the central "

@@ -12,6 +12,8 @@ the protocol); training and evaluation load torch, the data and the accountant f
 
 from __future__ import annotations
 
+import logging
+
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
@@ -19,6 +21,20 @@ from client.secagg import advertise, consistency, maybe_vanish, share, unmask
 from fedpriv.messages import CONFIG, config_from_record
 
 __all__ = ["app"]
+
+
+class _DropActorShutdown(logging.Filter):
+    """Hide Flower's notice that a simulation actor was stopped at the end of a run.
+
+    Every Ray actor that hosts ClientApps logs "Manually terminating ClientAppActor" at
+    WARNING when the run ends normally; Ray forwards it to the user's terminal.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Manually terminating")
+
+
+logging.getLogger("flwr").addFilter(_DropActorShutdown())
 
 app = ClientApp()
 

@@ -38,9 +38,9 @@ __all__ = ["canary_key", "canary_reply", "is_canary"]
 
 def is_canary(cfg: RunConfig, node_config: Mapping[str, Any]) -> bool:
     """Whether this simulated node is one of the run's canaries."""
-    if cfg.canaries <= 0 or NODE_PARTITION_ID not in node_config:
+    if cfg.privacy.canaries <= 0 or NODE_PARTITION_ID not in node_config:
         return False
-    return int(node_config[NODE_PARTITION_ID]) >= cfg.clients
+    return int(node_config[NODE_PARTITION_ID]) >= cfg.training.clients
 
 
 def canary_key(run_dir: str | Path) -> bytes:
@@ -55,13 +55,13 @@ def canary_key(run_dir: str | Path) -> bytes:
 def canary_reply(cfg: RunConfig, node_config: Mapping[str, Any], msg: Message,
                  clip: float) -> dict[str, Any]:
     """The canary's reply: ``C * c_j`` shaped like the model, unweighted, unclipped."""
-    index = int(node_config[NODE_PARTITION_ID]) - cfg.clients
+    index = int(node_config[NODE_PARTITION_ID]) - cfg.training.clients
     arrays = msg.content[ARRAYS]
     # The direction is laid out over the parameters in sorted-name order (the auditor
     # flattens the saved model the same way); the reply keeps the model's own order.
     shapes = {k: arrays[k].numpy().shape for k in sorted(arrays.keys())}
     dim = sum(int(np.prod(s)) for s in shapes.values())
-    direction = canary_direction(canary_key(cfg.run_dir), index, dim) * clip  # (dim,)
+    direction = canary_direction(canary_key(cfg.deployment.run_dir), index, dim) * clip  # (dim,)
     parts, at = {}, 0
     for key, shape in shapes.items():
         size = int(np.prod(shape))

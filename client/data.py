@@ -29,7 +29,7 @@ def node_overrides(cfg: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
         values["device"] = node_config[NODE_DEVICE]
     if NODE_MAX_EPSILON in node_config:
         own = float(node_config[NODE_MAX_EPSILON])
-        values["client-max-epsilon"] = min(own, cfg.client_max_epsilon)
+        values["client-max-epsilon"] = min(own, cfg.privacy.client_max_epsilon)
     return RunConfig.from_mapping(values, base=cfg) if values else cfg
 
 
@@ -57,8 +57,8 @@ def local_data(cfg: RunConfig, node_config: Mapping[str, Any]) -> ArrayDataset:
     # Canary nodes (partition-id >= clients) hold no data: the real clients split the
     # data set among ``clients`` partitions whatever the engine's node count.
     partitions = int(node_config[NODE_NUM_PARTITIONS])
-    if cfg.canaries > 0:
-        partitions = cfg.clients
+    if cfg.privacy.canaries > 0:
+        partitions = cfg.training.clients
     return client_dataset(cfg, int(node_config[NODE_PARTITION_ID]), partitions)
 
 

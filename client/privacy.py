@@ -13,26 +13,18 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from fedpriv.config import DpMode, Model, RunConfig
-from fedpriv.ddp_plan import distributed_plan, model_dimension
-from fedpriv.dp_plan import record_noise_multiplier, record_shape
-from fedpriv.privacy import (
-    DpEvent,
-    DpSgdEvent,
-    GaussianSumEvent,
-    PrivacyLedger,
-    clip_by_l2,
-    epsilon,
-    projected_epsilon,
-)
 from fedpriv.tasks import ArrayDataset, task_criterion, to_loader
 from fedpriv.tasks.training import proximal_term
+
+if TYPE_CHECKING:  # the accountant (dp-accounting, scipy) loads only under a DP mode
+    from fedpriv.privacy import DpEvent, DpSgdEvent, PrivacyLedger
 
 __all__ = [
     "LEDGER_PATH_KEY",
@@ -56,17 +48,19 @@ def client_ledger(cfg: RunConfig, node_config: Mapping[str, Any], client_id: str
     """Open (or create) this client's own ledger (``signer``: its identity public key)."""
     path = str(node_config.get(LEDGER_PATH_KEY, "") or "")
     if not path:
-        if not cfg.run_dir:
+        if not cfg.deployment.run_dir:
             raise ValueError(
                 f"no ledger path: set the node config key {LEDGER_PATH_KEY!r} "
                 "(or run-dir in simulation)"
             )
-        path = str(Path(cfg.run_dir) / "clients" / client_id / "ledger.sqlite")
+        path = str(Path(cfg.deployment.run_dir) / "clients" / client_id / "ledger.sqlite")
     # A device's own ledger (node config) spans every run it takes part in: its budget is
     # the device's lifetime budget, and each entry records the run it came from.
+    from fedpriv.privacy import PrivacyLedger
+
     device = bool(node_config.get(LEDGER_PATH_KEY, ""))
     return PrivacyLedger.open_or_create(path, run_id=str(run_id), scope=client_id,
-                                        delta=cfg.delta, max_epsilon=client_budget(cfg),
+                                        delta=cfg.privacy.delta, max_epsilon=client_budget(cfg),
                                         signer=signer, multi_run=device)
 
 
@@ -78,9 +72,9 @@ def client_budget(cfg: RunConfig) -> float:
     each client enforcing it before every round (round 1 included) keeps the federation
     within budget without the server knowing any client's data size.
     """
-    if cfg.dp_mode is DpMode.RECORD:
-        return min(cfg.client_max_epsilon, cfg.max_epsilon)
-    return cfg.client_max_epsilon
+    if cfg.privacy.dp_mode is DpMode.RECORD:
+        return min(cfg.privacy.client_max_epsilon, cfg.privacy.max_epsilon)
+    return cfg.privacy.client_max_epsilon
 
 
 def privacy_generator(cfg: RunConfig, device: torch.device | str, *stream: int
@@ -93,8 +87,8 @@ def privacy_generator(cfg: RunConfig, device: torch.device | str, *stream: int
     assume. Without DP (no claim to protect) or with ``reproducible = true`` (research)
     it is derived from the run's seed and ``stream``, so runs reproduce.
     """
-    if cfg.reproducible or cfg.dp_mode is DpMode.NONE:
-        seed = int(np.random.SeedSequence([cfg.seed, *stream]).generate_state(1)[0])
+    if cfg.training.reproducible or cfg.privacy.dp_mode is DpMode.NONE:
+        seed = int(np.random.SeedSequence([cfg.training.seed, *stream]).generate_state(1)[0])
     else:
         seed = int.from_bytes(os.urandom(8), "little")
     return torch.Generator(device=device).manual_seed(seed)
@@ -112,18 +106,22 @@ def planned_event(cfg: RunConfig, n_local: int, round_clip: float) -> DpEvent:
     its masks for a survivor set smaller than secure aggregation's minimum, so no
     unmasked sum holds fewer shares while its peers follow the protocol.
     """
-    if cfg.dp_mode is DpMode.DISTRIBUTED:
+    from fedpriv.ddp_plan import distributed_plan, model_dimension
+    from fedpriv.dp_plan import record_noise_multiplier, record_shape
+    from fedpriv.privacy import DpSgdEvent, GaussianSumEvent
+
+    if cfg.privacy.dp_mode is DpMode.DISTRIBUTED:
         plan = distributed_plan(cfg, model_dimension(cfg))
         return plan.event(plan.min_clients)
-    if cfg.dp_mode is DpMode.RECORD:
+    if cfg.privacy.dp_mode is DpMode.RECORD:
         q, steps = record_shape(cfg, n_local)
         return DpSgdEvent(noise_multiplier=record_noise_multiplier(cfg, n_local),
-                          sampling_rate=q, steps=steps, clip=cfg.clip_norm)
-    if cfg.dp_mode is DpMode.USER:
-        return GaussianSumEvent(noise_multiplier=cfg.noise_multiplier, sampling_rate=1.0,
+                          sampling_rate=q, steps=steps, clip=cfg.privacy.clip_norm)
+    if cfg.privacy.dp_mode is DpMode.USER:
+        return GaussianSumEvent(noise_multiplier=cfg.privacy.noise_multiplier, sampling_rate=1.0,
                                 clip=round_clip)
     raise ValueError(f"dp-mode must be record, user or distributed for a DP event, got "
-                     f"{cfg.dp_mode}")
+                     f"{cfg.privacy.dp_mode}")
 
 
 def budget_refusal(ledger: PrivacyLedger, event: DpEvent, cfg: RunConfig | None = None
@@ -133,14 +131,17 @@ def budget_refusal(ledger: PrivacyLedger, event: DpEvent, cfg: RunConfig | None 
     The budget is the ledger's (fixed when it was created) or, if lower, what ``cfg``
     asks now (:func:`client_budget`); the check is a dry run before any data is touched.
     """
+    from fedpriv.privacy import epsilon, projected_epsilon
+
     spent = [ev for _, ev in ledger.events()]
     budget = ledger.max_epsilon
     label = "its budget"
     if cfg is not None and client_budget(cfg) < budget:
         budget = client_budget(cfg)
-    if cfg is not None and cfg.dp_mode is DpMode.RECORD and budget == cfg.max_epsilon:
+    if (cfg is not None and cfg.privacy.dp_mode is DpMode.RECORD
+            and budget == cfg.privacy.max_epsilon):
         label = "max-epsilon"
-    elif cfg is not None and budget == cfg.client_max_epsilon:
+    elif cfg is not None and budget == cfg.privacy.client_max_epsilon:
         label = "client-max-epsilon"
     if math.isinf(budget):
         return ""
@@ -187,12 +188,12 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
 
     from client.bookkeeping import supports
 
-    ghost = (cfg.ghost_clipping and proximal_mu == 0.0
+    ghost = (cfg.privacy.ghost_clipping and proximal_mu == 0.0
              and cfg.resolved_model is not Model.LM_LORA)
     trainable = [p for p in model.parameters() if p.requires_grad]
     global_params = [p.detach().clone() for p in trainable] if proximal_mu else None
-    optimizer = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum)
-    loader = to_loader(data, cfg.batch_size, shuffle=True, generator=sampling)
+    optimizer = torch.optim.SGD(trainable, lr=cfg.training.lr, momentum=cfg.training.momentum)
+    loader = to_loader(data, cfg.training.batch_size, shuffle=True, generator=sampling)
     if (proximal_mu == 0.0 and cfg.resolved_model is not Model.LM_LORA
             and len(trainable) == len(list(model.parameters())) and supports(model)):
         return _bookkeeping_steps(model, optimizer, loader, event, device, noise)
@@ -290,6 +291,8 @@ def user_update(local: Mapping[str, torch.Tensor], global_: Mapping[str, torch.T
 
     Returns the clipped update and b = 1[||Delta|| <= C] for adaptive clipping.
     """
+    from fedpriv.privacy import clip_by_l2
+
     keys = list(global_.keys())
     delta = [local[k].detach().cpu().numpy().astype(np.float32)
              - global_[k].detach().cpu().numpy().astype(np.float32) for k in keys]

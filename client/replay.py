@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
 
 __all__ = ["Payload", "ReplayCache", "model_digest"]
 
@@ -72,6 +71,8 @@ class ReplayCache:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".replay.", suffix=".tmp")
         os.close(fd)
         try:
+            from safetensors.numpy import save_file
+
             save_file(tensors, tmp, metadata=meta)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -92,6 +93,8 @@ class ReplayCache:
             if (meta.get("run_id") != run_id or meta.get("round") != str(server_round)
                     or meta.get("model") != model):
                 return None
+            from safetensors.numpy import load_file
+
             return Payload(kind=meta["kind"], arrays=load_file(self.path),
                            info=json.loads(meta["info"]))
         except (OSError, ValueError, KeyError):

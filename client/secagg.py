@@ -85,11 +85,11 @@ def maybe_vanish(cfg: RunConfig, server_round: int, node_config: dict, stage: in
 
     A dropping client picks one of stages 2 (share), 3 (masked input) and 4 (unmask).
     """
-    if cfg.dropout_rate <= 0 or NODE_PARTITION_ID not in node_config:
+    if cfg.secagg.dropout_rate <= 0 or NODE_PARTITION_ID not in node_config:
         return
     part = int(node_config[NODE_PARTITION_ID])
-    rng = np.random.default_rng([cfg.seed, server_round, part, 0xD20])
-    drops, at = rng.random() < cfg.dropout_rate, int(rng.integers(2, 5))
+    rng = np.random.default_rng([cfg.training.seed, server_round, part, 0xD20])
+    drops, at = rng.random() < cfg.secagg.dropout_rate, int(rng.integers(2, 5))
     if drops and at == stage:
         raise SimulatedDropout(f"client {part} vanished before secure-aggregation stage "
                                f"{stage} of round {server_round} (dropout-rate)")
@@ -105,9 +105,9 @@ def _identity(cfg: RunConfig, node_config: dict) -> tuple[int, IdentityKey, Rost
             return (int(node_config[NODE_SECAGG_ID]),
                     load_identity(str(node_config[NODE_SECAGG_IDENTITY])),
                     load_roster(str(node_config[NODE_SECAGG_ROSTER])))
-        if NODE_PARTITION_ID in node_config and cfg.run_dir:
+        if NODE_PARTITION_ID in node_config and cfg.deployment.run_dir:
             node = int(node_config[NODE_PARTITION_ID])
-            root = Path(cfg.run_dir) / "identities"
+            root = Path(cfg.deployment.run_dir) / "identities"
             return node, load_identity(root / f"{node}.ed25519"), load_roster(
                 root / "roster.json")
     except CertError as err:
@@ -139,7 +139,7 @@ def _params(cfg: RunConfig, node_config: Any) -> SecurityParams:
     differs from the server's makes the derived setups differ, and the client refuses
     the round (fails safe).
     """
-    params = params_for(cfg)
+    params = params_for(cfg.secagg)
     pins: dict[str, Any] = {}
     if NODE_SECAGG_CORRUPTION in node_config:
         pins["corruption_rate"] = float(node_config[NODE_SECAGG_CORRUPTION])
@@ -159,11 +159,11 @@ def modulus_bits(cfg: RunConfig, layout: SumLayout | None = None) -> int:
     distributed DP, the plan's b (:func:`fedpriv.ddp_plan.distributed_plan`), which the
     client derives itself from the run config and the model's size.
     """
-    if cfg.dp_mode is DpMode.DISTRIBUTED:
+    if cfg.privacy.dp_mode is DpMode.DISTRIBUTED:
         from fedpriv.ddp_plan import distributed_plan, model_dimension
 
         return distributed_plan(cfg, model_dimension(cfg)).params.bits
-    return (layout or layout_for(cfg)).modulus_bits(cfg.clients)
+    return (layout or layout_for(cfg.secagg)).modulus_bits(cfg.training.clients)
 
 
 def _round(msg: Message) -> tuple[RunConfig, int, dict[str, Any]]:
@@ -218,13 +218,13 @@ def advertise(msg: Message, context: Context) -> RecordDict:
     if server_round <= last:
         raise SecAggError(f"round {server_round} is not after round {last}, the last this "
                           "client took part in (replayed round)")
-    if cfg.dp_mode is DpMode.DISTRIBUTED:
+    if cfg.privacy.dp_mode is DpMode.DISTRIBUTED:
         _check_plan(cfg, rec)
     node, identity, roster = _identity(cfg, dict(context.node_config))
     client = ClientSecAgg(node_id=node, run_id=int(context.run_id), round_id=server_round,
                           params=_params(cfg, context.node_config), identity=identity,
                           roster=roster,
-                          modulus_bits=modulus_bits(cfg), max_cohort=cfg.clients)
+                          modulus_bits=modulus_bits(cfg), max_cohort=cfg.training.clients)
     adv = client.advertise_keys()
     context.state[_LAST] = ConfigRecord({"round": server_round})
     _save(context, client)
@@ -275,7 +275,7 @@ def encode_update(update: dict[str, np.ndarray], keys: list[str], *, weight: int
     See :class:`fedpriv.secagg.SumLayout`; ``noise`` is an optional integer noise share
     (distributed DP), bounded by the layout's ``noise_bound``.
     """
-    layout = layout_for(cfg)
+    layout = layout_for(cfg.secagg)
     flat = np.concatenate([np.asarray(update[k], np.float64).ravel() for k in keys])
     try:
         return layout.encode(flat, weight=weight, unclipped=unclipped, loss=loss, rng=rng,

@@ -9,7 +9,7 @@ secure-aggregation stages that need none of them.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,7 +36,6 @@ from client.secagg import (
     maybe_vanish,
 )
 from fedpriv.config import DpMode, RunConfig, StrategyName
-from fedpriv.ddp_plan import distributed_plan, model_dimension
 from fedpriv.messages import (
     ARRAYS,
     CLIENT_EPSILON,
@@ -64,9 +63,6 @@ from fedpriv.messages import (
     UPDATE_WEIGHT,
     config_from_record,
 )
-from fedpriv.privacy import DpEvent, DpSgdEvent, PrivacyLedger, epsilon
-from fedpriv.privacy.attest import HeadSigner
-from fedpriv.privacy.discrete import SecureUniforms, SeededUniforms, UniformSource
 from fedpriv.tasks import (
     build_task_model,
     evaluate,
@@ -76,8 +72,12 @@ from fedpriv.tasks import (
     to_loader,
     train_epochs,
 )
-from strategies.dp_fedavg import TEST_ONLY_NOISE_SCALE
 from strategies.updates import numpy_record
+
+if TYPE_CHECKING:  # DP-only: the accountant (dp-accounting, scipy) loads under a DP mode
+    from fedpriv.privacy import DpEvent, PrivacyLedger
+    from fedpriv.privacy.attest import HeadSigner
+    from fedpriv.privacy.discrete import UniformSource
 
 __all__ = ["evaluate_reply", "train_reply"]
 
@@ -120,18 +120,18 @@ def train_reply(msg: Message, context: Context) -> Message:
     cfg, server_round = config_from_record(msg.content[CONFIG])
     node_config = dict(context.node_config)
     cfg = node_overrides(cfg, node_config)
-    round_clip = float(msg.content[CONFIG].get(ROUND_CLIP_NORM, cfg.clip_norm))
+    round_clip = float(msg.content[CONFIG].get(ROUND_CLIP_NORM, cfg.privacy.clip_norm))
     if is_canary(cfg, node_config):
         return _reply(msg, canary_reply(cfg, node_config, msg, round_clip))
     global_state = msg.content[ARRAYS].to_torch_state_dict()
     client_id = client_identity(node_config, context.node_id)
-    run_id = cfg.run_id or str(context.run_id)
+    run_id = cfg.deployment.run_id or str(context.run_id)
 
     ledger = event = cache = identity = None
     payload: Payload | None = None
     privacy: dict[str, bool | float | str] = {CLIENT_ID: client_id}
-    digest = model_digest({k: v.numpy() for k, v in global_state.items()})
-    if cfg.dp_mode is not DpMode.NONE:
+    if cfg.privacy.dp_mode is not DpMode.NONE:
+        digest = model_digest({k: v.numpy() for k, v in global_state.items()})
         identity = head_identity(cfg, node_config)
         ledger = client_ledger(cfg, node_config, client_id, run_id,
                                signer=identity[1].public if identity else None)
@@ -166,6 +166,8 @@ def train_reply(msg: Message, context: Context) -> Message:
             ledger.append(server_round, event, run_id=run_id)
     content, metrics = _content(cfg, msg, context, payload, server_round)
     if ledger is not None:
+        from fedpriv.privacy import epsilon
+
         spent = epsilon([ev for _, ev in ledger.events()], ledger.delta)
         privacy.update({REFUSED: False, CLIENT_EPSILON: spent,
                         DP_EVENT: str(payload.info["event"]),
@@ -185,24 +187,25 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
                    event: DpEvent | None, round_clip: float, server_round: int) -> Payload:
     """Train on local data; what this round releases, before any masking."""
     data = model_inputs(cfg, local_data(cfg, node_config))  # scatternet: coefficients, once
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.deployment.device)
     model = build_task_model(cfg, device=device)
     model.load_state_dict(global_state)
     model.to(device)
     part = int(node_config.get(NODE_PARTITION_ID, 0))
-    mu = cfg.proximal_mu if cfg.strategy is StrategyName.FEDPROX else 0.0
-    if isinstance(event, DpSgdEvent):
+    mu = cfg.training.proximal_mu if cfg.training.strategy is StrategyName.FEDPROX else 0.0
+    if event is not None and _is_dp_sgd(event):
         loss = dp_sgd_train(
             model, data, cfg, event=event, device=device, proximal_mu=mu,
             sampling=privacy_generator(cfg, "cpu", server_round, part, 1),
             noise=privacy_generator(cfg, device, server_round, part, 2))
     else:
-        loader = to_loader(data, cfg.batch_size, shuffle=True,
+        loader = to_loader(data, cfg.training.batch_size, shuffle=True,
                            generator=privacy_generator(cfg, "cpu", server_round, part))
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum)
+        optimizer = torch.optim.SGD(trainable, lr=cfg.training.lr, momentum=cfg.training.momentum)
         global_params = [p.detach().clone() for p in trainable] if mu > 0 else None
-        loss = train_epochs(model, loader, optimizer, epochs=cfg.local_epochs, device=device,
+        loss = train_epochs(model, loader, optimizer, epochs=cfg.training.local_epochs,
+                            device=device,
                             proximal_mu=mu, global_params=global_params,
                             criterion=task_criterion(cfg))
 
@@ -214,20 +217,23 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
                          "update is not sent")
     info: dict[str, Any] = {"event": event_json(event) if event is not None else "",
                             "loss": float(loss), "examples": len(data)}
-    if cfg.dp_mode is DpMode.DISTRIBUTED:
+    if cfg.privacy.dp_mode is DpMode.DISTRIBUTED:
         # The release includes the noise: the payload kept for a replay is the encoded,
         # noised vector itself, so a resumed run asking again gets exactly this release.
-        update, _ = user_update(local_state, global_state, cfg.clip_norm)
+        update, _ = user_update(local_state, global_state, cfg.privacy.clip_norm)
+        from fedpriv.ddp_plan import distributed_plan, model_dimension
+        from strategies.dp_fedavg import TEST_ONLY_NOISE_SCALE
+
         keys = list(msg.content[ARRAYS].keys())  # the order the server decodes in
         plan = distributed_plan(cfg, model_dimension(cfg))
         x = encode_distributed(
-            update, keys, plan=plan, run_id=cfg.run_id, server_round=server_round,
+            update, keys, plan=plan, run_id=cfg.deployment.run_id, server_round=server_round,
             rng=_rounding_rng(cfg, server_round, part),
             source=_noise_source(cfg, server_round, part),
             noise_scale=float(os.environ.get(TEST_ONLY_NOISE_SCALE, "1") or 1))
         return Payload(kind="encoded", arrays={"x": x}, info=info)
-    if cfg.dp_mode is DpMode.USER or SECAGG in msg.content.config_records:
-        if cfg.dp_mode is DpMode.USER:  # clipped, unweighted (McMahan et al. 2018)
+    if cfg.privacy.dp_mode is DpMode.USER or SECAGG in msg.content.config_records:
+        if cfg.privacy.dp_mode is DpMode.USER:  # clipped, unweighted (McMahan et al. 2018)
             update, unclipped = user_update(local_state, global_state, round_clip)
             weight = 1
         else:  # weighted by the example count inside the sum
@@ -241,17 +247,25 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
                    info=info)
 
 
+def _is_dp_sgd(event: DpEvent) -> bool:
+    from fedpriv.privacy import DpSgdEvent  # an event exists only under a DP mode
+
+    return isinstance(event, DpSgdEvent)
+
+
 def _noise_source(cfg: RunConfig, server_round: int, part: int) -> UniformSource:
     """Uniforms for the noise share: OS-keyed ChaCha20, seeded only if reproducible."""
-    if cfg.reproducible:
-        return SeededUniforms(np.random.default_rng([cfg.seed, server_round, part, 4]))
+    from fedpriv.privacy.discrete import SecureUniforms, SeededUniforms
+
+    if cfg.training.reproducible:
+        return SeededUniforms(np.random.default_rng([cfg.training.seed, server_round, part, 4]))
     return SecureUniforms()
 
 
 def _rounding_rng(cfg: RunConfig, server_round: int, part: int) -> np.random.Generator:
     """Coins of the randomised rounding (need not be secret; seeded if reproducible)."""
-    if cfg.reproducible:
-        return np.random.default_rng([cfg.seed, server_round, part, 5])
+    if cfg.training.reproducible:
+        return np.random.default_rng([cfg.training.seed, server_round, part, 5])
     return np.random.default_rng()
 
 
@@ -260,9 +274,9 @@ def _content(cfg: RunConfig, msg: Message, context: Context, payload: Payload,
     """The reply's arrays and metrics for ``payload`` (masked under secure aggregation)."""
     info = payload.info
     metrics: dict[str, float] = {}
-    if cfg.dp_mode is DpMode.NONE:
+    if cfg.privacy.dp_mode is DpMode.NONE:
         metrics.update({NUM_EXAMPLES: int(info["examples"]), TRAIN_LOSS: float(info["loss"])})
-    elif cfg.dp_mode is DpMode.RECORD:
+    elif cfg.privacy.dp_mode is DpMode.RECORD:
         metrics[NUM_EXAMPLES] = int(info["examples"])  # FedAvg's weight; q and steps reveal it
     keys = list(msg.content[ARRAYS].keys())  # the global model's order (safetensors sorts)
     if payload.kind == "arrays":
@@ -277,7 +291,7 @@ def _content(cfg: RunConfig, msg: Message, context: Context, payload: Payload,
         x = encode_update(
             payload.arrays, keys, weight=int(info["weight"]), unclipped=int(info["unclipped"]),
             # Under DP the loss is an unnoised function of the data: its slot is 0.
-            loss=float(info["loss"]) if cfg.dp_mode is DpMode.NONE else 0.0,
+            loss=float(info["loss"]) if cfg.privacy.dp_mode is DpMode.NONE else 0.0,
             cfg=cfg, rng=np.random.default_rng(),
         )
         # nothing per-client beside the masked vector: count and loss ride inside it
@@ -292,7 +306,7 @@ def evaluate_reply(msg: Message, context: Context) -> Message:
     if is_canary(cfg, context.node_config):
         raise RuntimeError("a canary client holds no data to evaluate on")
     data = model_inputs(cfg, local_data(cfg, context.node_config))
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.deployment.device)
     model = build_task_model(cfg, device=device)
     model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
     model.to(device)

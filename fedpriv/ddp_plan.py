@@ -166,10 +166,10 @@ def min_survivors(cfg: RunConfig) -> int:
     """
     from fedpriv.secagg.params import params_for
 
-    if cfg.ddp_min_survivors:
-        return cfg.ddp_min_survivors
-    params = params_for(cfg)
-    n = cfg.cohort_size
+    if cfg.privacy.ddp_min_survivors:
+        return cfg.privacy.ddp_min_survivors
+    params = params_for(cfg.secagg)
+    n = cfg.training.cohort_size
     return params.min_survivors(n, colluders(cfg))
 
 
@@ -177,7 +177,8 @@ def colluders(cfg: RunConfig) -> int:
     """C = floor(corruption rate x enrolled clients) (see :mod:`fedpriv.secagg.params`)."""
     from fedpriv.secagg.params import params_for
 
-    return params_for(cfg).corrupt(max(cfg.cohort_size, cfg.clients))
+    training = cfg.training
+    return params_for(cfg.secagg).corrupt(max(training.cohort_size, training.clients))
 
 
 @functools.lru_cache(maxsize=8)
@@ -216,12 +217,14 @@ def distributed_plan(cfg: RunConfig, dimension: int) -> DistributedPlan:
         For a config that is not ``dp-mode = distributed``, or when no scale meets the
         target (or the noise multiplier) within :data:`WRAP_BOUND` at ``ddp-bits``.
     """
-    if cfg.dp_mode is not DpMode.DISTRIBUTED:
+    privacy, training = cfg.privacy, cfg.training
+    if privacy.dp_mode is not DpMode.DISTRIBUTED:
         raise ConfigError("dp-mode", f"a distributed plan needs dp-mode=distributed, got "
-                          f"dp-mode={cfg.dp_mode.value}")
-    return _plan(_MECHANISM[cfg.ddp_mechanism], cfg.target_epsilon, cfg.noise_multiplier,
-                 cfg.delta, cfg.rounds, cfg.clip_norm, int(dimension), min_survivors(cfg),
-                 cfg.clients, cfg.ddp_bits, colluders(cfg))
+                          f"dp-mode={privacy.dp_mode.value}")
+    return _plan(_MECHANISM[privacy.ddp_mechanism], privacy.target_epsilon,
+                 privacy.noise_multiplier, privacy.delta, training.rounds, privacy.clip_norm,
+                 int(dimension), min_survivors(cfg), training.clients, privacy.ddp_bits,
+                 colluders(cfg))
 
 
 @functools.lru_cache(maxsize=32)

@@ -18,7 +18,6 @@ rounds.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -52,8 +51,8 @@ def record_shape(cfg: RunConfig, n_local: int) -> tuple[float, int]:
     """
     if n_local < 1:
         raise ValueError(f"n_local must be >= 1, got {n_local!r}")
-    batches = math.ceil(n_local / cfg.batch_size)
-    return 1.0 / batches, cfg.local_epochs * batches
+    batches = math.ceil(n_local / cfg.training.batch_size)
+    return 1.0 / batches, cfg.training.local_epochs * batches
 
 
 @functools.lru_cache(maxsize=256)
@@ -67,23 +66,25 @@ def record_noise_multiplier(cfg: RunConfig, n_local: int) -> float:
     The calibration assumes the client takes part in every one of ``rounds`` rounds, so
     the whole run spends at most ``target-epsilon`` however it is sampled.
     """
-    if cfg.target_epsilon <= 0:
-        return cfg.noise_multiplier
+    if cfg.privacy.target_epsilon <= 0:
+        return cfg.privacy.noise_multiplier
     q, steps = record_shape(cfg, n_local)
-    return _calibrated(cfg.target_epsilon, cfg.delta, q, steps * cfg.rounds)
+    privacy = cfg.privacy
+    return _calibrated(privacy.target_epsilon, privacy.delta, q, steps * cfg.training.rounds)
 
 
 def planned_record_epsilon(cfg: RunConfig, n_local: int) -> float:
     """Epsilon a client with ``n_local`` examples spends if it trains every round."""
     q, steps = record_shape(cfg, n_local)
     event = DpSgdEvent(noise_multiplier=record_noise_multiplier(cfg, n_local),
-                       sampling_rate=q, steps=steps * cfg.rounds, clip=cfg.clip_norm)
-    return epsilon([event], cfg.delta)
+                       sampling_rate=q, steps=steps * cfg.training.rounds,
+                       clip=cfg.privacy.clip_norm)
+    return epsilon([event], cfg.privacy.delta)
 
 
 def client_sampling_rate(cfg: RunConfig) -> float:
     """Q = clients-per-round / clients (1 when every client trains every round)."""
-    return cfg.cohort_size / cfg.clients
+    return cfg.training.cohort_size / cfg.training.clients
 
 
 def with_user_noise(cfg: RunConfig) -> RunConfig:
@@ -100,19 +101,19 @@ def with_user_noise(cfg: RunConfig) -> RunConfig:
         When no z in [0.01, 1000] reaches the target, or the calibrated z does not fit
         the configured ``clip-count-stddev`` (Andrew et al. 2021, Theorem 1).
     """
-    if cfg.dp_mode is not DpMode.USER or cfg.target_epsilon <= 0:
+    if cfg.privacy.dp_mode is not DpMode.USER or cfg.privacy.target_epsilon <= 0:
         return cfg
     try:
-        z = _calibrated(cfg.target_epsilon, cfg.delta, client_sampling_rate(cfg),
-                        cfg.rounds)
+        z = _calibrated(cfg.privacy.target_epsilon, cfg.privacy.delta, client_sampling_rate(cfg),
+                        cfg.training.rounds)
     except ValueError as err:
         raise ConfigError("target-epsilon", str(err)) from None
-    return dataclasses.replace(cfg, noise_multiplier=z)
+    return cfg.with_values(noise_multiplier=z)
 
 
 def planned_user_epsilon(cfg: RunConfig) -> float:
     """Epsilon of the federation after all ``rounds`` user-level rounds."""
-    event = GaussianSumEvent(noise_multiplier=cfg.noise_multiplier,
-                             sampling_rate=client_sampling_rate(cfg), clip=cfg.clip_norm,
-                             rounds=cfg.rounds)
-    return epsilon([event], cfg.delta)
+    event = GaussianSumEvent(noise_multiplier=cfg.privacy.noise_multiplier,
+                             sampling_rate=client_sampling_rate(cfg), clip=cfg.privacy.clip_norm,
+                             rounds=cfg.training.rounds)
+    return epsilon([event], cfg.privacy.delta)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -26,19 +24,19 @@ def main(grid: Grid, context: Context) -> None:
     SuperLink, a killed ServerApp).
     """
     cfg = RunConfig.from_mapping(dict(context.run_config)).resolved()
-    if cfg.resume:
-        if not cfg.run_dir:
+    if cfg.deployment.resume:
+        if not cfg.deployment.run_dir:
             raise ValueError("resume = true needs run-dir, the run directory to continue")
-        run_dir = RunDirectory(cfg.run_dir).reopen()
+        run_dir = RunDirectory(cfg.deployment.run_dir).reopen()
         scenario, flat = run_dir.read_config()
         cfg = RunConfig.from_mapping(flat).resolved()
         run_federation(grid, cfg, run_dir, scenario=scenario, reporter=LogReporter(),
                        resume=True)
         return
-    path = cfg.run_dir or default_run_dir(f"flwr-{context.run_id}")
+    path = cfg.deployment.run_dir or default_run_dir(f"flwr-{context.run_id}")
     run_dir = RunDirectory(path).create()
-    cfg = dataclasses.replace(cfg, run_dir=str(run_dir.path.resolve()),  # client ledgers
-                              run_id=run_dir.path.name)
+    cfg = cfg.with_values(run_dir=str(run_dir.path.resolve()),  # client ledgers
+                          run_id=run_dir.path.name)
     run_dir.write_config(cfg.to_flat(), scenario="flwr-run")
     run_federation(grid, cfg, run_dir, scenario="flwr-run", reporter=LogReporter())
 

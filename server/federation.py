@@ -72,7 +72,7 @@ def run_federation(
     reporter: Reporter,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """Run ``cfg.rounds`` rounds on ``grid`` and record everything in ``run_dir``.
+    """Run ``cfg.training.rounds`` rounds on ``grid`` and record everything in ``run_dir``.
 
     ``resume``: continue the run ``run_dir`` holds from its last checkpoint (see
     :mod:`server.checkpoint`): the model, the strategy's state, the ledger (with a new
@@ -91,23 +91,24 @@ def run_federation(
     device = torch.device("cpu")  # server-side evaluation is small; keep the GPU for clients
     # distributed DP: gamma, V and b once, up front (every client derives the same)
     ddp = (distributed_plan(cfg, model_dimension(cfg))
-           if cfg.dp_mode is DpMode.DISTRIBUTED else None)
+           if cfg.privacy.dp_mode is DpMode.DISTRIBUTED else None)
     point = _resume_point(cfg, run_dir) if resume else None
     privacy = (FederationPrivacy(cfg, run_dir.path, run_id=run_dir.path.name,
                                  resume_from=point.signed if point is not None else None,
                                  distributed=ddp)
-               if cfg.dp_mode is not DpMode.NONE else None)
-    if cfg.canaries > 0:
+               if cfg.privacy.dp_mode is not DpMode.NONE else None)
+    if cfg.privacy.canaries > 0:
         write_canary_key(run_dir.path)
-    if privacy is not None and cfg.run_dir:  # simulation: identities sign ledger heads
-        ensure_identities(Path(cfg.run_dir) / "identities", list(range(cfg.clients)))
+    if privacy is not None and cfg.deployment.run_dir:  # simulation: identities sign ledger heads
+        ensure_identities(Path(cfg.deployment.run_dir) / "identities",
+                          list(range(cfg.training.clients)))
     strategy = FedPrivStrategy(
         _aggregation(cfg, ddp),
         sampler=_sampler(cfg),
-        min_nodes=cfg.clients + cfg.canaries,
-        fraction_evaluate=cfg.fraction_evaluate,
-        node_wait_timeout=cfg.round_timeout,
-        min_replies=cfg.min_replies,
+        min_nodes=cfg.training.clients + cfg.privacy.canaries,
+        fraction_evaluate=cfg.training.fraction_evaluate,
+        node_wait_timeout=cfg.deployment.round_timeout,
+        min_replies=cfg.deployment.min_replies,
         privacy=privacy,
         stop=run_dir.stop,
         first_round=point.round + 1 if point is not None else 1,
@@ -173,9 +174,9 @@ def run_federation(
         reporter.on_round(record)
         return MetricRecord({"test-loss": loss, "test-accuracy": acc})
 
-    reporter.on_start(scenario=scenario, rounds=cfg.rounds, run_dir=str(run_dir.path))
+    reporter.on_start(scenario=scenario, rounds=cfg.training.rounds, run_dir=str(run_dir.path))
     if point is not None:
-        for note in [f"resuming after round {point.round} of {cfg.rounds}", *point.notes]:
+        for note in [f"resuming after round {point.round} of {cfg.training.rounds}", *point.notes]:
             log(WARNING, "fedpriv: %s", note)
         state["resumed"].append({"after_round": point.round, "notes": point.notes})
     plan = privacy_plan(cfg) if privacy is not None else None
@@ -217,8 +218,8 @@ def run_federation(
         strategy.start(
             grid=grid,
             initial_arrays=initial,
-            num_rounds=cfg.rounds - strategy.offset,
-            timeout=cfg.round_timeout,
+            num_rounds=cfg.training.rounds - strategy.offset,
+            timeout=cfg.deployment.round_timeout,
             train_config=config,
             evaluate_config=ConfigRecord(cfg.to_flat()),
             evaluate_fn=evaluate_fn,
@@ -239,9 +240,9 @@ def run_federation(
 
 def _resume_point(cfg: RunConfig, run_dir: RunDirectory) -> ResumePoint:
     """Reconcile the run directory for a resume (raises :class:`ResumeError`)."""
-    charged = check_resumable(run_dir, private=cfg.dp_mode is not DpMode.NONE)
+    charged = check_resumable(run_dir, private=cfg.privacy.dp_mode is not DpMode.NONE)
     point = resume_point(run_dir, charged_through=charged)
-    if point.round >= cfg.rounds and not point.needs_metrics:
+    if point.round >= cfg.training.rounds and not point.needs_metrics:
         log(INFO, "fedpriv: every planned round was already done; writing the summary")
     run_dir.archive_summary()
     return point
@@ -280,11 +281,11 @@ def _sampler(cfg: RunConfig) -> CohortSampler:
     Secret randomness under any DP mode unless ``reproducible = true``; seeded from the
     run's seed without DP (no privacy claim depends on it, and runs reproduce).
     """
-    seeded = cfg.reproducible or cfg.dp_mode is DpMode.NONE
-    seed = [cfg.seed, _SAMPLING_STREAM] if seeded else None
-    if cfg.dp_mode is DpMode.USER:
+    seeded = cfg.training.reproducible or cfg.privacy.dp_mode is DpMode.NONE
+    seed = [cfg.training.seed, _SAMPLING_STREAM] if seeded else None
+    if cfg.privacy.dp_mode is DpMode.USER:
         return CohortSampler(SamplingKind.POISSON, rate=client_sampling_rate(cfg), seed=seed)
-    return CohortSampler(SamplingKind.FIXED, size=cfg.cohort_size, seed=seed)
+    return CohortSampler(SamplingKind.FIXED, size=cfg.training.cohort_size, seed=seed)
 
 
 def _aggregation(cfg: RunConfig, ddp: DistributedPlan | None = None) -> Any:
@@ -295,29 +296,30 @@ def _aggregation(cfg: RunConfig, ddp: DistributedPlan | None = None) -> Any:
     aggregation); SecAgg+ outermost.
     """
     inner = _dp_or_mean(cfg, build_strategy(cfg), ddp)
-    if cfg.secagg:
-        inner = SecAggStrategy(inner, cfg, np.random.default_rng([cfg.seed, _SECAGG_STREAM]),
-                               plan=ddp)
+    if cfg.secagg.enabled:
+        rng = np.random.default_rng([cfg.training.seed, _SECAGG_STREAM])
+        inner = SecAggStrategy(inner, cfg, rng, plan=ddp)
     return inner
 
 
 def _dp_or_mean(cfg: RunConfig, inner: Any, ddp: DistributedPlan | None = None) -> Any:
-    if cfg.dp_mode is DpMode.DISTRIBUTED:
+    if cfg.privacy.dp_mode is DpMode.DISTRIBUTED:
         if ddp is None:
             raise ValueError("dp-mode=distributed needs its plan")
         return DistributedDpMean(inner, ddp)  # the clients' noise only: none added here
-    if cfg.dp_mode is not DpMode.USER:
-        return UpdateMean(inner) if cfg.secagg else inner
-    clip: float | AdaptiveClip = cfg.clip_norm
-    if cfg.clip is ClipMode.ADAPTIVE:
-        sigma_b = cfg.clip_count_stddev or default_count_stddev(cfg)
-        clip = AdaptiveClip(clip=cfg.clip_norm, target_quantile=cfg.target_quantile,
-                            learning_rate=cfg.clip_lr, count_stddev=sigma_b)
+    if cfg.privacy.dp_mode is not DpMode.USER:
+        return UpdateMean(inner) if cfg.secagg.enabled else inner
+    clip: float | AdaptiveClip = cfg.privacy.clip_norm
+    if cfg.privacy.clip is ClipMode.ADAPTIVE:
+        sigma_b = cfg.privacy.clip_count_stddev or default_count_stddev(cfg)
+        clip = AdaptiveClip(clip=cfg.privacy.clip_norm, target_quantile=cfg.privacy.target_quantile,
+                            learning_rate=cfg.privacy.clip_lr, count_stddev=sigma_b)
     noise: GaussianSource = SecureGaussian()
-    if cfg.reproducible:
-        noise = SeededGaussian(np.random.default_rng([cfg.seed, _NOISE_STREAM]))
-    return DpFedAvg(inner, noise_multiplier=cfg.noise_multiplier, clip=clip,
-                    expected_cohort=client_sampling_rate(cfg) * (cfg.clients + cfg.canaries),
+    if cfg.training.reproducible:
+        noise = SeededGaussian(np.random.default_rng([cfg.training.seed, _NOISE_STREAM]))
+    return DpFedAvg(inner, noise_multiplier=cfg.privacy.noise_multiplier, clip=clip,
+                    expected_cohort=client_sampling_rate(cfg)
+                    * (cfg.training.clients + cfg.privacy.canaries),
                     noise=noise)
 
 
@@ -337,19 +339,19 @@ def _privacy_record(strategy: FedPrivStrategy) -> dict[str, Any]:
 
 
 def _secagg_summary(cfg: RunConfig, rounds: list[dict[str, Any]]) -> dict[str, Any] | bool:
-    if not cfg.secagg:
+    if not cfg.secagg.enabled:
         return False
     # What each client's masked vector costs: coordinates x modulus bits (information);
     # on the wire each coordinate currently travels as a uint64.
     d = model_dimension(cfg)
-    if cfg.dp_mode is DpMode.DISTRIBUTED:
+    if cfg.privacy.dp_mode is DpMode.DISTRIBUTED:
         plan = distributed_plan(cfg, d)
         bits, length = plan.params.bits, plan.params.padded_dimension + META_SLOTS
     else:
-        layout = layout_for(cfg)
-        bits, length = layout.modulus_bits(cfg.clients), layout.length(d)
+        layout = layout_for(cfg.secagg)
+        bits, length = layout.modulus_bits(cfg.training.clients), layout.length(d)
     return {
-        "enabled": True, "cohort": cfg.cohort_size,
+        "enabled": True, "cohort": cfg.training.cohort_size,
         "modulus_bits": bits, "coordinates": length, "model_parameters": d,
         "threshold": rounds[-1]["threshold"] if rounds else None,
         "degree": rounds[-1]["degree"] if rounds else None,
@@ -375,18 +377,18 @@ def _summary(cfg: RunConfig, scenario: str, state: dict[str, Any], status: str,
         "status": status,
         "reason": reason,
         "rounds": state["rounds"],
-        "rounds_planned": cfg.rounds,
+        "rounds_planned": cfg.training.rounds,
         # rounds whose aggregate reached the model (not skipped, aborted or empty)
         "rounds_aggregated": state["rounds_aggregated"],
-        "clients": cfg.clients,
-        "clients_per_round": cfg.cohort_size,
-        "dataset": cfg.dataset.value,
+        "clients": cfg.training.clients,
+        "clients_per_round": cfg.training.cohort_size,
+        "dataset": cfg.data.dataset.value,
         "model": cfg.resolved_model.value,
-        "partition": cfg.resolved_partition.value,
-        "strategy": cfg.strategy.value,
-        "dp_mode": cfg.dp_mode.value,
-        "reproducible": cfg.reproducible,
-        "canaries": cfg.canaries,
+        "partition": cfg.data.resolved_partition.value,
+        "strategy": cfg.training.strategy.value,
+        "dp_mode": cfg.privacy.dp_mode.value,
+        "reproducible": cfg.training.reproducible,
+        "canaries": cfg.privacy.canaries,
         "secagg": _secagg_summary(cfg, state["secagg_rounds"]),
         "initial_accuracy": num(state["initial_accuracy"]),
         "final_accuracy": num(state["final_accuracy"]),

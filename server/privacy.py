@@ -60,7 +60,7 @@ class FederationPrivacy:
         endorsed by the previous key's signature of that head. ``distributed`` is the
         distributed-DP plan (``dp-mode = distributed``).
         """
-        if cfg.dp_mode is DpMode.DISTRIBUTED and distributed is None:
+        if cfg.privacy.dp_mode is DpMode.DISTRIBUTED and distributed is None:
             raise ValueError("dp-mode=distributed needs its plan (distributed=...)")
         self.cfg = cfg
         self.distributed = distributed
@@ -70,8 +70,8 @@ class FederationPrivacy:
         path = run_path / self.LEDGER
         if resume_from is None:
             self.ledger = PrivacyLedger.create(
-                path, run_id=run_id, scope=FEDERATION, delta=cfg.delta,
-                max_epsilon=cfg.max_epsilon, signer=self.signer.public,
+                path, run_id=run_id, scope=FEDERATION, delta=cfg.privacy.delta,
+                max_epsilon=cfg.privacy.max_epsilon, signer=self.signer.public,
             )
             (run_path / self.KEY).write_text(self.signer.public.hex() + "\n")
         else:
@@ -103,7 +103,7 @@ class FederationPrivacy:
             events = [ev for _, ev in self.ledger.events(scope)]
             if scope in extra:
                 events.append(extra[scope])
-            out[scope] = epsilon(events, self.cfg.delta)
+            out[scope] = epsilon(events, self.cfg.privacy.delta)
         return out
 
     def federation_epsilon(self, extra: dict[str, DpEvent] | None = None) -> float:
@@ -114,7 +114,7 @@ class FederationPrivacy:
     # ------------------------------------------------------------------ budget
     def next_user_event(self, *, sampling_rate: float, clip: float) -> GaussianSumEvent:
         """The event the coming user-level round will be (z and q are fixed for the run)."""
-        return GaussianSumEvent(noise_multiplier=self.cfg.noise_multiplier,
+        return GaussianSumEvent(noise_multiplier=self.cfg.privacy.noise_multiplier,
                                 sampling_rate=sampling_rate, clip=clip)
 
     def check_budget(self, server_round: int, *, sampling_rate: float, clip: float) -> None:
@@ -124,9 +124,9 @@ class FederationPrivacy:
         each client's last round again, its worst case (each client also checks its own
         next round, round 1 included, against the same budget before it trains).
         """
-        if math.isinf(self.cfg.max_epsilon):
+        if math.isinf(self.cfg.privacy.max_epsilon):
             return
-        if self.cfg.dp_mode is DpMode.USER:
+        if self.cfg.privacy.dp_mode is DpMode.USER:
             extra: dict[str, DpEvent] = {
                 FEDERATION: self.next_user_event(sampling_rate=sampling_rate, clip=clip)
             }
@@ -140,11 +140,11 @@ class FederationPrivacy:
                     extra[scope] = events[-1][1]
         spent = self.federation_epsilon()
         projected = self.federation_epsilon(extra)
-        if projected > self.cfg.max_epsilon:
+        if projected > self.cfg.privacy.max_epsilon:
             raise BudgetExhausted(
                 f"round {server_round} would raise the federation's epsilon from "
-                f"{spent:.3f} to {projected:.3f} > max-epsilon {self.cfg.max_epsilon:g} "
-                f"(delta {self.cfg.delta:g})"
+                f"{spent:.3f} to {projected:.3f} > max-epsilon {self.cfg.privacy.max_epsilon:g} "
+                f"(delta {self.cfg.privacy.delta:g})"
             )
 
     # ------------------------------------------------------------------ record
@@ -175,8 +175,9 @@ class FederationPrivacy:
             "epsilon": {
                 "federation": self.federation_epsilon(),
                 "clients_max": max(clients.values(), default=None),
-                "delta": self.cfg.delta,
-                "max_epsilon": None if math.isinf(self.cfg.max_epsilon) else self.cfg.max_epsilon,
+                "delta": self.cfg.privacy.delta,
+                "max_epsilon": (None if math.isinf(self.cfg.privacy.max_epsilon)
+                                else self.cfg.privacy.max_epsilon),
                 "accountant": "rdp" if self.distributed is not None else "pld",
             },
             "ledger_head": {"seq": seq, "hash": digest},

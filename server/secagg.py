@@ -88,13 +88,15 @@ class SecAggStrategy(Delegating, Strategy):
         self.inner = inner
         self.cfg = cfg
         self.rng = rng  # kept for the caller's interface; the graph is derived publicly
-        self.params = params_for(cfg)
-        self.layout = layout_for(cfg)
+        self.params = params_for(cfg.secagg)
+        self.layout = layout_for(cfg.secagg)
         self.plan = plan  # distributed DP: what every client encodes with
         self.modulus_bits = (plan.params.bits if plan is not None
-                             else self.layout.modulus_bits(cfg.clients))  # Poisson cohorts vary
-        if cfg.run_dir:  # simulation: every client's identity, on this machine
-            ensure_identities(Path(cfg.run_dir) / "identities", list(range(cfg.clients)))
+                             # Poisson cohorts vary: room for every client
+                             else self.layout.modulus_bits(cfg.training.clients))
+        if cfg.deployment.run_dir:  # simulation: every client's identity, on this machine
+            ensure_identities(Path(cfg.deployment.run_dir) / "identities",
+                              list(range(cfg.training.clients)))
         self.server: ServerSecAgg | None = None
         self._grid: Grid | None = None
         self._node_of: dict[int, int] = {}  # secagg id -> Flower node id
@@ -112,7 +114,7 @@ class SecAggStrategy(Delegating, Strategy):
             message_type=stage_type, dst_node_id=node,
             group_id=str(self.server.round_id) if self.server else "")
             for node, payload in payloads.items()]
-        replies = self._grid.send_and_receive(msgs, timeout=self.cfg.round_timeout)
+        replies = self._grid.send_and_receive(msgs, timeout=self.cfg.deployment.round_timeout)
         out = {}
         for r in replies:
             node = r.metadata.src_node_id
@@ -162,7 +164,7 @@ class SecAggStrategy(Delegating, Strategy):
             length = self.plan.params.padded_dimension + META_SLOTS
         self.server = server = ServerSecAgg(
             round_id=server_round, params=self.params, modulus_bits=self.modulus_bits,
-            length=length, population=self.cfg.clients)
+            length=length, population=self.cfg.training.clients)
         self.last_round = {"secagg": True, "cohort": len(cohort_nodes), "threshold": None,
                            "degree": None}
         if self.plan is not None and d != self.plan.params.dimension:
@@ -247,7 +249,7 @@ class SecAggStrategy(Delegating, Strategy):
         if self.plan is not None:
             decoded = self._decode_distributed(total, len(server.masked), server_round)
         else:
-            decoded = self.layout.decode(total, n=self.cfg.clients, bits=self.modulus_bits)
+            decoded = self.layout.decode(total, n=self.cfg.training.clients, bits=self.modulus_bits)
         return self.inner.aggregate_train(
             server_round, [self._sum_reply(decoded, len(server.masked), plain)])
 
@@ -267,7 +269,7 @@ class SecAggStrategy(Delegating, Strategy):
             log(WARNING, "distributed DP: round %d's weight slot sums to %d, but %d "
                 "encodings were summed (a client sent a malformed vector)", server_round,
                 int(total[dp]), n)
-        mean = ddp_decode(total[:dp], p, n, rotation_seed(self.cfg.run_id, server_round))
+        mean = ddp_decode(total[:dp], p, n, rotation_seed(self.cfg.deployment.run_id, server_round))
         self.last_round.update(ddp_survivors=n)
         return DecodedSum(update_sum=mean * n, weight=n, unclipped=0, loss_sum=0.0)  # (d,)
 
@@ -280,7 +282,7 @@ class SecAggStrategy(Delegating, Strategy):
             at += size
         metrics = {SUM_WEIGHT: float(total.weight), SUM_COUNT: float(survivors),
                    SUM_UNCLIPPED: float(total.unclipped), NUM_EXAMPLES: float(total.weight)}
-        if total.mean_loss is not None and self.cfg.dp_mode is DpMode.NONE:
+        if total.mean_loss is not None and self.cfg.privacy.dp_mode is DpMode.NONE:
             metrics[TRAIN_LOSS] = total.mean_loss  # under DP no loss is summed (slot is 0)
         return synthetic_reply(plain[0], RecordDict({UPDATE_SUM: numpy_record(arrays),
                                                      METRICS: MetricRecord(metrics)}))

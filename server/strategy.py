@@ -409,7 +409,7 @@ class FedPrivStrategy(Strategy):
         was released).
         """
         assert self.privacy is not None
-        mode = self.privacy.cfg.dp_mode
+        mode = self.privacy.cfg.privacy.dp_mode
         if mode in (DpMode.USER, DpMode.DISTRIBUTED):
             if not released:
                 self.last_epsilon = self.privacy.federation_epsilon()

@@ -47,10 +47,10 @@ def _backend_config(cfg: RunConfig) -> dict[str, Any]:
     import torch
 
     gpus = 0.0
-    if cfg.device is not Device.CPU and torch.cuda.is_available():
-        gpus = cfg.client_gpu_fraction or _DEFAULT_GPU_FRACTION
+    if cfg.deployment.device is not Device.CPU and torch.cuda.is_available():
+        gpus = cfg.deployment.client_gpu_fraction or _DEFAULT_GPU_FRACTION
     return {
-        "client_resources": {"num_cpus": cfg.client_cpus, "num_gpus": gpus},
+        "client_resources": {"num_cpus": cfg.deployment.client_cpus, "num_gpus": gpus},
         "init_args": {
             "num_cpus": os.cpu_count() or 1,
             "num_gpus": torch.cuda.device_count() if gpus else 0,
@@ -106,7 +106,7 @@ def simulate(
             server_app=make_server_app(cfg, run_dir, scenario=scenario, reporter=reporter,
                                        resume=resume),
             client_app=client_app,
-            num_supernodes=cfg.clients + cfg.canaries,
+            num_supernodes=cfg.training.clients + cfg.privacy.canaries,
             backend_config=_backend_config(cfg),
             verbose_logging=verbose,
         )

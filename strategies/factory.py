@@ -23,7 +23,7 @@ __all__ = ["build_strategy"]
 
 
 def build_strategy(cfg: RunConfig) -> Strategy:
-    """The Flower strategy for ``cfg.strategy``.
+    """The Flower strategy for ``cfg.training.strategy``.
 
     Sampling is done by fedpriv's wrapper, which hands the strategy a grid that shows
     only the round's cohort; so the strategy is built to take every node it sees.
@@ -38,21 +38,21 @@ def build_strategy(cfg: RunConfig) -> Strategy:
         "arrayrecord_key": ARRAYS,
         "configrecord_key": CONFIG,
     }
-    if cfg.strategy is StrategyName.FEDAVG:
+    if cfg.training.strategy is StrategyName.FEDAVG:
         return FedAvg(**common)
-    if cfg.strategy is StrategyName.FEDPROX:
-        return FedProx(**common, proximal_mu=cfg.proximal_mu)
-    if cfg.strategy is StrategyName.FEDADAM:
+    if cfg.training.strategy is StrategyName.FEDPROX:
+        return FedProx(**common, proximal_mu=cfg.training.proximal_mu)
+    if cfg.training.strategy is StrategyName.FEDADAM:
         # Reddi et al. 2021 (Adaptive Federated Optimization), Algorithm 2.
-        return FedAdam(**common, eta=cfg.server_lr, eta_l=cfg.lr)
-    if cfg.strategy is StrategyName.FEDMEDIAN:
+        return FedAdam(**common, eta=cfg.training.server_lr, eta_l=cfg.training.lr)
+    if cfg.training.strategy is StrategyName.FEDMEDIAN:
         # Yin et al. 2018, coordinate-wise median.
         return FedMedian(**common)
-    if cfg.strategy is StrategyName.FEDTRIMMEDAVG:
+    if cfg.training.strategy is StrategyName.FEDTRIMMEDAVG:
         # Yin et al. 2018, coordinate-wise trimmed mean (beta cut from each end).
         return FedTrimmedAvg(**common, beta=0.2)
-    if cfg.strategy is StrategyName.KRUM:
+    if cfg.training.strategy is StrategyName.KRUM:
         # Blanchard et al. 2017; tolerates up to the given number of Byzantine clients.
-        return Krum(**common, num_malicious_nodes=max(0, (cfg.cohort_size - 3) // 2))
+        return Krum(**common, num_malicious_nodes=max(0, (cfg.training.cohort_size - 3) // 2))
     allowed = ", ".join(m.value for m in StrategyName)
-    raise ValueError(f"strategy must be one of {{{allowed}}}, got {cfg.strategy!r}")
+    raise ValueError(f"strategy must be one of {{{allowed}}}, got {cfg.training.strategy!r}")

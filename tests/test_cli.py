@@ -1,11 +1,5 @@
-"""The ``fedpriv`` command line: bad input in-process, the happy path as a real process."""
+"""The ``fedpriv`` command line, in-process (the real-process runs: test_resume, test_signals)."""
 
-import json
-import os
-import subprocess
-import sys
-import tomllib
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -68,44 +62,6 @@ def test_list_and_keys():
         assert name in listed.output
     keys = invoke("simulate", "--keys")
     assert keys.exit_code == 0 and "local-epochs" in keys.output
-
-
-def run_cli(*args, timeout=300):
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-    exe = Path(sys.executable).with_name("fedpriv")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
-@pytest.mark.slow
-def test_a_private_secure_run_on_rays_engine_writes_a_run_directory_that_audits(tmp_path):
-    # One run on Ray's engine exercises what each mode adds on top of the others:
-    # record-level DP-SGD, secure aggregation, and clients that vanish mid-round (the
-    # dropout path). Flower's engine costs ~25 s to start and stop, whatever runs on it.
-    out = tmp_path / "run"
-    proc = run_cli("simulate", "--set", "rounds=3", "--set", "clients=6",
-                   "--set", "local-epochs=1", "--set", "dp-mode=record",
-                   "--set", "noise-multiplier=1.0", "--set", "secagg=true",
-                   "--set", "dropout-rate=0.3", "--out", str(out))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    for n in (1, 2, 3):
-        assert f"round   {n}" in proc.stdout
-    assert "final accuracy" in proc.stdout and "ε" in proc.stdout and "secagg" in proc.stdout
-    config = tomllib.loads((out / "config.toml").read_text())
-    assert config["scenario"] == "default" and config["config"]["rounds"] == 3
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in lines] == [1, 2, 3]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["clients"] == 6
-    assert summary["secagg"]["enabled"] and summary["rounds"] == 3
-    assert summary["final_accuracy"] > summary["initial_accuracy"]
-    assert (out / "model.safetensors").stat().st_size > 0
-    audit = run_cli("audit", str(out), "--json", timeout=120)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
-    report = json.loads(audit.stdout)
-    fed = max(s["epsilon_pld"] for s in report["scopes"] if "clients" not in s["ledger"])
-    assert fed == pytest.approx(summary["epsilon"]["federation"])
 
 
 def test_version_prints_and_exits_zero():

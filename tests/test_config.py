@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from fedpriv.config import ConfigError, Dataset, Model, Partition, RunConfig
+from fedpriv.config import ConfigError, Dataset, DpMode, Model, Partition, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,8 +17,8 @@ def test_app_config_in_pyproject_matches_runconfig_defaults():
 def test_string_values_from_set_are_coerced():
     cfg = RunConfig.from_mapping({"rounds": "3", "alpha": "0.25", "dataset": "synthetic",
                                   "device": "cpu", "model": "logreg"})
-    assert cfg.rounds == 3 and cfg.alpha == 0.25
-    assert cfg.dataset is Dataset.SYNTHETIC and cfg.model is Model.LOGREG
+    assert cfg.training.rounds == 3 and cfg.data.alpha == 0.25
+    assert cfg.data.dataset is Dataset.SYNTHETIC and cfg.model.family is Model.LOGREG
 
 
 @pytest.mark.parametrize(("key", "value", "fragment"), [
@@ -57,9 +57,10 @@ def test_model_must_fit_dataset():
 @pytest.mark.parametrize("dataset", ["fashion-mnist", "mnist"])
 def test_image_data_sets_default_to_the_cnn_and_dirichlet(dataset):
     cfg = RunConfig.from_mapping({"dataset": dataset}).resolved()
-    assert (cfg.model, cfg.partition) == (Model.CNN, Partition.DIRICHLET)
+    assert (cfg.model.family, cfg.data.partition) == (Model.CNN, Partition.DIRICHLET)
     for model in ("mlp", "logreg"):
-        assert RunConfig.from_mapping({"dataset": dataset, "model": model}).model.value == model
+        chosen = RunConfig.from_mapping({"dataset": dataset, "model": model})
+        assert chosen.model.family.value == model
     for partition in ("iid", "pathological"):
         RunConfig.from_mapping({"dataset": dataset, "partition": partition})
 
@@ -87,21 +88,21 @@ def test_dataset_combinations_name_the_allowed_values(values, message):
 
 def test_dataset_dir_is_a_plain_string_key():
     cfg = RunConfig.from_mapping({"dataset": "fashion-mnist", "dataset-dir": "/srv/fmnist"})
-    assert cfg.dataset is Dataset.FASHION_MNIST and cfg.dataset_dir == "/srv/fmnist"
+    assert cfg.data.dataset is Dataset.FASHION_MNIST and cfg.data.dataset_dir == "/srv/fmnist"
     assert RunConfig.from_mapping(cfg.to_flat()) == cfg
-    assert RunConfig().dataset_dir == ""
+    assert RunConfig().data.dataset_dir == ""
 
 
 def test_resolved_fills_auto_and_round_trips_through_flat_keys():
     cfg = RunConfig.from_mapping({"dataset": "synthetic"}).resolved()
     assert cfg.resolved_model is Model.LOGREG
-    assert cfg.resolved_partition is Partition.NATURAL
+    assert cfg.data.resolved_partition is Partition.NATURAL
     assert RunConfig.from_mapping(cfg.to_flat()) == cfg
 
 
 def test_cohort_size_zero_means_everyone():
-    assert RunConfig.from_mapping({"clients": 7}).cohort_size == 7
-    assert RunConfig.from_mapping({"clients": 7, "clients-per-round": 3}).cohort_size == 3
+    assert RunConfig.from_mapping({"clients": 7}).training.cohort_size == 7
+    assert RunConfig.from_mapping({"clients": 7, "clients-per-round": 3}).training.cohort_size == 3
     with pytest.raises(ConfigError, match="clients-per-round"):
         RunConfig.from_mapping({"clients": 3, "clients-per-round": 5}).resolved()
 
@@ -144,5 +145,86 @@ def test_distributed_dp_accepts_its_keys():
     cfg = RunConfig.from_mapping({"dp-mode": "distributed", "secagg": "true",
                                   "ddp-mechanism": "ddg", "ddp-bits": "32",
                                   "ddp-min-survivors": "6", "target-epsilon": "4"})
-    assert cfg.ddp_bits == 32 and cfg.ddp_min_survivors == 6
+    assert cfg.privacy.ddp_bits == 32 and cfg.privacy.ddp_min_survivors == 6
     assert RunConfig.from_mapping(cfg.to_flat()) == cfg
+
+
+# ------------------------------------------------------------------ sections
+def test_every_key_lives_in_exactly_one_frozen_section():
+    import dataclasses
+
+    from fedpriv.config import SECTIONS
+
+    seen: dict[str, str] = {}
+    for name, section in SECTIONS.items():
+        assert section.__dataclass_params__.frozen and hasattr(section, "__slots__"), name
+        assert all(f.kw_only for f in dataclasses.fields(section)), name
+        for key in RunConfig.keys():
+            if RunConfig.keys()[key][0] == name:
+                assert key not in seen, (key, seen.get(key), name)
+                seen[key] = name
+    assert set(seen) == set(RunConfig().to_flat())
+    cfg = RunConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.privacy.delta = 0.5  # type: ignore[misc]
+
+
+def test_a_flat_round_trip_keeps_every_section():
+    flat = {"rounds": 4, "secagg": True, "clients": 6, "secagg-bits": 16, "model": "cnn",
+            "dp-mode": "user", "clip": "adaptive", "device": "cpu", "seq-len": 32}
+    cfg = RunConfig.from_mapping(flat)
+    assert (cfg.training.rounds, cfg.secagg.enabled, cfg.secagg.bits) == (4, True, 16)
+    assert cfg.model.family is Model.CNN and cfg.data.seq_len == 32
+    assert RunConfig.from_mapping(cfg.to_flat()) == cfg
+    assert {k: cfg.to_flat()[k] for k in flat} == {**flat, "model": "cnn", "dp-mode": "user",
+                                                   "clip": "adaptive", "device": "cpu"}
+
+
+def test_a_section_refuses_its_own_bad_values_on_its_own():
+    from fedpriv.config import PrivacyConfig, SecAggConfig, TrainingConfig
+
+    with pytest.raises(ConfigError, match="dropout-rate: simulated dropouts need secagg=true"):
+        SecAggConfig(dropout_rate=0.3)
+    with pytest.raises(ConfigError, match="clients-per-round"):
+        TrainingConfig(clients=3, clients_per_round=4)
+    with pytest.raises(ConfigError, match=r"delta: must be in \(0, 1\), got 0"):
+        PrivacyConfig(delta=0.0)
+    with pytest.raises(ConfigError, match="secagg-threshold"):
+        SecAggConfig(enabled=True, threshold=0.4)
+
+
+def test_rules_across_sections_are_checked_by_the_run_config():
+    from fedpriv.config import PrivacyConfig, TrainingConfig
+
+    privacy = PrivacyConfig(dp_mode=DpMode.DISTRIBUTED)
+    with pytest.raises(ConfigError, match="secagg: dp-mode=distributed needs secagg=true"):
+        RunConfig(privacy=privacy)
+    with pytest.raises(ConfigError, match="min-replies"):
+        RunConfig.from_mapping({"clients": 2, "min-replies": 3})
+    with pytest.raises(TypeError, match="RunConfig.privacy must be a PrivacyConfig"):
+        RunConfig(privacy=TrainingConfig())  # type: ignore[arg-type]
+
+
+def test_with_values_checks_like_from_mapping():
+    cfg = RunConfig()
+    assert cfg.with_values(run_dir="/x", rounds=2).deployment.run_dir == "/x"
+    assert cfg.with_values(secagg=True, clients=6).secagg.enabled
+    with pytest.raises(ConfigError, match="rounds: must be in"):
+        cfg.with_values(rounds=0)
+    with pytest.raises(ConfigError, match="no-such-key: unknown key"):
+        cfg.with_values(no_such_key=1)
+
+
+def test_privacy_and_secagg_stay_pure():
+    # The math and the protocol never read the run config: callers hand them numbers or
+    # a section (duck-typed), so they can be used (and audited) without the platform.
+    import ast
+
+    for package in ("privacy", "secagg"):
+        for path in (ROOT / "fedpriv" / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                for name in names:
+                    assert not name.startswith(("fedpriv.config", "server", "client",
+                                                "strategies", "simulations")), (path, name)

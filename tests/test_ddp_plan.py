@@ -1,6 +1,5 @@
 """The distributed-DP plan every party derives from the run config."""
 
-import dataclasses
 import math
 
 import pytest
@@ -54,7 +53,7 @@ def test_auto_bits_are_the_fewest_within_the_noise_slack(mechanism):
     plan = distributed_plan(base, D)
     p = plan.params
     assert plan.auto_bits and p.l2_sensitivity <= (1 + NOISE_SLACK) * p.scaled_clip
-    fewer = dataclasses.replace(base, ddp_bits=p.bits - 1)
+    fewer = base.with_values(ddp_bits=p.bits - 1)
     try:
         q = distributed_plan(fewer, D).params
     except ConfigError:

@@ -1,11 +1,16 @@
-"""A deployment that loses a SuperNode and then its SuperLink, and still finishes.
+"""A deployment that loses a SuperNode and its SuperLink at once, and still finishes.
 
 Real processes on loopback (SuperLink, three SuperNodes and their ClientApps, the ``flwr``
-CLI), stopped by PID (their process groups). One SuperNode is killed after round 1: the
-next round goes on without it after ``round-timeout``. The SuperLink (and the ServerApp it
-runs) is then killed with SIGKILL and restarted on the same state file; ``flwr run`` with
-``resume=true`` continues the run from its checkpoint. Every device's own ledger ends with
-each round charged at most once, and the audit passes.
+CLI), stopped by PID (their process groups). After round 1 one SuperNode is killed and,
+at the same moment, the SuperLink (and the ServerApp it runs), all with SIGKILL. A new
+SuperLink on the same state file and ``flwr run`` with ``resume=true`` continue the run
+from its checkpoint; the resumed rounds go on without the lost node (it is marked offline
+by Flower's heartbeat, or its reply is missing at ``round-timeout``). Every device's own
+ledger ends with each round charged at most once, and the audit passes.
+
+Both faults at once, rather than one round apart: Flower notices a dead SuperNode only
+when its heartbeat lapses (30-60 s, not configurable), and that wait now overlaps the
+SuperLink's restart instead of costing a round of its own.
 """
 
 import json
@@ -32,7 +37,7 @@ from tests.support.deploy import (
 
 pytestmark = pytest.mark.slow
 
-ROUNDS = 3  # one after the restart
+ROUNDS = 3  # two after the restart
 # On a loaded two-core machine one ClientApp message takes 20-40 s (three devices share
 # the cores), and after the restart a device may first drain a message of the dead run.
 # The timeout leaves room for both; only round 2, which waits for the lost node, pays it.
@@ -89,15 +94,10 @@ def test_a_lost_supernode_and_a_superlink_restart_do_not_lose_the_run(tmp_path):
         assert started.returncode == 0, started.stdout + started.stderr
         metrics = run_dir / "metrics.jsonl"
 
-        # A SuperNode dies after round 1: round 2 goes on without it.
+        # After round 1 a SuperNode dies, and with it the SuperLink and its ServerApp.
         _wait(lambda: len(_lines(metrics)) >= 1, "round 1", logs=logs)
-        os.killpg(nodes[3].pid, signal.SIGKILL)
-        _wait(lambda: len(_lines(metrics)) >= 2, "round 2 without edge-3", logs=logs)
-        round2 = _lines(metrics)[1]
-        assert round2["replies"] == 2 and len(round2["missing"]) == 1, round2
-
-        # The SuperLink and its ServerApp die mid-run; a new SuperLink, same state file.
         orphans = descendants(link.pid)  # its ServerApp may sit in a session of its own
+        os.killpg(nodes[3].pid, signal.SIGKILL)
         os.killpg(link.pid, signal.SIGKILL)
         for pid in orphans:
             try:
@@ -105,6 +105,7 @@ def test_a_lost_supernode_and_a_superlink_restart_do_not_lose_the_run(tmp_path):
             except ProcessLookupError:
                 pass
         link.wait(timeout=30)
+        nodes[3].wait(timeout=30)
         assert not (run_dir / "summary.json").exists()
         procs.start("superlink-2", fedpriv, *superlink)
         wait_for_port(port)
@@ -126,17 +127,13 @@ def test_a_lost_supernode_and_a_superlink_restart_do_not_lose_the_run(tmp_path):
             assert ledger.verify().ok
             charged[i] = [e.round for e in ledger.entries() if e.is_event]
         assert charged[i] == sorted(set(charged[i])), (i, charged[i])
-    for i in (1, 2):  # the survivors took part in both rounds before the restart
-        assert charged[i][:2] == [1, 2], (i, charged[i], _lines(metrics))
     assert set(charged[3]) <= {1}, (charged[3], _lines(metrics))  # the lost node: no more
     # After the restart a SuperNode may first drain a message of the dead ServerApp
     # (Flower refuses its objects: "Run is finished") before the resumed round's.
-    # Whoever replied was charged once; at least one survivor is back.
-    lines = _lines(metrics)
-    for line in lines[2:]:
+    # Whoever replied was charged once; the survivors carry every resumed round.
+    for line in _lines(metrics):
         assert line["replies"] + len(line["missing"]) == line["cohort"], line
-        answered = sum(line["round"] in charged[i] for i in (1, 2))
-        assert answered >= line["replies"], (charged, line)
-    assert lines[-1]["replies"] >= 1, (lines[-1], _dump(logs))
+        answered = sum(line["round"] in charged[i] for i in (1, 2, 3))
+        assert 1 <= line["replies"] <= answered, (charged, line, _dump(logs))
     report = audit_run(run_dir)
     assert report.ok, report.problems

@@ -34,8 +34,8 @@ SCENARIO = {"dataset": "fine-foods", "lora-rank": 1, "lora-alpha": 1.0,
 def _batches(cfg: RunConfig, n: int, vocab: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Random full-length sequences: the cost of a step does not depend on the text."""
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, vocab, (n, cfg.batch_size, cfg.seq_len), generator=g)
-    lengths = torch.full((n, cfg.batch_size), cfg.seq_len, dtype=torch.int64)
+    ids = torch.randint(3, vocab, (n, cfg.training.batch_size, cfg.data.seq_len), generator=g)
+    lengths = torch.full((n, cfg.training.batch_size), cfg.data.seq_len, dtype=torch.int64)
     return list(zip(ids, lengths, strict=True))
 
 
@@ -51,7 +51,7 @@ def _tokens_per_s(cfg: RunConfig, mode: str, steps: int, vocab: int) -> float:
         loader = torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(torch.cat([b[0] for b in batches]),
                                            torch.cat([b[1] for b in batches])),
-            batch_size=cfg.batch_size)
+            batch_size=cfg.training.batch_size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model, opt, _ = PrivacyEngine().make_private(
@@ -69,7 +69,7 @@ def _tokens_per_s(cfg: RunConfig, mode: str, steps: int, vocab: int) -> float:
         run(batches[:2])  # warm-up
         t0 = time.perf_counter()
         run(batches[2:])
-        return steps * cfg.batch_size * cfg.seq_len / (time.perf_counter() - t0)
+        return steps * cfg.training.batch_size * cfg.data.seq_len / (time.perf_counter() - t0)
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def measure(base: LmBase, quick: bool) -> dict[str, Any]:
     dp = _tokens_per_s(cfg, "dp-sgd", steps, vocab)
     for mode, tput in (("non-private LoRA", plain), ("DP-LoRA (Opacus hooks)", dp)):
         rows.append({"mode": mode, "tokens_per_s": tput, "ratio_to_non_private": tput / plain,
-                     "batch": cfg.batch_size, "seq_len": cfg.seq_len, "steps": steps})
+                     "batch": cfg.training.batch_size, "seq_len": cfg.data.seq_len, "steps": steps})
     model = build_task_model(cfg)
     adapters = sum(v.numel() for v in model.state_dict().values())
     # parameters() lists the tied input/output embedding once, as a checkpoint stores it

@@ -24,7 +24,31 @@ def render(results: dict[str, Any]) -> str:
         out.append("")
         out += _SECTIONS[name](payload)
         out.append("")
+    out += _where_the_time_goes()
     return "\n".join(out) + "\n"
+
+
+def _where_the_time_goes() -> list[str]:
+    """One paragraph per saved profile (``bench/profiles/<name>.json``)."""
+    from bench.suites.profiles import load
+
+    profiles = load()
+    if not profiles:
+        return []
+    out = ["## where the time goes — `python -m bench.suites.profiles [NAME]`", "",
+           "py-spy samples of the busiest thread (flame graphs: "
+           "`bench/profiles/<name>.speedscope.json`, open at speedscope.app). Each sample "
+           "goes to the innermost frame matching a category; process start-up imports are "
+           "counted apart. Fixed: paid per round or per process whatever the data size; "
+           "per-example: grows with the examples trained.", ""]
+    for name, p in profiles.items():
+        cats = ", ".join(f"{c} {100 * v:.0f}%" for c, v in p["categories"].items() if v >= 0.01)
+        top = ", ".join(f"{k} {100 * v:.0f}%" for k, v in p["top_self"][:5])
+        imports = 100 * p["imports_share_of_all"]
+        out += [f"**{name}** ({p['samples']} samples; imports {imports:.0f}% of all): "
+                f"fixed {100 * p['fixed_share']:.0f}%, per-example "
+                f"{100 * p['per_example_share']:.0f}% — {cats}. Top self time: {top}.", ""]
+    return out
 
 
 def _dpsgd(p: dict[str, Any]) -> list[str]:
@@ -147,17 +171,22 @@ def _fashion_mnist(p: dict[str, Any]) -> list[str]:
 
 def _distributed(p: dict[str, Any]) -> list[str]:
     rows = ["| mode (secure aggregation on) | n_min | ε (PLD) | final accuracy (mean, "
-            "range) | points below central (nearest ε) | modulus bits | coordinates / "
-            "client | client encode |",
+            "range) | points below central (nearest ε; paired mean, 95 % CI) | modulus "
+            "bits | coordinates / client | client encode |",
             "|---|---|---|---|---|---|---|---|"]
     for r in p["rows"]:
         lo, hi = r.get("accuracy_range") or (r["final_accuracy"], r["final_accuracy"])
+        ci = r.get("gap_ci95_points")
+        gap = f"{r['gap_points']:+.1f}" + (f" ({ci[0]:+.1f} to {ci[1]:+.1f})"
+                                            if ci and ci[0] != ci[1] else "")
         rows.append(f"| {r['mode']} | {_f(r['min_survivors'], 'd')} | {r['epsilon']:.2f} | "
                     f"{r['final_accuracy']:.3f} ({lo:.3f}-{hi:.3f}, {r.get('seeds', 1)} "
-                    f"seeds) | {r['gap_points']:+.1f} | "
+                    f"seeds) | {gap} | "
                     f"{r['modulus_bits']} | {r['coordinates']} | "
                     f"{1e3 * r['client_encode_seconds']:.1f} ms |")
-    rows += ["", f"digits, {p['clients']} clients (IID), logistic regression, 5 local "
+    when = p.get("meta", {}).get("date")
+    rows += ["", (f"Measured {when}. " if when else "")
+             + f"digits, {p['clients']} clients (IID), logistic regression, 5 local "
              f"epochs, {p['rounds']} rounds, δ = 1e-5. Distributed targets ε "
              f"{p['target_epsilon']:g} and spends less when more than n_min clients survive "
              "(the ledger records the noise present); each row is compared with the central "
@@ -165,7 +194,9 @@ def _distributed(p: dict[str, Any]) -> list[str]:
              "sees the exact sum first). Distributed: each client noises its own share "
              "before masking, enough that n_min survivors make the whole noise, so a full "
              "cohort carries cohort / n_min times central's variance. Each coordinate "
-             "travels as a uint64 in both modes today."]
+             "travels as a uint64 in both modes today. Seeds are paired across modes (same "
+             "data, partition and initial model; independent noise); the runs are "
+             "in-process, the same ServerApp and ClientApp code on a loopback grid."]
     return rows
 
 
@@ -190,5 +221,27 @@ def _lm(p: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _edge(p: dict[str, Any]) -> list[str]:
+    rows = ["| client | configuration | RSS after imports MB | peak RSS MB | peak ratio | "
+            "imports ratio | train round s | reply bytes | needless imports |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    rows += [f"| {r['client']} | {r['config']} | {r['rss_after_imports_mb']:.0f} | "
+             f"{r['peak_rss_mb']:.0f} | {r['peak_ratio']:.2f} | {r['imports_ratio']:.2f} | "
+             f"{r['train_round_seconds']:.2f} | {r['reply_bytes']:,.0f} | "
+             f"{', '.join(r['needless_imports']) or '-'} |" for r in p["rows"]]
+    steps = " → ".join(f"{s['step']} +{s['delta_mb']:.0f}" for s in p["import_breakdown"])
+    rows += ["", f"One train round on the device's own .npz data ({p['examples']} digits "
+             f"examples, MLP, 1 local epoch, one thread), each figure the median of "
+             f"{p['repeats']} fresh processes that import the app, read the recorded "
+             "message and Context (protobuf, as a SuperNode hands them over) and call the "
+             "app once. Peak RSS is the process's VmHWM (ru_maxrss survives exec on Linux "
+             "and would report the spawning parent's). Ratios are over the minimal Flower + "
+             f"torch client (`bench/edge_minimal.py`); goal ≤ {p['goal_peak_ratio']}. "
+             "Needless imports: packages a device's round has no use for (rich comes with "
+             "Flower itself).", "",
+             f"RSS growth importing the train path step by step (MB): {steps}."]
+    return rows
+
+
 _SECTIONS = {"dpsgd": _dpsgd, "accounting": _accounting, "secagg": _secagg,
-             "round": _round, "utility": _utility, "lm": _lm}
+             "round": _round, "utility": _utility, "lm": _lm, "edge": _edge}

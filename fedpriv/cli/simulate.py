@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -91,8 +90,8 @@ def simulate(
         raise fail(f"--out: {err}") from None
     # Simulated clients keep their own ledgers under the run directory; every ledger
     # names the run by its directory's name.
-    cfg = dataclasses.replace(cfg, run_dir=str(run_dir.path.resolve()),
-                              run_id=run_dir.path.name)
+    cfg = cfg.with_values(run_dir=str(run_dir.path.resolve()),
+                          run_id=run_dir.path.name)
     run_dir.write_config(cfg.to_flat(), scenario=chosen.name)
     _run(cfg, run_dir, chosen.name, verbose, resume=False)
 
@@ -121,14 +120,14 @@ def _resume(path: Path, verbose: bool) -> None:
         if status == "stopped":
             raise fail(f"--resume: {path} stopped at its privacy budget; resuming would "
                        "spend past it")
-    if Path(cfg.run_dir).resolve() != path.resolve():
-        raise fail(f"--resume: {path} records run-dir {cfg.run_dir!r}; the clients' ledgers "
-                   "live there. Resume it where it ran")
+    if Path(cfg.deployment.run_dir).resolve() != path.resolve():
+        raise fail(f"--resume: {path} records run-dir {cfg.deployment.run_dir!r}; the clients' "
+                   "ledgers live there. Resume it where it ran")
     from fedpriv.config import DpMode
     from server.checkpoint import ResumeError, check_resumable
 
     try:
-        check_resumable(run_dir, private=cfg.dp_mode is not DpMode.NONE)
+        check_resumable(run_dir, private=cfg.privacy.dp_mode is not DpMode.NONE)
     except ResumeError as err:
         raise fail(f"--resume: {err}") from None
     try:
@@ -201,11 +200,11 @@ def announce_privacy(cfg: RunConfig) -> RunConfig:
     from fedpriv.dp_plan import with_user_noise
     from server.planning import privacy_plan
 
-    if cfg.dp_mode is DpMode.NONE:
+    if cfg.privacy.dp_mode is DpMode.NONE:
         return cfg
     cfg = with_user_noise(cfg)
     plan = privacy_plan(cfg)
-    style = "bold yellow" if plan["warning"] or cfg.reproducible else "bold"
+    style = "bold yellow" if plan["warning"] or cfg.training.reproducible else "bold"
     stdout.print(f"[{style}]privacy:[/] {plan['text']}", highlight=False, soft_wrap=True)
     return cfg
 
@@ -215,8 +214,8 @@ def check_feasible(cfg: RunConfig) -> None:
     from fedpriv.tasks import load_task_data
 
     n = len(load_task_data(cfg).train)
-    if cfg.clients > n:
+    if cfg.training.clients > n:
         raise ConfigError(
-            "clients", f"must be at most the {n} training examples of {cfg.dataset.value}, "
-            f"got {cfg.clients}"
+            "clients", f"must be at most the {n} training examples of {cfg.data.dataset.value}, "
+            f"got {cfg.training.clients}"
         )

@@ -35,7 +35,6 @@ from fedpriv.secagg.messages import (
 )
 from fedpriv.secagg.params import (
     SecurityParams,
-    check_run_config,
     derive_setup,
     params_for,
     secure_degree,
@@ -91,7 +90,6 @@ __all__ = [
     "agree",
     "agreement_info",
     "associated_data",
-    "check_run_config",
     "cohort_digest",
     "combine",
     "components",

@@ -223,8 +223,12 @@ class SumLayout:
                           loss_sum=loss_fixed / (1 << self.loss_frac_bits))
 
 
-def layout_for(cfg: Any) -> SumLayout:
-    """The layout of a run config (duck-typed); ``secagg-noise-bound`` if it has one."""
-    return SumLayout(quantizer=Quantizer(clip_range=float(cfg.secagg_clip_range),
-                                         bits=int(cfg.secagg_bits)),
-                     noise_bound=int(getattr(cfg, "secagg_noise_bound", 0)))
+def layout_for(section: Any) -> SumLayout:
+    """The layout of a secure-aggregation config section.
+
+    Duck-typed (:class:`fedpriv.config.SecAggConfig`): ``clip_range`` and ``bits``;
+    ``noise_bound`` when the section has one.
+    """
+    return SumLayout(quantizer=Quantizer(clip_range=float(section.clip_range),
+                                         bits=int(section.bits)),
+                     noise_bound=int(getattr(section, "noise_bound", 0)))

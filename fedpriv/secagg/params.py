@@ -61,7 +61,6 @@ __all__ = [
     "PRG_KINDS",
     "SecurityParams",
     "binomial_tail",
-    "check_run_config",
     "derive_setup",
     "graph_seed",
     "params_for",
@@ -272,73 +271,16 @@ def derive_setup(params: SecurityParams, *, round_id: int, cohort: Sequence[int]
                       prg=params.prg)
 
 
-def params_for(cfg: Any) -> SecurityParams:
-    """The security parameters of a run config (duck-typed :class:`RunConfig`).
+def params_for(section: Any) -> SecurityParams:
+    """The security parameters of a secure-aggregation config section.
 
-    ``secagg-corruption-rate``, ``secagg-min-honest`` and ``secagg-prg`` are read when
-    the config has them and default to 0.1, 2 and ``aes128-ctr`` otherwise.
+    Duck-typed (:class:`fedpriv.config.SecAggConfig`): ``threshold``, ``degree`` and
+    ``dropout_rate``; ``corruption_rate``, ``min_honest`` and ``prg`` are read when the
+    section has them and default to 0.1, 2 and ``aes128-ctr`` otherwise.
     """
     return SecurityParams(
-        threshold_fraction=float(cfg.secagg_threshold), degree=int(cfg.secagg_degree),
-        dropout_rate=min(float(cfg.dropout_rate), 0.999),
-        corruption_rate=float(getattr(cfg, "secagg_corruption_rate", 0.1)),
-        min_honest=int(getattr(cfg, "secagg_min_honest", 2)),
-        prg=str(getattr(cfg, "secagg_prg", "aes128-ctr")))
-
-
-def check_run_config(cfg: Any) -> None:
-    """Refuse, before the run starts, a secure-aggregation config that cannot work.
-
-    Called from ``RunConfig.__post_init__``. Checks the threshold fraction, the degree,
-    the cohort against the survivors it needs, and that the sum fits the modulus
-    (:meth:`fedpriv.secagg.layout.SumLayout.modulus_bits`), naming the numbers.
-
-    Raises
-    ------
-    fedpriv.config.ConfigError
-        Naming the key to change.
-    """
-    if not getattr(cfg, "secagg", False):
-        return
-    from fedpriv.config import ConfigError  # lazy: fedpriv.config calls this function
-    from fedpriv.secagg.layout import layout_for
-
-    n = int(cfg.cohort_size)
-    if n < 2:
-        raise ConfigError("clients", "secure aggregation needs >= 2 clients per round (the "
-                          f"sum of one client is its update), got {n}")
-    if not 0.5 <= cfg.secagg_threshold < 1.0:
-        raise ConfigError("secagg-threshold", "must be in [0.5, 1) under secagg=true (t > "
-                          "k/2 makes two disjoint reveal sets impossible, and t <= k), got "
-                          f"{cfg.secagg_threshold:g}")
-    params = params_for(cfg)
-    c = params.corrupt(max(n, int(cfg.clients)))  # every enrolled client may collude
-    if cfg.secagg_degree >= n:
-        raise ConfigError("secagg-degree", f"must be in [0, cohort - 1 = {n - 1}] (0: "
-                          f"derived), got {cfg.secagg_degree}")
-    problem = params.cohort_problem(n, c)
-    if problem:
-        raise ConfigError("clients", f"{problem} (c = floor(corruption rate "
-                          f"{params.corruption_rate:g} x {cfg.clients} clients))")
-    if str(getattr(cfg, "dp_mode", "")) == "distributed":
-        # The update slots hold the distributed-DP encoding, whose modulus (ddp-bits) is
-        # sized with its wrap-around bound (fedpriv.ddp_plan), not this layout's.
-        least = params.min_survivors(n, c)
-        if int(getattr(cfg, "ddp_min_survivors", 0)) > least:
-            raise ConfigError(
-                "ddp-min-survivors",
-                f"must be at most the {least} survivors secure aggregation guarantees for a "
-                f"cohort of {n} (the noise would be sized for sums the protocol does not "
-                f"promise), got {cfg.ddp_min_survivors}")
-        return
-    layout = layout_for(cfg)
-    n_max = int(cfg.clients)  # a Poisson cohort (user-level DP) may hold every client
-    need = layout.modulus_bits(n_max, check=False)
-    if need > 64:
-        fit = max((q for q in range(2, layout.quantizer.bits)
-                   if layout.with_bits(q).modulus_bits(n_max, check=False) <= 64),
-                  default=None)
-        hint = (f"use secagg-bits <= {fit}" if fit else "use fewer clients per round")
-        raise ConfigError("secagg-bits", f"the exact sum of {n_max} clients needs {need} "
-                          f"bits ({layout.explain(n_max)}) but masked sums are held in 64-bit "
-                          f"words; {hint}")
+        threshold_fraction=float(section.threshold), degree=int(section.degree),
+        dropout_rate=min(float(section.dropout_rate), 0.999),
+        corruption_rate=float(getattr(section, "corruption_rate", 0.1)),
+        min_honest=int(getattr(section, "min_honest", 2)),
+        prg=str(getattr(section, "prg", "aes128-ctr")))

@@ -93,17 +93,18 @@ def _text_cached(base: LmBase, seq_len: int, train_samples: int, eval_samples: i
 
 def load_task_data(cfg: RunConfig) -> TaskData:
     """The task's training pool and held-out test split (cached per process)."""
-    if cfg.dataset is Dataset.FINE_FOODS:
-        return _text_cached(cfg.lm_base, cfg.seq_len, cfg.text_samples, cfg.eval_samples,
-                            cfg.seed)
-    return _load_cached(cfg.dataset, cfg.test_fraction, cfg.seed, cfg.clients,
-                        cfg.synthetic_alpha, cfg.synthetic_beta, cfg.dataset_dir)
+    data, training = cfg.data, cfg.training
+    if data.dataset is Dataset.FINE_FOODS:
+        return _text_cached(cfg.model.lm_base, data.seq_len, data.text_samples, data.eval_samples,
+                            training.seed)
+    return _load_cached(data.dataset, data.test_fraction, training.seed, training.clients,
+                        data.synthetic_alpha, data.synthetic_beta, data.dataset_dir)
 
 
 @functools.lru_cache(maxsize=8)
 def _partition_cached(cfg: RunConfig, num_partitions: int) -> tuple[np.ndarray, ...]:
     data = load_task_data(cfg)
-    scheme = cfg.resolved_partition
+    scheme = cfg.data.resolved_partition
     if scheme is Partition.NATURAL:
         assert data.natural_partition is not None
         if num_partitions != len(data.natural_partition):
@@ -113,8 +114,8 @@ def _partition_cached(cfg: RunConfig, num_partitions: int) -> tuple[np.ndarray, 
             )
         return tuple(data.natural_partition)
     return tuple(partition_indices(
-        data.train, scheme=scheme, num_partitions=num_partitions, seed=cfg.seed,
-        alpha=cfg.alpha, classes_per_client=cfg.classes_per_client,
+        data.train, scheme=scheme, num_partitions=num_partitions, seed=cfg.training.seed,
+        alpha=cfg.data.alpha, classes_per_client=cfg.data.classes_per_client,
     ))
 
 
@@ -166,9 +167,9 @@ def task_spec(cfg: RunConfig) -> TaskSpec:
     Text: ``seq-len`` token ids per example, labels the token counts, the base's
     vocabulary as ``num_classes``.
     """
-    if cfg.dataset is Dataset.FINE_FOODS:
-        return TaskSpec((cfg.seq_len,), _VOCAB[cfg.lm_base], None)
-    spec = _SPECS.get(cfg.dataset)
+    if cfg.data.dataset is Dataset.FINE_FOODS:
+        return TaskSpec((cfg.data.seq_len,), _VOCAB[cfg.model.lm_base], None)
+    spec = _SPECS.get(cfg.data.dataset)
     if spec is not None:
         return spec
     data = load_task_data(cfg)  # Synthetic: generated from the config, no files
@@ -177,8 +178,9 @@ def task_spec(cfg: RunConfig) -> TaskSpec:
 
 def lora_spec(cfg: RunConfig) -> LoraSpec:
     """The adapters ``model = lm-lora`` asks for."""
-    return LoraSpec(rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.lora_target_names,
-                    layers=cfg.lora_layers)
+    model = cfg.model
+    return LoraSpec(rank=model.lora_rank, alpha=model.lora_alpha, targets=model.lora_target_names,
+                    layers=model.lora_layers)
 
 
 def build_task_model(cfg: RunConfig, data: TaskData | TaskSpec | None = None, *,
@@ -189,11 +191,12 @@ def build_task_model(cfg: RunConfig, data: TaskData | TaskSpec | None = None, *,
     state is the adapters only (:class:`LoraLanguageModel`).
     """
     if cfg.resolved_model is Model.LM_LORA:
-        return build_lora_model(cfg.lm_base, lora_spec(cfg), seed=cfg.seed, device=device)
+        return build_lora_model(cfg.model.lm_base, lora_spec(cfg), seed=cfg.training.seed,
+                                device=device)
     spec = task_spec(cfg) if data is None else data
     return build_model(
         cfg.resolved_model,
         num_features=int(np.prod(spec.feature_shape)),
         num_classes=spec.num_classes,
-        seed=cfg.seed,
+        seed=cfg.training.seed,
     ).to(device)

@@ -62,6 +62,34 @@ def test_the_utility_report_shows_the_distributed_gap():
     assert "points below central" in text
     assert ("| distributed | 12 | 8.00 | 0.850 (0.850-0.850, 1 seeds) | +2.0 | 22 | 1027 | "
             "2.0 ms |") in text
+    payload["distributed"]["rows"][1].update(gap_ci95_points=[-1.25, 5.25], seeds=10)
+    assert "0.850 (0.850-0.850, 10 seeds) | +2.0 (-1.2 to +5.2) | 22 |" in render(
+        {"utility": payload})
+
+
+def test_distributed_gaps_are_paired_by_seed(monkeypatch):
+    # Two seeds whose central and distributed accuracies move together: the paired
+    # differences are constant, so the interval is a point, whatever the spread.
+    from bench.suites import distributed
+
+    acc = {("user", 0): 0.9, ("user", 1): 0.5, ("distributed", 0): 0.8,
+           ("distributed", 1): 0.4}
+
+    def fake_run(sets, seed):
+        mode = sets["dp-mode"]
+        return {"final_accuracy": acc[(mode, seed)],
+                "epsilon": {"federation": 6.0 if mode == "distributed" else 8.0},
+                "secagg": {"modulus_bits": 13, "coordinates": 1027},
+                "distributed_dp": {"min_survivors": 12} if mode == "distributed" else None}
+
+    monkeypatch.setattr(distributed, "_run", fake_run)
+    monkeypatch.setattr(distributed, "_encode_seconds",
+                        lambda sets, repeats: {"user": 1e-4, "distributed": 1e-3})
+    rows = {r["mode"]: r for r in distributed.run(quick=True, seeds=(0, 1))["rows"]}
+    skellam = rows["distributed, Skellam shares (default)"]
+    assert skellam["gap_points"] == pytest.approx(10.0)
+    assert skellam["gap_ci95_points"] == pytest.approx([10.0, 10.0])
+    assert skellam["accuracy_range"] == [0.4, 0.8] and skellam["seeds"] == 2
 
 
 def test_lm_suite_reports_tokens_per_second_and_adapter_bytes():
@@ -79,6 +107,48 @@ def test_lm_suite_reports_tokens_per_second_and_adapter_bytes():
             "opacus": "o", "flwr": "f"}
     text = render({"lm": {"meta": meta, **result}})
     assert "DP-LoRA" in text and "fedpriv bench lm --quick" in text
+
+
+def test_edge_suite_compares_fresh_processes_with_the_minimal_client():
+    from bench.edge import CONFIGS
+    from bench.suites import edge
+
+    result = edge.run(quick=True)
+    rows = result["rows"]
+    assert [(r["client"], r["config"]) for r in rows] == (
+        [("minimal Flower + torch", "no privacy")]
+        + [("fedpriv", name) for name in CONFIGS])
+    minimal = rows[0]
+    for r in rows:
+        assert 0 < r["rss_at_start_mb"] < r["rss_after_imports_mb"] <= r["peak_rss_mb"]
+        assert r["train_round_seconds"] > 0 and r["reply_bytes"] > 0
+        assert r["peak_ratio"] == r["peak_rss_mb"] / minimal["peak_rss_mb"]
+        assert r["imports_ratio"] == r["rss_after_imports_mb"] / minimal["rss_after_imports_mb"]
+        # nothing on the device path that the minimal Flower client does not load too
+        assert set(r["needless_imports"]) <= set(minimal["needless_imports"]), r
+    # the masked vector travels as uint64 per coordinate: twice the float32 model
+    assert rows[-1]["reply_bytes"] > 1.5 * rows[1]["reply_bytes"]
+    steps = [s["step"] for s in result["import_breakdown"]]
+    assert steps[0] == "interpreter" and "torch" in steps
+    meta = {"date": "d", "quick": True, "cpus": 2, "device": "cpu", "torch": "t",
+            "opacus": "o", "flwr": "f"}
+    text = render({"edge": {"meta": meta, **result}})
+    assert "fedpriv bench edge --quick" in text and "peak ratio" in text
+
+
+def test_profile_breakdown_attributes_samples_to_categories():
+    from bench.suites.profiles import breakdown
+
+    frames = [{"name": "_find_and_load", "file": "<frozen importlib._bootstrap>"},
+              {"name": "append", "file": "/x/fedpriv/privacy/ledger.py"},
+              {"name": "step", "file": "/x/client/bookkeeping.py"},
+              {"name": "main", "file": "/x/run.py"}]
+    speedscope = {"shared": {"frames": frames}, "profiles": [
+        {"samples": [[3, 0], [3, 1], [3, 2], [3, 2], [3, 2]], "weights": [1, 1, 1, 1, 1]}]}
+    b = breakdown(speedscope)
+    assert b["imports_share_of_all"] == 0.2
+    assert b["categories"]["ledger (SQLite, signatures, fsync)"] == 0.25
+    assert b["fixed_share"] == 0.25 and b["per_example_share"] == 0.75
 
 
 def test_the_fashion_mnist_frontier_runs_the_scenario_federated_and_centralised(

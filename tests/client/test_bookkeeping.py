@@ -211,7 +211,6 @@ def test_a_reproducible_record_level_federation_ends_where_opacus_would(tmp_path
     # End to end through the ClientApp: with seeded sampling and noise (reproducible),
     # the run with book-keeping clipping and the run forced onto Opacus end with the same
     # model and the same epsilon.
-    import dataclasses
 
     import numpy as np
 
@@ -228,7 +227,7 @@ def test_a_reproducible_record_level_federation_ends_where_opacus_would(tmp_path
             "rounds": 2, "clients": 3, "local-epochs": 1, "partition": "iid",
             "model": model_name, "dp-mode": "record", "noise-multiplier": 1.0,
             "reproducible": True}).resolved()
-        cfg = dataclasses.replace(cfg, run_dir=str(tmp_path / name))
+        cfg = cfg.with_values(run_dir=str(tmp_path / name))
         nodes = {i + 1: {"partition-id": i, "num-partitions": 3} for i in range(3)}
         run_dir = RunDirectory(tmp_path / name).create()
         with task_identity():

@@ -1,4 +1,3 @@
-import dataclasses
 
 import numpy as np
 import pytest
@@ -51,7 +50,7 @@ def test_train_reply_is_a_trained_model_with_metrics(small_cfg):
 
 def test_reproducible_training_repeats_for_the_same_round_and_differs_across_rounds(
         small_cfg):
-    cfg = dataclasses.replace(small_cfg, reproducible=True)
+    cfg = small_cfg.with_values(reproducible=True)
     model = build_task_model(cfg, load_task_data(cfg))
     a = client_app(train_message(cfg, model), context(SIM_NODE))
     b = client_app(train_message(cfg, model), context(SIM_NODE))
@@ -73,7 +72,7 @@ def test_record_level_sampling_and_noise_are_secret_unless_reproducible(
     model = build_task_model(cfg, load_task_data(cfg))
     replies = []
     for name in ("a", "b"):
-        run_cfg = dataclasses.replace(cfg, run_dir=str(tmp_path / name))
+        run_cfg = cfg.with_values(run_dir=str(tmp_path / name))
         replies.append(client_app(train_message(run_cfg, model), context(SIM_NODE)))
     wa, wb = (r.content[ARRAYS].to_numpy_ndarrays() for r in replies)
     same = all(np.array_equal(x, y) for x, y in zip(wa, wb, strict=True))
@@ -87,7 +86,7 @@ def test_noise_generator_is_os_seeded_unless_reproducible():
     draws = [torch.randn(8, generator=privacy_generator(cfg, "cpu", 1, 1, 2))
              for _ in range(2)]
     assert not torch.equal(*draws)
-    seeded = dataclasses.replace(cfg, reproducible=True)
+    seeded = cfg.with_values(reproducible=True)
     draws = [torch.randn(8, generator=privacy_generator(seeded, "cpu", 1, 1, 2))
              for _ in range(2)]
     assert torch.equal(*draws)
@@ -103,7 +102,7 @@ def test_opacus_samples_at_the_recorded_rate_and_takes_noise_only_steps():
         cfg = RunConfig.from_mapping({"clients": 4, "local-epochs": 1, "dp-mode": "record",
                                       "batch-size": 1, "ghost-clipping": ghost}).resolved()
         data = client_dataset(cfg, 0, 4).subset(np.arange(40))
-        event = planned_event(cfg, len(data), cfg.clip_norm)
+        event = planned_event(cfg, len(data), cfg.privacy.clip_norm)
         assert isinstance(event, DpSgdEvent) and event.sampling_rate == 1 / 40
         assert event.steps == 40
         model = build_task_model(cfg, load_task_data(cfg))
@@ -181,9 +180,9 @@ def test_node_config_budget_and_device_override_the_server(tmp_path):
 
     cfg = RunConfig.from_mapping({"client-max-epsilon": 10.0, "device": "auto"})
     own = node_overrides(cfg, {"client-max-epsilon": 3.0, "device": "cpu"})
-    assert own.client_max_epsilon == 3.0 and own.device is Device.CPU
+    assert own.privacy.client_max_epsilon == 3.0 and own.deployment.device is Device.CPU
     # The server cannot raise a device's own limit.
-    assert node_overrides(cfg, {"client-max-epsilon": 50.0}).client_max_epsilon == 10.0
+    assert node_overrides(cfg, {"client-max-epsilon": 50.0}).privacy.client_max_epsilon == 10.0
 
 
 @pytest.mark.parametrize("dp_mode", ["record", "user"])
@@ -209,7 +208,7 @@ def test_a_round_asked_again_replays_the_released_update_uncharged(tmp_path, dp_
     [ledger_path] = tmp_path.glob("clients/*/ledger.sqlite")
     with PrivacyLedger.open(ledger_path) as ledger:
         assert [r for r, _ in ledger.events()] == [2]
-    other = build_task_model(dataclasses.replace(cfg, seed=cfg.seed + 1),
+    other = build_task_model(cfg.with_values(seed=cfg.training.seed + 1),
                              load_task_data(cfg))
     refused = client_app(train_message(cfg, other, server_round=2), context(SIM_NODE))
     assert refused.content[PRIVACY][REFUSED]
@@ -252,5 +251,5 @@ def test_distributed_dp_replays_the_identical_noised_vector(tmp_path, monkeypatc
     assert kept.kind == "encoded" and kept.arrays["x"].dtype == np.uint64
     np.testing.assert_array_equal(kept.arrays["x"], first)
     # a new run of the same round: fresh noise, a different vector
-    other = dataclasses.replace(cfg, run_dir=str(tmp_path / "b"))
+    other = cfg.with_values(run_dir=str(tmp_path / "b"))
     assert not np.array_equal(ask(other, model), first)

@@ -1,6 +1,5 @@
 """ScatterNet + linear learns under record-level DP-SGD in a small in-process federation."""
 
-import dataclasses
 
 import numpy as np
 
@@ -44,7 +43,7 @@ def test_scatternet_learns_under_record_level_dp_in_a_federation(tmp_path):
         "partition": "iid", "clients": 3, "rounds": 3, "local-epochs": 2,
         "batch-size": 20, "lr": 2.0, "momentum": 0.5, "clip-norm": 0.1,
         "dp-mode": "record", "noise-multiplier": 1.0, "reproducible": True}).resolved()
-    cfg = dataclasses.replace(cfg, run_dir=str(tmp_path / "run"))
+    cfg = cfg.with_values(run_dir=str(tmp_path / "run"))
     nodes = {i + 1: {"partition-id": i, "num-partitions": 3} for i in range(3)}
     run_dir = RunDirectory(tmp_path / "run").create()
     with task_identity():

@@ -30,7 +30,7 @@ def test_the_largest_accepted_config_sums_exactly_at_its_extreme_values():
     # every slot; the sum must come back exactly, with no wrap.
     cfg = RunConfig.from_mapping({"secagg": "true", "secagg-bits": "39", "clients": "20"})
     layout = SumLayout(quantizer=Quantizer(clip_range=8.0, bits=39))
-    bits = layout.modulus_bits(cfg.cohort_size)
+    bits = layout.modulus_bits(cfg.training.cohort_size)
     assert bits == 64
     top = np.array([layout.max_update] * 5 + [layout.max_weight, 1, layout.max_loss],
                    dtype=np.uint64)

@@ -31,8 +31,8 @@ def run(tmp_path, **overrides):
     run_dir = RunDirectory(tmp_path / "run").create()
     cfg = RunConfig.from_mapping({**values, "run-dir": str(run_dir.path),
                                   "run-id": "ddp-test"}).resolved()
-    nodes = {i + 1: {"partition-id": i, "num-partitions": cfg.clients}
-             for i in range(cfg.clients)}
+    nodes = {i + 1: {"partition-id": i, "num-partitions": cfg.training.clients}
+             for i in range(cfg.training.clients)}
     grid = LoopbackGrid(client_app, nodes)
     with task_identity():
         summary = run_federation(grid, cfg, run_dir, scenario="t", reporter=LogReporter())
@@ -62,7 +62,7 @@ def test_a_distributed_run_learns_on_digits_and_its_audit_passes(tmp_path):
         assert [e.clients for _, e in own] == [3, 3]
     assert summary["epsilon"]["accountant"] == "rdp"
     assert summary["epsilon"]["federation"] == pytest.approx(epsilon([e for _, e in fed],
-                                                                     cfg.delta))
+                                                                     cfg.privacy.delta))
     report = audit_run(path)
     assert report.ok, report.problems
     scope = next(s for s in report.scopes if s.scope == "federation")
@@ -158,9 +158,9 @@ def test_dropouts_are_recorded_as_fewer_shares_and_a_larger_epsilon(tmp_path):
     assert [e.clients for e in fed] == survivors
     assert min(survivors) < 6 and min(survivors) >= summary["distributed_dp"]["min_survivors"]
     plan = distributed_plan(cfg, model_dimension(cfg))
-    full = epsilon([plan.event(6)] * len(fed), cfg.delta)
+    full = epsilon([plan.event(6)] * len(fed), cfg.privacy.delta)
     assert summary["epsilon"]["federation"] > full  # less noise than a full cohort's
-    fewest = epsilon([plan.event(plan.min_clients)] * len(fed), cfg.delta)
+    fewest = epsilon([plan.event(plan.min_clients)] * len(fed), cfg.privacy.delta)
     assert summary["epsilon"]["federation"] <= fewest  # never past what was planned
     assert audit_run(path).ok
 
@@ -186,7 +186,7 @@ def test_the_budget_is_checked_before_each_round_against_the_fewest_survivors(tm
     # (3 shares) just exceed, so the server must stop before round 3.
     base = RunConfig.from_mapping({"clients": 4, **DDP}).resolved()
     plan = distributed_plan(base, model_dimension(base))
-    budget = epsilon([plan.event(4)] * 2 + [plan.event(3)], base.delta) - 1e-6
+    budget = epsilon([plan.event(4)] * 2 + [plan.event(3)], base.privacy.delta) - 1e-6
     # Execute
     _, summary, path, _ = run(tmp_path, rounds=4, **{"max-epsilon": budget})
     # Assert

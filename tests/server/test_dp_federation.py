@@ -20,8 +20,8 @@ def run(tmp_path, **overrides):
     values = {"rounds": 2, "clients": 4, "local-epochs": 1, "partition": "iid", **overrides}
     run_dir = RunDirectory(tmp_path / "run").create()
     cfg = RunConfig.from_mapping({**values, "run-dir": str(run_dir.path)}).resolved()
-    nodes = {i + 1: {"partition-id": i, "num-partitions": cfg.clients}
-             for i in range(cfg.clients)}
+    nodes = {i + 1: {"partition-id": i, "num-partitions": cfg.training.clients}
+             for i in range(cfg.training.clients)}
     with task_identity():
         summary = run_federation(LoopbackGrid(client_app, nodes), cfg, run_dir,
                                  scenario="t", reporter=LogReporter())

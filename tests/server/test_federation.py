@@ -1,4 +1,3 @@
-import dataclasses
 import json
 
 import numpy as np
@@ -13,8 +12,8 @@ from tests.support.grid import LoopbackGrid, task_identity
 
 
 def grid_for(cfg, **kw):
-    nodes = {i + 1: {"partition-id": i, "num-partitions": cfg.clients}
-             for i in range(cfg.clients)}
+    nodes = {i + 1: {"partition-id": i, "num-partitions": cfg.training.clients}
+             for i in range(cfg.training.clients)}
     return LoopbackGrid(client_app, nodes, **kw)
 
 
@@ -64,7 +63,7 @@ def _cohorts(tmp_path, cfg, name):
         run_federation(grid, cfg, RunDirectory(tmp_path / name).create(), scenario="t",
                        reporter=LogReporter())
     sent = [m.metadata.dst_node_id for m in grid.sent]
-    m = cfg.cohort_size
+    m = cfg.training.cohort_size
     return [sorted(sent[i:i + m]) for i in range(0, len(sent), m)]
 
 
@@ -81,7 +80,7 @@ def test_cohorts_are_secret_under_dp(tmp_path):
     # 2 of 8 clients: the chance two runs draw the same cohorts is 28^-3 < 5e-5.
     cfg = RunConfig.from_mapping({"rounds": 3, "clients": 8, "clients-per-round": 2,
                                   "local-epochs": 1, "dp-mode": "record"}).resolved()
-    cfg = dataclasses.replace(cfg, run_dir=str(tmp_path / "ledgers"))
+    cfg = cfg.with_values(run_dir=str(tmp_path / "ledgers"))
     assert _cohorts(tmp_path, cfg, "a") != _cohorts(tmp_path, cfg, "b")
 
 

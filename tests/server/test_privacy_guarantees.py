@@ -31,7 +31,7 @@ def run(tmp_path, canaries=0, **overrides):
               "canaries": canaries, **overrides}
     run_dir = RunDirectory(tmp_path / "run").create()
     cfg = RunConfig.from_mapping({**values, "run-dir": str(run_dir.path)}).resolved()
-    n = cfg.clients + canaries
+    n = cfg.training.clients + canaries
     nodes = {i + 1: {"partition-id": i, "num-partitions": n} for i in range(n)}
     grid = LoopbackGrid(client_app, nodes)
     with task_identity():

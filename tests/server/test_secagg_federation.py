@@ -97,8 +97,8 @@ def _secagg_run(tmp_path, **overrides):
               "secagg": "true", **overrides}
     run_dir = RunDirectory(tmp_path / "run").create()
     cfg = RunConfig.from_mapping({**values, "run-dir": str(run_dir.path)}).resolved()
-    nodes = {i + 1: {"partition-id": i, "num-partitions": cfg.clients}
-             for i in range(cfg.clients)}
+    nodes = {i + 1: {"partition-id": i, "num-partitions": cfg.training.clients}
+             for i in range(cfg.training.clients)}
     grid = RecordingGrid(client_app, nodes)
     with task_identity():
         summary = run_federation(grid, cfg, run_dir, scenario="t", reporter=LogReporter())

@@ -15,7 +15,8 @@ def test_no_argument_is_the_embedded_default():
     s = load_scenario(None)
     cfg = check_scenario(s).resolved()
     assert s.name == "default"
-    assert (cfg.dataset.value, cfg.clients, cfg.partition.value, cfg.alpha) == (
+    data = cfg.data
+    assert (data.dataset.value, cfg.training.clients, data.partition.value, data.alpha) == (
         "digits", 10, "dirichlet", 0.5)
 
 
@@ -23,7 +24,7 @@ def test_scenario_from_a_path(tmp_path):
     f = tmp_path / "tiny.toml"
     f.write_text('description = "mine"\n[config]\nrounds = 1\n')
     s = load_scenario(str(f))
-    assert s.name == "tiny" and check_scenario(s).rounds == 1
+    assert s.name == "tiny" and check_scenario(s).training.rounds == 1
 
 
 def test_unknown_name_lists_the_shipped_ones():

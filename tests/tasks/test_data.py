@@ -100,7 +100,7 @@ def test_array_dataset_rejects_mismatched_rows():
 
 
 def test_resolved_defaults_per_dataset():
-    assert RunConfig().resolved().resolved_partition is Partition.DIRICHLET
+    assert RunConfig().resolved().data.partition is Partition.DIRICHLET
 
 
 def test_to_loader_yields_the_default_loaders_batches_and_empty_poisson_batches():

@@ -13,7 +13,8 @@ import enum
 import math
 from typing import Any
 
-__all__ = ["ConfigError", "allowed", "check_range", "coerce", "field_meta", "plain", "show"]
+__all__ = ["ConfigError", "allowed", "check_range", "check_ranges", "coerce", "field_meta",
+           "key_of", "plain", "section_keys", "show"]
 
 
 class ConfigError(ValueError):
@@ -25,9 +26,31 @@ class ConfigError(ValueError):
 
 
 def field_meta(help_: str, *, lo: float | None = None, hi: float | None = None,
-          lo_open: bool = False, hi_open: bool = False) -> dict[str, Any]:
-    """A run-config field's metadata: its help and its range (open or closed ends)."""
-    return {"help": help_, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
+               lo_open: bool = False, hi_open: bool = False,
+               key: str | None = None) -> dict[str, Any]:
+    """A run-config field's metadata: its help, its range (open or closed ends) and key.
+
+    ``key`` is the run-config key when it is not the field's name in kebab case (the
+    field ``enabled`` of the secure-aggregation section is the key ``secagg``).
+    """
+    return {"help": help_, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open,
+            "key": key}
+
+
+def key_of(f: dataclasses.Field[Any]) -> str:
+    """The run-config key of a section's field: its metadata's, else its kebab-case name."""
+    return f.metadata.get("key") or f.name.replace("_", "-")
+
+
+def section_keys(section: Any) -> dict[str, dataclasses.Field[Any]]:
+    """Map each run-config key of a config section (class or instance) to its field."""
+    return {key_of(f): f for f in dataclasses.fields(section)}
+
+
+def check_ranges(section: Any) -> None:
+    """Check every field of a config section against its range (ConfigError naming the key)."""
+    for key, f in section_keys(section).items():
+        check_range(key, f, getattr(section, f.name))
 
 
 def _enum_type(f: dataclasses.Field[Any]) -> type[enum.Enum] | None:

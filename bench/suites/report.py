@@ -139,6 +139,8 @@ def _utility(p: dict[str, Any]) -> list[str]:
 
 
 def _fashion_mnist(p: dict[str, Any]) -> list[str]:
+    if "skipped" in p:
+        return [f"Fashion-MNIST frontier skipped: {p['skipped']}."]
     ceiling = {r["setting"]: r["final_accuracy"] for r in p["rows"] if r["mode"] == "none"}
     m = p["meta"]
     rows = [f"### Fashion-MNIST, federated and non-IID ({'quick' if m['quick'] else 'full'}, "

@@ -150,18 +150,14 @@ def record(values: dict[str, str], where: Path, device: dict[str, str]) -> tuple
         recorddict_to_proto,
     )
 
+    from bench.suites.common import run_in_process
     from client.app import app as client_app
     from fedpriv.config import RunConfig
-    from server.federation import run_federation
-    from server.reporting import LogReporter
-    from server.rundir import RunDirectory
-    from tests.support.grid import LoopbackGrid, task_identity
 
-    run_dir = RunDirectory(where / "run").create()
+    run = where / "run"
     cfg = RunConfig.from_mapping({"rounds": 1, "clients": 5, "local-epochs": 1,
                                   "partition": "iid", **values,
-                                  "run-dir": str(run_dir.path)}).resolved()
-    nodes = {i + 1: {"partition-id": i, "num-partitions": 5} for i in range(5)}
+                                  "run-dir": str(run)}).resolved()
     captured: dict[str, Any] = {}
 
     def capturing(msg: Any, ctx: Any) -> Any:
@@ -171,14 +167,12 @@ def record(values: dict[str, str], where: Path, device: dict[str, str]) -> tuple
             captured["run_id"] = ctx.run_id
         return client_app(msg, ctx)
 
-    with task_identity():
-        summary = run_federation(LoopbackGrid(capturing, nodes), cfg, run_dir,  # type: ignore[arg-type]
-                                 scenario="edge", reporter=LogReporter())
+    summary = run_in_process(cfg, run, scenario="edge", client_app=capturing)
     if summary["status"] != "completed" or "message" not in captured:
         raise RuntimeError(f"recording node 1's train message failed: {summary}")
     node_config: dict[str, bool | float | int | str] = dict(device)
     if values.get("secagg") == "true":
-        ids = run_dir.path / "identities"
+        ids = run / "identities"
         node_config.update({"secagg-identity": str(ids / "0.ed25519"),
                             "secagg-roster": str(ids / "roster.json"), "secagg-id": 0})
     ctx = Context(run_id=captured["run_id"], node_id=1, node_config=node_config,

@@ -1,4 +1,5 @@
-"""Shared helpers: machine metadata, results files, running ``fedpriv simulate``."""
+"""Shared helpers: machine metadata, results files, running ``fedpriv simulate``, and a
+federation run in-process."""
 
 from __future__ import annotations
 
@@ -64,3 +65,24 @@ def per_round(elapsed: list[float]) -> float:
     if len(elapsed) < 2:
         raise ValueError("need at least two rounds to time a round")
     return (elapsed[-1] - elapsed[0]) / (len(elapsed) - 1)
+
+
+def run_in_process(cfg: Any, run_dir: Path, *, scenario: str,
+                   client_app: Any = None) -> dict[str, Any]:
+    """Run ``cfg`` (resolved) in-process: the real ServerApp and ClientApp code on the
+    loopback grid, no Ray. ``run_dir`` is created; ``client_app`` defaults to fedpriv's.
+
+    Returns the run's summary.
+    """
+    from client.app import app as fedpriv_app
+    from server.federation import run_federation
+    from server.reporting import LogReporter
+    from server.rundir import RunDirectory
+    from tests.support.grid import LoopbackGrid, task_identity
+
+    n = cfg.training.clients
+    nodes = {i + 1: {"partition-id": i, "num-partitions": n} for i in range(n)}
+    with task_identity():
+        return run_federation(LoopbackGrid(client_app or fedpriv_app, nodes), cfg,
+                              RunDirectory(run_dir).create(), scenario=scenario,
+                              reporter=LogReporter())

@@ -27,28 +27,21 @@ arithmetic, only start-up time.
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import t as t_dist
 
-#: Two-sided 97.5 % quantiles of Student's t for n - 1 degrees of freedom (n seeds).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262}
+from bench.suites.common import run_in_process
 
 
 def _run(sets: dict[str, Any], seed: int) -> dict[str, Any]:
     """One run in-process (the real ServerApp and ClientApp on a loopback grid): summary."""
-    import tempfile
-    from pathlib import Path
-
-    from client.app import app as client_app
     from fedpriv.config import DpMode, RunConfig
     from fedpriv.dp_plan import with_user_noise
-    from server.federation import run_federation
-    from server.reporting import LogReporter
-    from server.rundir import RunDirectory
-    from tests.support.grid import LoopbackGrid, task_identity
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
@@ -56,12 +49,7 @@ def _run(sets: dict[str, Any], seed: int) -> dict[str, Any]:
             run_dir=str(run), run_id=run.name)
         if cfg.privacy.dp_mode is DpMode.USER:
             cfg = with_user_noise(cfg)  # as `fedpriv simulate` calibrates it
-        n = cfg.training.clients
-        nodes = {i + 1: {"partition-id": i, "num-partitions": n} for i in range(n)}
-        with task_identity():
-            return run_federation(LoopbackGrid(client_app, nodes), cfg,
-                                  RunDirectory(run).create(), scenario="bench-distributed",
-                                  reporter=LogReporter())
+        return run_in_process(cfg, run, scenario="bench-distributed")
 
 
 def _encode_seconds(sets: dict[str, str], repeats: int) -> dict[str, float]:
@@ -141,7 +129,8 @@ def run(quick: bool, seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
         # paired by seed: same data, partition and initial model, independent noise
         gaps = [100 * (c["final_accuracy"] - r["final_accuracy"])
                 for c, r in zip(same, runs, strict=True)]
-        half = (_T975[len(gaps) - 1] * statistics.stdev(gaps) / len(gaps) ** 0.5
+        half = (float(t_dist.ppf(0.975, len(gaps) - 1)) * statistics.stdev(gaps)
+                / len(gaps) ** 0.5
                 if len(gaps) > 1 else None)
         rows.append({
             "mode": mode, "epsilon": mean(runs, "epsilon"), "seeds": len(seeds),

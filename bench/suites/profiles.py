@@ -73,22 +73,15 @@ def _target(name: str) -> None:
         model = Model.MLP if name == "dpsgd-mlp" else Model.CNN
         _steps("bookkeeping", model, 3000 if model is Model.MLP else 600, torch.device("cpu"))
     elif name == "round-record-dp":
-        from client.app import app as client_app
+        from bench.suites.common import run_in_process
         from fedpriv.config import RunConfig
-        from server.federation import run_federation
-        from server.reporting import LogReporter
-        from server.rundir import RunDirectory
-        from tests.support.grid import LoopbackGrid, task_identity
 
         with tempfile.TemporaryDirectory() as tmp:
-            run_dir = RunDirectory(Path(tmp) / "run").create()
+            run = Path(tmp) / "run"
             cfg = RunConfig.from_mapping({
                 "rounds": 4, "clients": 10, "local-epochs": 1, "partition": "iid",
-                "dp-mode": "record", "run-dir": str(run_dir.path)}).resolved()
-            nodes = {i + 1: {"partition-id": i, "num-partitions": 10} for i in range(10)}
-            with task_identity():
-                run_federation(LoopbackGrid(client_app, nodes), cfg, run_dir,
-                               scenario="profile", reporter=LogReporter())
+                "dp-mode": "record", "run-dir": str(run)}).resolved()
+            run_in_process(cfg, run, scenario="profile")
     else:
         raise ValueError(f"unknown profile target {name!r}; choose from {TARGETS}")
 

@@ -2,7 +2,9 @@
 
 10 clients on digits, the same MLP, rounds and local epochs. Ray's start-up and the
 first round (actor warm-up) are excluded: time per round is (end of last round - end of
-round 1) / (rounds - 1). Ratios are to the plain Flower FedAvg app.
+round 1) / (rounds - 1). Ratios are to the plain Flower FedAvg app; the full stack is
+also compared with Flower's own SecAgg+ and DP wrapper (:mod:`bench.suites.flower_secaggplus`),
+the same protections built from Flower's parts.
 """
 
 from __future__ import annotations
@@ -16,38 +18,46 @@ from typing import Any
 
 from bench.suites.common import ROOT, per_round, simulate
 
+#: The fedpriv row compared with Flower's own SecAgg+ and DP wrapper (the same protections).
+FULL_STACK = "fedpriv all (user-DP adaptive + secagg)"
+FLOWER_SECAGG_DP = "Flower SecAgg+ + DP (client-side fixed clipping)"
+
+
 VARIANTS: dict[str, tuple[str, ...]] = {
     "fedpriv": (),
     "fedpriv record-DP": ("dp-mode=record",),
     "fedpriv user-DP": ("dp-mode=user",),
     "fedpriv secagg": ("secagg=true",),
-    "fedpriv all (user-DP adaptive + secagg)": ("dp-mode=user", "clip=adaptive",
-                                                "secagg=true"),
+    FULL_STACK: ("dp-mode=user", "clip=adaptive", "secagg=true"),
 }
 
 
-def _plain(rounds: int, epochs: int) -> dict[str, Any]:
+def _plain(rounds: int, epochs: int, app: str = "plain") -> dict[str, Any]:
+    """Run a Flower peer app (``plain`` or ``secaggplus-dp``) in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "plain.json"
-        proc = subprocess.run([sys.executable, "-m", "bench.suites.plain_flower", str(rounds),
-                               str(epochs), str(out)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=900)
+        proc = subprocess.run([sys.executable, "-m", "bench.suites.plain_flower", app,
+                               str(rounds), str(epochs), str(out)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=900)
         if proc.returncode != 0 or not out.exists():
-            raise RuntimeError(f"plain Flower app failed:\n{proc.stderr[-2000:]}")
+            raise RuntimeError(f"Flower app {app} failed:\n{proc.stderr[-2000:]}")
         data = json.loads(out.read_text())
     if data["final_accuracy"] <= data["initial_accuracy"]:
-        raise RuntimeError("the plain Flower app did not learn (its clients failed?): "
+        raise RuntimeError(f"the Flower app {app} did not learn (its clients failed?): "
                            f"{data}")
     return {"seconds_per_round": per_round(data["round_ends"]),
             "final_accuracy": data["final_accuracy"]}
 
 
 def run(quick: bool) -> dict[str, Any]:
-    """Seconds per round for the plain app and each fedpriv variant."""
+    """Seconds per round for the plain app, Flower's SecAgg+ with DP, and fedpriv's."""
     rounds, epochs = (3, 1) if quick else (10, 1)
     common = (f"rounds={rounds}", f"local-epochs={epochs}", "clients=10", "partition=iid")
     plain = _plain(rounds, epochs)
     rows = [{"variant": "plain Flower FedAvg", **plain, "ratio_to_plain": 1.0}]
+    flower = _plain(rounds, epochs, "secaggplus-dp")
+    rows.append({"variant": FLOWER_SECAGG_DP, **flower,
+                 "ratio_to_plain": flower["seconds_per_round"] / plain["seconds_per_round"]})
     for name, sets in VARIANTS.items():
         summary, lines = simulate(*common, *sets)
         spr = per_round([r["elapsed_seconds"] for r in lines])
@@ -55,4 +65,6 @@ def run(quick: bool) -> dict[str, Any]:
                      "final_accuracy": summary["final_accuracy"],
                      "ratio_to_plain": spr / plain["seconds_per_round"],
                      "sets": list(sets)})
+    full = next(r for r in rows if r["variant"] == FULL_STACK)
+    full["ratio_to_flower_secagg_dp"] = full["seconds_per_round"] / flower["seconds_per_round"]
     return {"rounds": rounds, "local_epochs": epochs, "clients": 10, "rows": rows}

@@ -134,6 +134,60 @@ def _round(p: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _deploy(p: dict[str, Any]) -> list[str]:
+    from bench.suites.deploy import STRETCHES
+
+    rows = ["| variant | s/round | ratio to plain Flower | messages per node and round | "
+            + " | ".join(f"{s} (s, median)" for s in STRETCHES) + " | final accuracy |",
+            "|---|---|---|---|" + "---|" * len(STRETCHES) + "---|"]
+    for r in p["rows"]:
+        st = r.get("stretches_s", {})
+        rows.append(f"| {r['variant']} | {r['seconds_per_round']:.1f} | "
+                    f"{r['ratio_to_plain']:.2f} | {r['messages_per_round']:.0f} | "
+                    + " | ".join(_f(st.get(s), ".2f") for s in STRETCHES)
+                    + f" | {r['final_accuracy']:.3f} |")
+    rows += ["", f"Real processes on loopback ({p['transport']} for both): a SuperLink, "
+             f"{p['nodes']} SuperNodes and `flwr run`, {p['rounds']} rounds of "
+             f"{p['local_epochs']} local epoch, digits IID shares; round 1 excluded (first "
+             f"imports). fedpriv runs `{p['fedpriv_run_config']}` (the deployment of "
+             "docs/deploy.md). The stretches come from each SuperNode's time-stamped log "
+             "(Flower's \"Receiving\", \"Received successfully\", \"Start `flwr-clientapp` "
+             "process\", \"Sending\", \"Sent successfully\" lines). " + DEPLOY_PROSE]
+    return rows
+
+
+#: Where a deployed round's seconds go, and whose they are (Flower 1.42's source).
+DEPLOY_PROSE = (
+    "A deployed round costs seconds on loopback because every message pays Flower's fixed "
+    "per-message costs, and fedpriv's secure aggregation is five messages per round "
+    "(advertise keys, share keys, train and mask, consistency check, unmask: Bonawitz et "
+    "al. 2017's malicious-server protocol) where plain FedAvg is one; Flower's own "
+    "SecAgg+ is four. Flower's, per message: (1) the SuperNode pulls, and when nothing is "
+    "waiting it sleeps a fixed 3 s (`time.sleep(3)` in `flwr/supernode/"
+    "start_client_internal.py`, no knob), so a message that arrives just after a pull "
+    "waits up to 3 s; after a reply it pulls again at once, so the stage after a "
+    "cohort-wide wait usually pays it; (2) isolation `subprocess` (the default, and the "
+    "only local choice: Flower 1.42's warm executor pools are for Kubernetes and agent "
+    "apps, not ClientApps) starts a fresh `flwr-clientapp` process per message, which "
+    "imports Flower (about 1.6 s of the 2.3 s that importing fedpriv's secure-aggregation "
+    "client takes) before any app code runs; (3) the SuperExec looks for work every "
+    "`FLWR_SUPEREXEC_TASK_POLL_INTERVAL` seconds (default 1; `fedpriv deploy` sets 0.2 "
+    "unless the operator sets it; the plain row keeps Flower's default); (4) the "
+    "ServerApp's deployment grid (`HttpGrid.send_and_receive`) checks for replies every "
+    "3 s, no knob (fedpriv's `server.grid.PromptGrid` checks every 0.1 s; the plain app "
+    "keeps Flower's grid). TLS adds a handshake per HTTP connection, milliseconds on "
+    "loopback, and both rows run without it. Ours: the number of exchanges per round "
+    "(the protocol's), fedpriv's imports in each ClientApp process (the secure-"
+    "aggregation stages import numpy, `cryptography` and the protocol only; the train "
+    "stage adds torch, Opacus' data loader and the PLD accountant for the device's "
+    "budget check) and the train stage's work (DP-SGD, the ledger's signed, fsync'd "
+    "appends). On a quiet machine a stage's own work is well under a second, so the "
+    "ratio is set by exchanges times Flower's per-message cost: five exchanges cannot "
+    "fit 1.5 times one. The lever left on our side is fewer exchanges per round, e.g. "
+    "advertising the next round's keys in the unmask reply (four exchanges), which "
+    "changes the protocol and is not done here.")
+
+
 def _utility(p: dict[str, Any]) -> list[str]:
     rows = ["| mode | target / z | ε (PLD) | final accuracy |", "|---|---|---|---|"]
     for r in p["rows"]:
@@ -257,4 +311,4 @@ def _edge(p: dict[str, Any]) -> list[str]:
 
 
 _SECTIONS = {"dpsgd": _dpsgd, "accounting": _accounting, "secagg": _secagg,
-             "round": _round, "utility": _utility, "lm": _lm, "edge": _edge}
+             "round": _round, "deploy": _deploy, "utility": _utility, "lm": _lm, "edge": _edge}

@@ -13,7 +13,8 @@ __all__ = ["bench"]
 
 def bench(
     names: Annotated[list[str] | None, typer.Argument(
-        help="Suites: dpsgd, accounting, secagg, round, utility (default: all).")] = None,
+        help="Suites: dpsgd, accounting, secagg, round, deploy, utility, lm, edge "
+        "(default: all).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small settings (minutes).")] = False,
 ) -> None:
     """Run the benchmark suites side by side; write bench/results/*.json and README.md.

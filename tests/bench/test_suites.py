@@ -212,3 +212,51 @@ def test_utility_skips_fashion_mnist_with_the_reason_when_it_is_not_installed(mo
         {"mode": "none", "target": None, "epsilon": None, "final_accuracy": 0.9}],
         "fashion_mnist": result}})
     assert "Fashion-MNIST frontier skipped" in text and "make data" in text
+
+
+def test_deployed_messages_are_split_into_flowers_stretches():
+    from bench.suites.deploy import STRETCHES, message_times
+
+    log = "\n".join(
+        f"{stamp} INFO :      {text}" for stamp, text in [
+            ("10:00:00.000", "Starting Flower SuperNode"),
+            ("10:00:01.000", "Receiving: train.secagg_advertise message (ID: a)"),
+            ("10:00:01.500", "Received successfully"),
+            ("10:00:03.500", "Start `flwr-clientapp` process"),
+            ("10:00:04.000", "Sending: train.secagg_advertise message (ID: b)"),
+            ("10:00:04.250", "Sent successfully"),
+            ("10:00:07.250", "Receiving: train message (ID: c)"),
+            ("10:00:07.750", "Received successfully"),
+            ("10:00:09.750", "Start `flwr-clientapp` process"),
+            ("10:00:13.750", "Sending: train message (ID: d)"),
+            ("10:00:14.000", "Sent successfully"),
+        ])
+    times = message_times(log)
+    assert times["messages"] == 2
+    assert times["stretches_s"] == pytest.approx(dict(zip(STRETCHES, [0.5, 2.0, 2.25, 0.25,
+                                                                      3.0], strict=True)))
+
+
+def test_the_round_and_deploy_reports_carry_every_ratio():
+    meta = {"date": "d", "quick": True, "cpus": 2, "device": "cpu", "torch": "t",
+            "opacus": "o", "flwr": "f"}
+    rnd = {"meta": meta, "rounds": 3, "local_epochs": 1, "clients": 10, "rows": [
+        {"variant": "plain Flower FedAvg", "seconds_per_round": 1.0, "ratio_to_plain": 1.0,
+         "final_accuracy": 0.5},
+        {"variant": "Flower SecAgg+ + DP", "seconds_per_round": 4.0, "ratio_to_plain": 4.0,
+         "final_accuracy": 0.4},
+        {"variant": "fedpriv all", "seconds_per_round": 2.0, "ratio_to_plain": 2.0,
+         "ratio_to_flower_secagg_dp": 0.5, "final_accuracy": 0.6}]}
+    dep = {"meta": meta, "rounds": 2, "nodes": 2, "local_epochs": 1, "transport": "insecure",
+           "fedpriv_run_config": "secagg=true", "rows": [
+               {"variant": "plain deployed", "seconds_per_round": 10.0, "ratio_to_plain": 1.0,
+                "messages_per_round": 1, "final_accuracy": 0.8,
+                "stretches_s": {"pull the message": 0.5}},
+               {"variant": "fedpriv deployed", "seconds_per_round": 40.0,
+                "ratio_to_plain": 4.0, "messages_per_round": 5, "final_accuracy": 0.7,
+                "stretches_s": {}}]}
+    text = render({"round": rnd, "deploy": dep})
+    assert "| fedpriv all | 2.000 | 2.00 | 0.50 | 0.600 |" in text
+    assert "| Flower SecAgg+ + DP | 4.000 | 4.00 | - | 0.400 |" in text
+    assert "| fedpriv deployed | 40.0 | 4.00 | 5 |" in text
+    assert "fedpriv bench deploy --quick" in text and "time.sleep(3)" in text

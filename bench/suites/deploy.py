@@ -198,7 +198,7 @@ def _federation(kind: str, rounds: int, tmp: Path) -> dict[str, Any]:
 
 def run(quick: bool) -> dict[str, Any]:
     """Seconds per deployed round, plain Flower and fedpriv (DP + secure aggregation)."""
-    rounds = 2 if quick else 4
+    rounds = 2 if quick else 3
     rows = []
     for kind, variant in (("plain", "plain Flower FedAvg, deployed"),
                           ("fedpriv", "fedpriv record-DP + secagg, deployed")):

@@ -297,7 +297,13 @@ class _PoissonBatches(torch.utils.data.Sampler[list[int]]):
             yield mask.nonzero(as_tuple=False).reshape(-1).tolist()
 
 
-def poisson_loader(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
+class PoissonLoader(torch.utils.data.DataLoader):
+    """A ``DataLoader`` over Poisson batches that knows its sampling rate."""
+
+    sample_rate: float
+
+
+def poisson_loader(loader: torch.utils.data.DataLoader) -> PoissonLoader:
     """``loader``'s dataset under Poisson sampling at rate ``1 / len(loader)``.
 
     The rate, the number of batches per pass (``int(1 / rate)``) and the draws from
@@ -312,11 +318,11 @@ def poisson_loader(loader: torch.utils.data.DataLoader) -> torch.utils.data.Data
         raise ValueError(f"Poisson sampling needs examples, got a dataset of {n}")
     if not callable(getattr(loader.dataset, "__getitems__", None)):
         raise TypeError("poisson_loader needs a dataset that batches through __getitems__")
-    dp_loader = torch.utils.data.DataLoader(
+    dp_loader = PoissonLoader(
         loader.dataset, batch_sampler=_PoissonBatches(n, rate, int(1 / rate), loader.generator),
         collate_fn=loader.collate_fn,
         # as Opacus' loader does: each pass's iterator then draws its base seed from the
         # sampling generator too, so the masks continue the same stream
         generator=loader.generator)
-    dp_loader.sample_rate = rate  # type: ignore[attr-defined]
+    dp_loader.sample_rate = rate
     return dp_loader

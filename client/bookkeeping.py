@@ -31,9 +31,18 @@ against the output gradients) and a sum over positions for group norm. What this
 is deliberately narrow: every parameter must belong to such a layer, applied once per
 forward, with parameter-free layers (activations, pooling, flatten) in between.
 :func:`supports` says whether a model qualifies; anything else (a FedProx term, other
-layers) goes through Opacus. Noise and scaling are Opacus' own (``_generate_noise``,
-``std = sigma * C``, division by the expected batch size), from the same generator, so
-for the same batches and noise generator the two give the same update (tested to 1e-6).
+layers) goes through Opacus. Noise and scaling are Opacus' (``std = sigma * C``, one
+``torch.normal`` draw per parameter tensor as Opacus' ``_generate_noise`` makes it,
+division by the expected batch size), from the same generator, so for the same batches
+and noise generator the two give the same update (tested to 1e-6).
+
+:func:`poisson_loader` is the Poisson sampler of the Sampled Gaussian Mechanism (each
+example independently with probability q; Mironov, Talwar & Zhang 2019), drawing what
+Opacus' ``DPDataLoader`` draws from the same generator (tested). The two are written here
+so that a device training a covered model never imports Opacus (~50 MB resident and ~2
+CPU-seconds per process, which a deployed SuperNode pays per message; see
+``bench/suites/edge.py``); Opacus remains the path for everything else and the
+reference the tests compare against.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from torch import nn
 
 from fedpriv.tasks.scattering import Scattering2D
 
-__all__ = ["BookKeepingDpSgd", "supports"]
+__all__ = ["BookKeepingDpSgd", "gaussian_noise", "poisson_loader", "supports"]
 
 #: Layers without parameters that may sit between the linear layers: each maps one
 #: example to one example (never batch norm, which mixes a batch). ``Scattering2D`` is
@@ -136,9 +145,6 @@ class BookKeepingDpSgd:
                        if p is not None}
         self._handles: list[Any] | None = None
         self._flags: list[bool] = []
-        from opacus.optimizers.optimizer import _generate_noise  # Opacus' own noise
-
-        self._generate_noise = _generate_noise
 
     def __enter__(self) -> BookKeepingDpSgd:
         """Keep the hooks on, and parameter gradients off, for many steps (saves ~10%)."""
@@ -216,8 +222,8 @@ class BookKeepingDpSgd:
         return loss.detach()
 
     def _noised(self, summed: torch.Tensor) -> torch.Tensor:
-        return summed + self._generate_noise(std=self.sigma * self.clip, reference=summed,
-                                             generator=self.generator, secure_mode=False)
+        return summed + gaussian_noise(std=self.sigma * self.clip, reference=summed,
+                                       generator=self.generator)
 
 
 def _per_example(layer: nn.Module, a: torch.Tensor, e: torch.Tensor
@@ -259,3 +265,64 @@ def _per_example(layer: nn.Module, a: torch.Tensor, e: torch.Tensor
         g = grads[name]
         return (c @ g.flatten(1)).view(g.shape[1:])
     return sq, formed_sum  # type: ignore[return-value]
+
+
+def gaussian_noise(*, std: float, reference: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """N(0, std^2) noise shaped like ``reference``.
+
+    The draw Opacus' ``_generate_noise`` makes outside its secure mode: one
+    ``torch.normal`` call, or zeros, drawing nothing, when ``std == 0``.
+    """
+    if std == 0:
+        return torch.zeros(reference.shape, device=reference.device, dtype=reference.dtype)
+    return torch.normal(mean=0, std=std, size=reference.shape, device=reference.device,
+                        generator=generator)
+
+
+class _PoissonBatches(torch.utils.data.Sampler[list[int]]):
+    """``steps`` batches, each example in each with probability ``rate``, independently."""
+
+    def __init__(self, num_samples: int, rate: float, steps: int,
+                 generator: torch.Generator | None) -> None:
+        self.num_samples, self.rate, self.steps, self.generator = (num_samples, rate, steps,
+                                                                    generator)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for _ in range(self.steps):
+            mask = torch.rand(self.num_samples, generator=self.generator) < self.rate
+            yield mask.nonzero(as_tuple=False).reshape(-1).tolist()
+
+
+class PoissonLoader(torch.utils.data.DataLoader):
+    """A ``DataLoader`` over Poisson batches that knows its sampling rate."""
+
+    sample_rate: float
+
+
+def poisson_loader(loader: torch.utils.data.DataLoader) -> PoissonLoader:
+    """``loader``'s dataset under Poisson sampling at rate ``1 / len(loader)``.
+
+    The rate, the number of batches per pass (``int(1 / rate)``) and the draws from
+    ``loader.generator`` are those of Opacus' ``DPDataLoader.from_data_loader(loader)``;
+    an empty draw is an empty batch with the examples' shapes (the dataset must batch
+    through ``__getitems__``, as ``fedpriv.tasks.to_loader``'s does). The result has a
+    ``sample_rate`` attribute, as Opacus' loader has.
+    """
+    rate = 1 / len(loader)
+    n = len(cast(Any, loader.dataset))
+    if n <= 0:
+        raise ValueError(f"Poisson sampling needs examples, got a dataset of {n}")
+    if not callable(getattr(loader.dataset, "__getitems__", None)):
+        raise TypeError("poisson_loader needs a dataset that batches through __getitems__")
+    dp_loader = PoissonLoader(
+        loader.dataset, batch_sampler=_PoissonBatches(n, rate, int(1 / rate), loader.generator),
+        collate_fn=loader.collate_fn,
+        # as Opacus' loader does: each pass's iterator then draws its base seed from the
+        # sampling generator too, so the masks continue the same stream
+        generator=loader.generator)
+    dp_loader.sample_rate = rate
+    return dp_loader

@@ -184,8 +184,6 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
     hooks and no per-example gradients); its loss is each example's mean token NLL
     (:class:`fedpriv.tasks.SequenceNll`), a mean over examples as the hooks assume.
     """
-    from opacus import PrivacyEngine
-
     from client.bookkeeping import supports
 
     ghost = (cfg.privacy.ghost_clipping and proximal_mu == 0.0
@@ -197,6 +195,8 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
     if (proximal_mu == 0.0 and cfg.resolved_model is not Model.LM_LORA
             and len(trainable) == len(list(model.parameters())) and supports(model)):
         return _bookkeeping_steps(model, optimizer, loader, event, device, noise)
+    from opacus import PrivacyEngine  # only off the book-keeping path (see its module)
+
     criterion = task_criterion(cfg)
     model.train()  # Opacus validates a model in training mode
     with warnings.catch_warnings():
@@ -225,12 +225,13 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
 def _bookkeeping_steps(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
                        event: DpSgdEvent, device: torch.device,
                        noise: torch.Generator) -> float:
-    """``event.steps`` DP-SGD steps by book-keeping clipping over Opacus' Poisson sampler."""
-    from opacus.data_loader import DPDataLoader
+    """``event.steps`` DP-SGD steps by book-keeping clipping over Poisson batches.
 
-    from client.bookkeeping import BookKeepingDpSgd
+    The batches are drawn as Opacus' ``DPDataLoader`` draws them, without importing Opacus.
+    """
+    from client.bookkeeping import BookKeepingDpSgd, poisson_loader
 
-    dp_loader = DPDataLoader.from_data_loader(loader)  # the loader's own generator samples
+    dp_loader = poisson_loader(loader)  # the loader's own generator samples
     _check_rate(dp_loader.sample_rate, event)
     dp = BookKeepingDpSgd(model, optimizer, noise_multiplier=event.noise_multiplier,
                           max_grad_norm=event.clip, noise_generator=noise,

@@ -14,6 +14,16 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # of 0.34 ms with the other core busy (measured). Set before torch is imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# Data layouts (test splits, client partitions) are kept on disk and shared by the
+# processes a run starts (fedpriv.tasks.index_cache); the suite keeps its own, made by the
+# first process (under xdist the controller: the workers inherit it) and removed on exit.
+if "FEDPRIV_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["FEDPRIV_CACHE_DIR"] = tempfile.mkdtemp(prefix="fedpriv-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["FEDPRIV_CACHE_DIR"], ignore_errors=True)
 
 import pytest  # noqa: E402
 

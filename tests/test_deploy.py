@@ -47,9 +47,12 @@ def test_tls_node_auth_dp_secagg_deployment(tmp_path):
                     "--port", port, "--database", tmp_path / "state.db")
         wait_for_port(port)
         write_flwr_config(tmp_path / "flwr-home", port, ca=certs / "ca.pem")
-        for name in ("edge-1", "edge-2"):
-            reg = run(env, BIN / "flwr", "supernode", "register", certs / "nodes" / f"{name}.pub")
-            assert reg.returncode == 0 and "registered" in reg.stdout, reg.stdout + reg.stderr
+        registering = {name: procs.start(f"register-{name}", BIN / "flwr", "supernode",
+                                         "register", certs / "nodes" / f"{name}.pub")
+                       for name in ("edge-1", "edge-2")}  # side by side: each is a CLI start
+        for name, proc in registering.items():
+            code, log = procs.wait_exit(f"register-{name}", proc)
+            assert code == 0 and "registered" in log, log
 
         # Refused: an unregistered key; no CA (system roots); no TLS at all.
         refused = {
@@ -60,20 +63,25 @@ def test_tls_node_auth_dp_secagg_deployment(tmp_path):
                       "--auth-supernode-public-key", certs / "nodes" / "edge-1.pub"],
             "insecure": ["--insecure"],
         }
-        for name, extra in refused.items():
-            code, log = procs.run_to_exit(
-                f"refused-{name}", BIN / "flower-supernode", "--superlink",
-                f"127.0.0.1:{port}", "--max-retries", "1", "--port", free_port(), *extra)
-            assert code != 0, name
-            assert "Failed to initialize the connection to the SuperLink" in log, name
-            if name == "no-ca":
-                assert "SSL/TLS handshake error" in log
+        # All three are tried beside the registered devices' start: none of them can
+        # connect, so none can take part, and each costs a process start.
+        refusing = {name: procs.start(f"refused-{name}", BIN / "flower-supernode",
+                                      "--superlink", f"127.0.0.1:{port}", "--max-retries",
+                                      "1", "--port", free_port(), *extra)
+                    for name, extra in refused.items()}
 
         for i, name in enumerate(("edge-1", "edge-2"), start=1):
             procs.start(name, fedpriv, "deploy", "supernode", name, "--superlink",
                         f"127.0.0.1:{port}", "--certs", certs, "--data-dir",
                         tmp_path / f"data-{i}", "--ledger", tmp_path / f"{name}.sqlite",
                         "--max-epsilon", "50", "--port", free_port())
+
+        for name, proc in refusing.items():
+            code, log = procs.wait_exit(f"refused-{name}", proc)
+            assert code != 0, name
+            assert "Failed to initialize the connection to the SuperLink" in log, name
+            if name == "no-ca":
+                assert "SSL/TLS handshake error" in log
 
         run_dir = tmp_path / "run"
         # One round: each secure-aggregation round is five exchanges of Flower's polling

@@ -38,7 +38,9 @@ def test_flwr_run_on_the_local_simulation_federation(tmp_path):
         proc = subprocess.run(
             [str(bin_dir / "flwr"), "run", ".", "--stream",
              "--run-config", f'rounds=1 clients=2 local-epochs=1 run-dir="{run_dir}"',
-             "--federation-config", "num-supernodes=2 client-resources-num-cpus=1"],
+             # one Ray actor takes both clients: a second would only add its start-up
+             # (imports) on a two-core machine that runs another test beside this one
+             "--federation-config", "num-supernodes=2 client-resources-num-cpus=2"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -92,7 +92,7 @@ def profile_top(model_name: Model, mode: str, steps: int = 30, top: int = 5) -> 
 
 def run(quick: bool) -> dict[str, Any]:
     """Throughput for MLP and CNN in each mode, on CPU and (if present) CUDA."""
-    steps = 40 if quick else 200
+    steps = 15 if quick else 200
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
                                        else [])
     torch.set_num_threads(1)

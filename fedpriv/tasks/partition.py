@@ -55,6 +55,23 @@ def partition_indices(
         When there are fewer examples than clients, or no Dirichlet draw gives every
         client at least two examples.
     """
+    from fedpriv.tasks.index_cache import cached_layout
+
+    params = {"scheme": scheme.value, "num_partitions": num_partitions, "seed": seed,
+              "alpha": alpha, "classes_per_client": classes_per_client}
+    # Kept on disk (fedpriv.tasks.index_cache): the partition depends only on the labels
+    # and these parameters, and computing it imports datasets, pandas and seaborn.
+    return cached_layout(
+        "partition", data.y, params, count=num_partitions, cover=False,
+        packages=("flwr-datasets", "datasets"),
+        compute=lambda: _partition(data, scheme=scheme, num_partitions=num_partitions,
+                                   seed=seed, alpha=alpha,
+                                   classes_per_client=classes_per_client),
+    )
+
+
+def _partition(data: ArrayDataset, *, scheme: Partition, num_partitions: int, seed: int,
+               alpha: float, classes_per_client: int) -> list[np.ndarray]:
     import datasets  # heavy import: only where partitions are computed
     from flwr_datasets.partitioner import (
         DirichletPartitioner,

@@ -243,3 +243,40 @@ def test_a_reproducible_record_level_federation_ends_where_opacus_would(tmp_path
     assert ours_model.keys() == theirs_model.keys()
     for key in ours_model:
         assert np.allclose(ours_model[key], theirs_model[key], atol=1e-5), key
+
+
+@pytest.mark.parametrize(("n", "batch"), [(50, 8), (7, 64), (300, 300), (1, 1)])
+def test_poisson_batches_are_the_ones_opacus_draws(n, batch):
+    # Same generator state, same batches (empty ones included: at q = 1/ceil(7/64) = 1 no
+    # batch is empty, at 8/50 some are), same rate and number of batches per pass.
+    from opacus.data_loader import DPDataLoader
+
+    from client.bookkeeping import poisson_loader
+    from fedpriv.tasks import to_loader
+    from fedpriv.tasks.data import ArrayDataset
+
+    rng = torch.Generator().manual_seed(n)
+    data = ArrayDataset(torch.randn(n, 3, generator=rng).numpy(),
+                        torch.randint(0, 4, (n,), generator=rng).numpy())
+    ours = poisson_loader(to_loader(data, batch, shuffle=True,
+                                    generator=torch.Generator().manual_seed(5)))
+    theirs = DPDataLoader.from_data_loader(to_loader(data, batch, shuffle=True,
+                                                     generator=torch.Generator().manual_seed(5)))
+    assert ours.sample_rate == theirs.sample_rate
+    for _ in range(3):  # passes continue the same generator
+        got, want = list(ours), list(theirs)
+        assert len(got) == len(want) == int(1 / ours.sample_rate)
+        for (xa, ya), (xb, yb) in zip(got, want, strict=True):
+            assert xa.shape[1:] == (3,) and torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_gaussian_noise_is_opacus_draw():
+    from opacus.optimizers.optimizer import _generate_noise
+
+    from client.bookkeeping import gaussian_noise
+
+    ref = torch.zeros(4, 5)
+    for std in (0.0, 0.3, 2.0):
+        a = gaussian_noise(std=std, reference=ref, generator=torch.Generator().manual_seed(1))
+        b = _generate_noise(std=std, reference=ref, generator=torch.Generator().manual_seed(1))
+        assert a.dtype == b.dtype and torch.equal(a, b)

@@ -60,9 +60,13 @@ class Processes:
 
     def run_to_exit(self, name, *cmd, timeout=90):
         """Start, wait for the process itself to exit, return (code, its log)."""
-        proc = self.start(name, *cmd)
+        return self.wait_exit(name, self.start(name, *cmd), timeout=timeout)
+
+    def wait_exit(self, name, proc, timeout=90):
+        """Wait for ``proc`` (started as ``name``) to exit; return (code, its log)."""
         code = proc.wait(timeout=timeout)  # its children may linger: stop_all reaps them
-        self.procs[-1][2].join(timeout=2)  # its last lines, unless a child holds the pipe
+        pump = next(p for q, _, p in self.procs if q is proc)
+        pump.join(timeout=2)  # its last lines, unless a child holds the pipe
         return code, (self.logs / f"{name}.log").read_text()
 
     def stop_all(self):

@@ -11,8 +11,9 @@ signed by this process's key. :func:`resume_point` reconciles what a crash left:
   (:mod:`client.replay`), so no client is charged twice either.
 
 The strategy state that must survive is small and explicit: the adaptive clip norm,
-a server optimiser's moments (FedAdam's ``m_t``, ``v_t``), a seeded sampler's state,
-and the clients' reported ledger heads and signatures (for the summary and the audit).
+a server optimiser's moments (FedAdam's ``m_t``, ``v_t``; server momentum's
+``velocity``), a seeded sampler's state, and the clients' reported ledger heads and
+signatures (for the summary and the audit).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from server.rundir import RunDirectory
 
 __all__ = ["Checkpointer", "ResumeError", "ResumePoint", "check_resumable", "resume_point"]
 
-_MOMENTS = ("m_t", "v_t")
+_MOMENTS = ("m_t", "v_t", "velocity")  # FedAdam's moments, server momentum's v
 
 
 class ResumeError(RuntimeError):

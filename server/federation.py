@@ -53,6 +53,7 @@ from server.strategy import FedPrivStrategy, RunInterrupted
 from strategies import build_strategy
 from strategies.distributed_dp import DistributedDpMean
 from strategies.dp_fedavg import DpFedAvg
+from strategies.server_momentum import ServerMomentum
 from strategies.update_mean import UpdateMean
 
 __all__ = ["run_federation"]
@@ -293,12 +294,16 @@ def _aggregation(cfg: RunConfig, ddp: DistributedPlan | None = None) -> Any:
 
     Innermost first: Flower's strategy; DP-FedAvg for user-level DP, the mean of the
     decoded noised sum for distributed DP (or the weighted mean of updates under secure
-    aggregation); SecAgg+ outermost.
+    aggregation); SecAgg+ around them; server momentum (FedAvgM) outermost, on the model
+    the chain releases.
     """
     inner = _dp_or_mean(cfg, build_strategy(cfg), ddp)
     if cfg.secagg.enabled:
         rng = np.random.default_rng([cfg.training.seed, _SECAGG_STREAM])
         inner = SecAggStrategy(inner, cfg, rng, plan=ddp)
+    if cfg.training.server_momentum > 0:
+        inner = ServerMomentum(inner, momentum=cfg.training.server_momentum,
+                               learning_rate=cfg.training.server_momentum_lr)
     return inner
 
 

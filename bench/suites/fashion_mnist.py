@@ -4,18 +4,23 @@
 2021 (``model = scatternet``) with the settings of the shipped scenario
 ``fashion-mnist-scatternet-dp``: non-private, and record-level DP-SGD on every client
 calibrated to the whole run's epsilon in {1, 3, 8} (delta 1e-5). Beside each, the
-centralised figure: the same recipe with one client holding all 60,000 images (its
-sampling rate is then batch / 60,000 rather than batch / its share). Writes
+centralised figure: one client holding all 60,000 images (its sampling rate is then
+batch / 60,000 rather than batch / its share), :data:`CENTRAL`'s epochs. Then the
+recipes' ablation at epsilon 3 (:data:`RECIPES`): from the baseline FedAvg recipe to the
+scenario as shipped, one recipe at a time, with the points each bought. Writes
 ``bench/results/utility-fashion-mnist.png``.
 
-``--quick`` runs the same code on the first 6,000 training and 1,000 test images (written
-as IDX files to a temporary ``dataset-dir``), fewer rounds, one epsilon.
+Runs are in-process (:func:`bench.suites.common.run_in_process`: the real ServerApp and
+ClientApp on a loopback grid, no Ray), :data:`WORKERS` at once. ``--quick`` runs the same
+code on the first 6,000 training and 1,000 test images (written as IDX files to a
+temporary ``dataset-dir``), 3 rounds, one epsilon.
 
-The scattering coefficients of a data set are computed once and shared by the runs
-through a temporary ``FEDPRIV_FEATURE_CACHE`` (the first run pays for them; its time
-says so). ``python -m bench.suites.fashion_mnist [--quick]`` runs this part alone and
-puts it under ``fashion_mnist`` in ``bench-utility.json``, keeping the digits results
-there, then renders ``bench/results/README.md`` again.
+The scattering coefficients of every data layout are put in ``FEDPRIV_FEATURE_CACHE``
+(a temporary directory when unset) before the runs: the clients' shares and the test
+split computed once, the one-client layout gathered from the clients' rows.
+``python -m bench.suites.fashion_mnist [--quick]`` runs this part alone and puts it
+under ``fashion_mnist`` in ``bench-utility.json``, keeping the digits results there, then
+renders ``bench/results/README.md`` again.
 """
 
 from __future__ import annotations
@@ -29,28 +34,40 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.suites.common import RESULTS, meta, simulate
+from bench.suites.common import RESULTS, meta, run_in_process
 
 SCENARIO = "fashion-mnist-scatternet-dp"
 EPSILONS = (1.0, 3.0, 8.0)
 #: The centralised comparison: one client with all the data (each run costs as much as a
 #: federated one on two cores, so at the headline epsilon only).
 CENTRAL_EPSILONS = (3.0,)
+#: The centralised recipe (Tramèr & Boneh's shape: epochs of DP-SGD with momentum): the
+#: scenario's model, batch, lr and clip, 20 epochs; server momentum means nothing with one
+#: client, whose every round is one epoch.
+CENTRAL = {"clients": 1, "partition": "iid", "rounds": 20, "server-momentum": 0.0}
+#: Issue 15's recipes at epsilon 3, each row adding one to the row before; the last is
+#: the scenario as shipped (its row is the headline epsilon 3 run, not run twice).
+BASELINE = {"rounds": 20, "server-momentum": 0.0, "server-momentum-lr": 1.0}
+RECIPES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("baseline: 20 rounds of 1 local epoch (~3 steps), FedAvg", BASELINE),
+    ("+ server momentum beta 0.9, eta 2 (FedAvgM), 20 rounds",
+     {**BASELINE, "server-momentum": 0.9, "server-momentum-lr": 2.0}),
+    ("+ 40 rounds (~120 steps; noise calibrated for all of them)", {}),
+)
+#: Runs at once (processes); the machine the results came from has 2 cores.
+WORKERS = 2
 PLOT = "utility-fashion-mnist.png"
 #: Okabe & Ito's colour-blind-safe palette.
 _BLUE, _VERMILION, _GREEN, _PURPLE = "#0072B2", "#D55E00", "#009E73", "#CC79A7"
 
 
-def _scenario_sets() -> list[str]:
+def _scenario_values() -> dict[str, Any]:
     from simulations.scenarios import load_scenario
 
-    values = load_scenario(SCENARIO).values
-    drop = {"dp-mode", "target-epsilon", "max-epsilon"}
-    return [f"{k}={_plain(v)}" for k, v in values.items() if k not in drop]
-
-
-def _plain(value: Any) -> str:
-    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+    values = dict(load_scenario(SCENARIO).values)
+    for key in ("dp-mode", "target-epsilon", "max-epsilon"):
+        values.pop(key, None)
+    return values
 
 
 def _subset_dir(root: Path, n_train: int, n_test: int) -> Path:
@@ -67,47 +84,138 @@ def _subset_dir(root: Path, n_train: int, n_test: int) -> Path:
     return root
 
 
-def _run(sets: list[str], mode: str, eps: float | None, setting: str) -> dict[str, Any]:
-    extra = (["dp-mode=none"] if eps is None else
-             ["dp-mode=record", f"target-epsilon={eps:g}", "max-epsilon=inf"])
+def federate(values: dict[str, Any]) -> dict[str, Any]:
+    """One run in-process (the real ServerApp and ClientApp on a loopback grid): summary."""
+    from fedpriv.config import RunConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        cfg = RunConfig.from_mapping(values).resolved().with_values(
+            run_dir=str(run), run_id=run.name)
+        return run_in_process(cfg, run, scenario=SCENARIO)
+
+
+def _run(values: dict[str, Any], mode: str, eps: float | None, setting: str
+         ) -> dict[str, Any]:
+    extra = ({"dp-mode": "none"} if eps is None else
+             {"dp-mode": "record", "target-epsilon": eps, "max-epsilon": math.inf})
     t0 = time.monotonic()
-    summary, _ = simulate(*sets, *extra, timeout=3600)
+    summary = federate({**values, **extra})
+    if summary.get("status") != "completed":
+        raise RuntimeError(f"{setting} {mode} run ended {summary.get('status')}: "
+                           f"{summary.get('reason')}")
     return {"setting": setting, "mode": mode, "target": eps,
             "epsilon": summary["epsilon"]["federation"] if eps is not None else None,
             "final_accuracy": summary["final_accuracy"],
             "seconds": time.monotonic() - t0}
 
 
-def run(quick: bool) -> dict[str, Any]:
-    """Accuracy and epsilon, federated and centralised, non-private and at each epsilon."""
+def _prime_centralised(values: dict[str, Any], central: dict[str, Any]) -> None:
+    """Every layout's coefficients in the cache before the runs: the clients' shares and
+    the test split (computed once), then the one-client layout's, gathered from the
+    clients' (no recomputing).
+
+    The scattering maps each image on its own, so the centralised client's coefficients
+    are the federated clients' rows in its order (:func:`remember_features`).
+    """
+    from fedpriv.config import RunConfig
+    from fedpriv.tasks import load_task_data, model_inputs
+    from fedpriv.tasks.features import clear_feature_cache, remember_features
+    from fedpriv.tasks.partition import partition_indices
+
+    def indices(cfg: RunConfig) -> list[Any]:
+        return partition_indices(train, scheme=cfg.data.resolved_partition,
+                                 num_partitions=cfg.training.clients,
+                                 seed=cfg.training.seed, alpha=cfg.data.alpha,
+                                 classes_per_client=cfg.data.classes_per_client)
+
+    fed = RunConfig.from_mapping(values)
+    train = load_task_data(fed).train
+    model_inputs(fed, load_task_data(fed).test)
+    parts = indices(fed)
+    if sum(len(i) for i in parts) != len(train):
+        return  # not a partition of the whole pool: the runs compute their own
+    import numpy as np
+
+    full = np.empty((len(train), 81, 7, 7), np.float32)  # (n, 81, 7, 7)
+    for idx in parts:
+        full[idx] = model_inputs(fed, train.subset(idx)).x
+    (order,) = indices(RunConfig.from_mapping({**values, **central}))
+    remember_features(train.x[order], full[order])
+    clear_feature_cache()  # the runs read them back; this process keeps no copy
+
+
+def run(quick: bool, workers: int = WORKERS) -> dict[str, Any]:
+    """Accuracy and epsilon, federated and centralised, non-private and at each epsilon;
+    the recipes' ablation at epsilon 3. ``workers`` runs go at once (1: in this process)."""
     t0 = time.monotonic()
-    sets = _scenario_sets()
+    values = _scenario_values()
     epsilons = (3.0,) if quick else EPSILONS
     saved = os.environ.get("FEDPRIV_FEATURE_CACHE")
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["FEDPRIV_FEATURE_CACHE"] = str(Path(tmp) / "features")
+        if saved is None:  # a cache for these runs (computed once, below)
+            os.environ["FEDPRIV_FEATURE_CACHE"] = str(Path(tmp) / "features")
         try:
             if quick:
                 data = _subset_dir(Path(tmp), 6000, 1000)
-                sets += [f"dataset-dir={data}", "rounds=3"]
-            central = [*sets, "clients=1", "partition=iid"]
-            rows = [_run(sets, "record", eps, "federated") for eps in sorted(
-                epsilons, key=lambda e: e != 3.0)]  # the headline first: it pays for features
-            rows.insert(0, _run(sets, "none", None, "federated"))
-            rows += [_run(central, "none", None, "centralised")]
-            rows += [_run(central, "record", eps, "centralised") for eps in CENTRAL_EPSILONS]
+                values.update({"dataset-dir": str(data), "rounds": 3})
+            central = {**values, **CENTRAL, **({"rounds": 3} if quick else {})}
+            _prime_centralised(values, central)  # every layout's coefficients, once
+            jobs = [(values, "none", None, "federated")]
+            jobs += [(values, "record", eps, "federated") for eps in sorted(epsilons)]
+            jobs += [(central, "none", None, "centralised")]
+            jobs += [(central, "record", eps, "centralised") for eps in CENTRAL_EPSILONS]
+            recipes = [(label, {**values, **changes, **({"rounds": 3} if quick else {})})
+                       for label, changes in RECIPES if changes]
+            jobs += [(v, "record", 3.0, "federated") for _, v in recipes]
+            done = _run_all(jobs, workers)
         finally:
             if saved is None:
                 os.environ.pop("FEDPRIV_FEATURE_CACHE", None)
-            else:
-                os.environ["FEDPRIV_FEATURE_CACHE"] = saved
-    rows[1:1 + len(epsilons)] = sorted(rows[1:1 + len(epsilons)], key=lambda r: r["target"])
-    config = dict(s.split("=", 1) for s in sets if not s.startswith("dataset-dir="))
+    rows, extra = done[:len(jobs) - len(recipes)], done[len(jobs) - len(recipes):]
+    headline = next(r for r in rows if r["setting"] == "federated" and r["target"] == 3.0)
+    ablation = _ablation(values, headline, dict(zip([lb for lb, _ in recipes], extra,
+                                                    strict=True)))
+    config = {k: _plain(v) for k, v in values.items() if k != "dataset-dir"}
     _plot(rows, config, quick)
-    return {"meta": {**meta(quick), "seconds": time.monotonic() - t0},
+    return {"meta": {**meta(quick), "seconds": time.monotonic() - t0, "workers": workers},
             "scenario": SCENARIO, "config": config, "rows": rows, "plot": PLOT,
+            "central": {k: _plain(v) for k, v in CENTRAL.items()},
+            "ablation": ablation,
             "data": "first 6,000 train / 1,000 test images" if quick else
             "60,000 train / 10,000 test images"}
+
+
+def _run_all(jobs: list[tuple[Any, ...]], workers: int) -> list[dict[str, Any]]:
+    """``_run`` of each job, in order; ``workers`` processes at once (1: here)."""
+    if workers <= 1:
+        return [_run(*job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: a fresh interpreter per worker (no forked torch threads); each reads the
+    # coefficients from FEDPRIV_FEATURE_CACHE, which the parent filled
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_run, *zip(*jobs, strict=True)))
+
+
+def _ablation(values: dict[str, Any], headline: dict[str, Any],
+              runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each recipe's row at epsilon 3 and the points it bought over the row before."""
+    out: list[dict[str, Any]] = []
+    for label, changes in RECIPES:
+        row = dict(runs[label]) if changes else dict(headline)
+        run_values = {**values, **changes}
+        row.update(recipe=label, rounds=int(run_values["rounds"]),
+                   server_momentum=float(run_values.get("server-momentum", 0.0)))
+        prev = out[-1]["final_accuracy"] if out else None
+        row["points"] = None if prev is None else 100 * (row["final_accuracy"] - prev)
+        out.append(row)
+    return out
+
+
+def _plain(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def _plot(rows: list[dict[str, Any]], config: dict[str, str], quick: bool) -> None:
@@ -156,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a 6,000-image subset, 3 rounds")
+    p.add_argument("--workers", type=int, default=WORKERS,
+                   help=f"runs at once, in processes (default {WORKERS}; 1: in this one)")
     p.add_argument("--replot", action="store_true",
                    help="only redraw the plot and README from bench-utility.json (no runs)")
     args = p.parse_args(argv)
@@ -167,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         result = payload["fashion_mnist"]
         _plot(result["rows"], result["config"], result["meta"]["quick"])
     else:
-        result = run(args.quick)
+        result = run(args.quick, args.workers)
         payload["fashion_mnist"] = result
         path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     results = {name: json.loads((RESULTS / f"bench-{name}.json").read_text())

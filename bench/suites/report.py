@@ -224,18 +224,33 @@ def _fashion_mnist(p: dict[str, Any]) -> list[str]:
                     f"{_f(r['epsilon'], '.2f')} | {100 * r['final_accuracy']:.1f} % | "
                     f"{gap:+.1f} | {r['seconds'] / 60:.1f} min |")
     c = p["config"]
+    central = p.get("central", {})
+    momentum = float(c.get("server-momentum", 0) or 0)
+    server = (f"server momentum β = {momentum:g}, η = {c.get('server-momentum-lr', 1)} "
+              "(FedAvgM)" if momentum else "FedAvg")
     rows += ["", f"Scenario `{p['scenario']}` ({p['data']}): {c.get('clients')} clients, "
              f"Dirichlet α = {c.get('alpha')}, ScatterNet (J = 2, L = 8) + group norm + "
              f"linear (Tramèr & Boneh 2021), {c.get('rounds')} rounds of "
              f"{c.get('local-epochs')} local epoch(s), batch {c.get('batch-size')}, lr "
-             f"{c.get('lr')}, momentum {c.get('momentum')}, clip {c.get('clip-norm')}; δ = "
-             "1e-5, each client's ε calibrated for the whole run from its own sampling rate. "
-             "Centralised: the same settings with one client holding all 60,000 images. "
-             "Run times are wall-clock on the shared machine and include Ray's start; the "
-             "first run to need a data layout's scattering coefficients computes them (the "
-             "federated ε 3 run: ten clients' shares and the test split; the centralised "
-             "non-private run: the whole training set as one client's), later runs read "
-             f"them from the cache. Plot: `{p['plot']}`. {p.get('note', '')}".rstrip()]
+             f"{c.get('lr')}, momentum {c.get('momentum')}, clip {c.get('clip-norm')}, "
+             f"{server}; δ = 1e-5, each client's ε calibrated for the whole run from its "
+             "own sampling rate and step count. Centralised: one client holding all 60,000 "
+             f"images, {central.get('rounds', c.get('rounds'))} epochs, the same batch, lr, "
+             "momentum and clip. Runs are in-process (the real ServerApp and ClientApp on a "
+             "loopback grid, no Ray); run times are wall-clock on the shared machine; the "
+             "first run to need a data layout's scattering coefficients computes them (or "
+             "reads them from `FEDPRIV_FEATURE_CACHE`), and the centralised layout's are "
+             f"gathered from the clients'. Plot: `{p['plot']}`. {p.get('note', '')}".rstrip()]
+    if p.get("ablation"):
+        rows += ["", "Which recipe bought how many points (federated, record-level DP, "
+                 "target ε = 3; each row adds one recipe to the row above; the last is the "
+                 "scenario as shipped):", "",
+                 "| recipe | rounds | server momentum β | ε (PLD) | test accuracy | points "
+                 "bought | run time |", "|---|---|---|---|---|---|---|"]
+        for a in p["ablation"]:
+            rows.append(f"| {a['recipe']} | {a['rounds']} | {a['server_momentum']:g} | "
+                        f"{_f(a['epsilon'], '.2f')} | {100 * a['final_accuracy']:.1f} % | "
+                        f"{_f(a['points'], '+.1f')} | {a['seconds'] / 60:.1f} min |")
     return rows
 
 

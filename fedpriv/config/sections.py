@@ -144,6 +144,12 @@ class TrainingConfig:
         "FedProx proximal-term weight mu", lo=0.0))
     server_lr: float = dataclasses.field(default=0.01, metadata=_meta(
         "FedAdam server learning rate eta", lo=0.0, lo_open=True))
+    server_momentum: float = dataclasses.field(default=0.0, metadata=_meta(
+        "server momentum beta on the aggregate step (FedAvgM, Hsu et al. 2019; 0: off); "
+        "any DP mode, with or without secagg", lo=0.0, hi=1.0, hi_open=True))
+    server_momentum_lr: float = dataclasses.field(default=1.0, metadata=_meta(
+        "server momentum's learning rate eta: w += eta * v (server-momentum > 0)",
+        lo=0.0, lo_open=True))
     local_epochs: int = dataclasses.field(default=5, metadata=_meta(
         "local epochs per round", lo=1))
     batch_size: int = dataclasses.field(default=32, metadata=_meta(
@@ -163,6 +169,12 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.server_momentum > 0 and self.strategy is StrategyName.FEDADAM:
+            raise ConfigError(
+                "server-momentum",
+                f"must be 0 with strategy=fedadam (Adam keeps its own server momentum), "
+                f"got {self.server_momentum}",
+            )
         if self.clients_per_round > self.clients:
             raise ConfigError(
                 "clients-per-round",

@@ -31,7 +31,13 @@ import torch
 from fedpriv.config import Model, RunConfig
 from fedpriv.tasks.data import ArrayDataset
 
-__all__ = ["CACHE_ENV", "clear_feature_cache", "model_inputs", "scatternet_features"]
+__all__ = [
+    "CACHE_ENV",
+    "clear_feature_cache",
+    "model_inputs",
+    "remember_features",
+    "scatternet_features",
+]
 
 #: A directory where coefficients are also kept across processes (unset: memory only).
 CACHE_ENV = "FEDPRIV_FEATURE_CACHE"
@@ -82,9 +88,7 @@ def model_inputs(cfg: RunConfig, data: ArrayDataset) -> ArrayDataset:
     if cfg.resolved_model is not Model.SCATTERNET:
         return data
     x = np.ascontiguousarray(data.x)
-    digest = hashlib.blake2b(f"{x.dtype}:{x.shape}:".encode(), digest_size=20)
-    digest.update(x.data)  # the contiguous buffer itself: no copy of the images
-    key = f"scatternet-{digest.hexdigest()}"
+    key = _key(x)
     with _lock:
         cached = _cache.get(key)
         if cached is not None:
@@ -94,11 +98,41 @@ def model_inputs(cfg: RunConfig, data: ArrayDataset) -> ArrayDataset:
     if features is None:
         features = scatternet_features(x)
         _to_disk(key, features)
+    _keep(key, features)
+    return ArrayDataset(features, data.y)
+
+
+def remember_features(x: np.ndarray, features: np.ndarray) -> None:
+    """Cache ``features`` as the coefficients of images ``x`` (in memory and on disk).
+
+    The transform maps each image on its own, so the coefficients of a data set that
+    only reorders or regroups images already mapped are those images' rows: a benchmark
+    that runs the same images under another partition (one client holding all of them)
+    gathers them instead of recomputing. The caller vouches that ``features`` are
+    :func:`scatternet_features` of ``x``; the shapes are checked.
+    """
+    x = np.ascontiguousarray(x)
+    if features.dtype != np.float32 or features.shape[0] != len(x) or features.ndim != 4:
+        raise ValueError(f"features must be float32 (n={len(x)}, 81, 7, 7), got "
+                         f"{features.dtype}{list(features.shape)}")
+    key = _key(x)
+    _to_disk(key, features)
+    _keep(key, features)
+
+
+def _key(x: np.ndarray) -> str:
+    """The cache key of contiguous images ``x``: their dtype, shape and bytes."""
+    digest = hashlib.blake2b(f"{x.dtype}:{x.shape}:".encode(), digest_size=20)
+    digest.update(x.data)  # the contiguous buffer itself: no copy of the images
+    return f"scatternet-{digest.hexdigest()}"
+
+
+def _keep(key: str, features: np.ndarray) -> None:
     with _lock:
         _cache[key] = features
+        _cache.move_to_end(key)
         while len(_cache) > _MAX_ENTRIES:
             _cache.popitem(last=False)
-    return ArrayDataset(features, data.y)
 
 
 def _disk_path(key: str) -> Path | None:

@@ -1,5 +1,7 @@
 """The benchmark suites run and report; no timing is asserted (timings belong in bench/)."""
 
+import math
+
 import pytest
 
 from bench.suites import accounting, dpsgd
@@ -153,33 +155,43 @@ def test_profile_breakdown_attributes_samples_to_categories():
 
 def test_the_fashion_mnist_frontier_runs_the_scenario_federated_and_centralised(
         tmp_path, monkeypatch):
-    # The plumbing, with simulate() stubbed (the real runs are the benchmark itself): the
-    # scenario's settings, each epsilon once federated, the centralised comparison, the
-    # non-private ceilings, the plot and the README table.
+    # The plumbing, with the federation stubbed (the real runs are the benchmark itself):
+    # the scenario's settings, each epsilon once federated, the centralised comparison,
+    # the non-private ceilings, the recipes' ablation, the plot and the README table.
     from bench.suites import fashion_mnist
 
     calls = []
 
-    def fake_simulate(*sets, timeout):
-        kv = dict(s.split("=", 1) for s in sets)
-        calls.append(kv)
-        eps = float(kv["target-epsilon"]) if kv["dp-mode"] == "record" else None
-        acc = 0.9 if eps is None else 0.8 + eps / 100
-        return {"epsilon": {"federation": eps}, "final_accuracy": acc}, []
+    def fake_federate(values):
+        calls.append(dict(values))
+        eps = values["target-epsilon"] if values["dp-mode"] == "record" else None
+        acc = 0.9 if eps is None else 0.8 + eps / 100 + values["rounds"] / 10_000
+        return {"status": "completed", "epsilon": {"federation": eps}, "final_accuracy": acc}
 
-    monkeypatch.setattr(fashion_mnist, "simulate", fake_simulate)
+    monkeypatch.setattr(fashion_mnist, "federate", fake_federate)
+    monkeypatch.setattr(fashion_mnist, "_prime_centralised", lambda *a: None)
     monkeypatch.setattr(fashion_mnist, "RESULTS", tmp_path)
-    result = fashion_mnist.run(quick=False)
+    result = fashion_mnist.run(quick=False, workers=1)
+    shipped = fashion_mnist._scenario_values()
     assert all(c["model"] == "scatternet" and c["dataset"] == "fashion-mnist"
-               and c["alpha"] == "0.5" for c in calls)
-    assert all(c["max-epsilon"] == "inf" for c in calls if c["dp-mode"] == "record")
+               and c["alpha"] == 0.5 for c in calls)
+    assert all(c["max-epsilon"] == math.inf for c in calls if c["dp-mode"] == "record")
     fed = [r for r in result["rows"] if r["setting"] == "federated"]
     central = [r for r in result["rows"] if r["setting"] == "centralised"]
     assert [r["target"] for r in fed] == [None, 1.0, 3.0, 8.0]
     assert [r["target"] for r in central] == [None, 3.0]
-    assert all(c["clients"] == "1" and c["partition"] == "iid" for c in calls
-               if c.get("clients") == "1")
-    assert sum(c.get("clients") == "1" for c in calls) == 2
+    ones = [c for c in calls if c["clients"] == 1]
+    assert len(ones) == 2 and all(c["partition"] == "iid" and c["server-momentum"] == 0
+                                  for c in ones)
+    # the federated rows run the scenario as shipped
+    assert all({k: c[k] for k in shipped} == shipped for c in calls[:4])
+    # the ablation: baseline first, the last recipe is the headline run (not rerun)
+    abl = result["ablation"]
+    assert [a["recipe"] for a in abl] == [label for label, _ in fashion_mnist.RECIPES]
+    assert abl[0]["points"] is None and abl[-1]["final_accuracy"] == fed[2]["final_accuracy"]
+    assert len(calls) == 6 + sum(1 for _, ch in fashion_mnist.RECIPES if ch)
+    assert abl[1]["points"] == pytest.approx(
+        100 * (abl[1]["final_accuracy"] - abl[0]["final_accuracy"]))
     assert (tmp_path / fashion_mnist.PLOT).stat().st_size > 0
     meta = {"date": "d", "quick": False, "cpus": 2, "device": "cpu", "torch": "t",
             "opacus": "o", "flwr": "f", "seconds": 60.0}
@@ -187,8 +199,10 @@ def test_the_fashion_mnist_frontier_runs_the_scenario_federated_and_centralised(
         {"mode": "none", "target": None, "epsilon": None, "final_accuracy": 0.9}],
         "fashion_mnist": result}
     text = render({"utility": payload})
-    assert "| federated | record | 3 | 3.00 | 83.0 % | +7.0 |" in text
+    headline = 100 * fed[2]["final_accuracy"]
+    assert f"| federated | record | 3 | 3.00 | {headline:.1f} % |" in text
     assert "| centralised | none | - | - | 90.0 % | +0.0 |" in text
+    assert fashion_mnist.RECIPES[1][0] in text and "points bought" in text
 
 
 def test_utility_skips_fashion_mnist_with_the_reason_when_it_is_not_installed(monkeypatch):

@@ -1,6 +1,7 @@
 """Fixed features: computed once per data set and process, the same as the model computes."""
 
 import numpy as np
+import pytest
 import torch
 
 from fedpriv.config import RunConfig
@@ -70,3 +71,27 @@ def test_a_cache_directory_serves_later_processes(tmp_path, monkeypatch):
 def test_scatternet_features_accept_flat_and_square_images():
     x = np.random.default_rng(3).random((2, 28, 28)).astype(np.float32)
     np.testing.assert_array_equal(scatternet_features(x), scatternet_features(x.reshape(2, 784)))
+
+
+def test_remembered_features_are_served_for_the_same_images_reordered(tmp_path, monkeypatch):
+    # Prepare: coefficients of 6 images; a data set holding 4 of them, reordered
+    from fedpriv.tasks.features import CACHE_ENV, remember_features
+
+    clear_feature_cache()
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    cfg, data = _cfg("scatternet"), _images(6, 3)
+    coeffs = scatternet_features(data.x)
+    order = np.array([5, 0, 3, 1])
+    # the transform is per image: gathered rows are what computing the subset gives
+    np.testing.assert_allclose(scatternet_features(data.x[order]), coeffs[order],
+                               rtol=1e-5, atol=1e-6)
+    # Execute: remember (marked) rows under the reordered images; a later process
+    remember_features(data.x[order], coeffs[order] + 7.0)
+    clear_feature_cache()
+    got = model_inputs(cfg, data.subset(order))
+    # Assert: what was remembered is served, not recomputed
+    np.testing.assert_array_equal(got.x, coeffs[order] + 7.0)
+    assert len(list(tmp_path.glob("scatternet-*.npy"))) == 1
+    with pytest.raises(ValueError, match="features must be float32"):
+        remember_features(data.x[:2], coeffs[:3])
+    clear_feature_cache()

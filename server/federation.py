@@ -366,7 +366,13 @@ def _secagg_summary(cfg: RunConfig, rounds: list[dict[str, Any]]) -> dict[str, A
 
 
 def _perplexity(cfg: RunConfig, loss: float) -> dict[str, float]:
-    """A language model's held-out perplexity, exp(mean token NLL); {} for other tasks."""
+    """The held-out loss in a task's own unit; {} for classifiers.
+
+    A language model: perplexity, exp(mean token NLL). A rating model: RMSE, the square
+    root of the mean squared error per held-out rating.
+    """
+    if cfg.resolved_model is Model.ASVD:
+        return {"test_rmse": math.sqrt(loss) if loss >= 0 else math.nan}
     if cfg.resolved_model is not Model.LM_LORA:
         return {}
     return {"test_perplexity": math.exp(loss) if loss < 700 else math.inf}

@@ -54,6 +54,8 @@ class RichReporter:
             f"test acc {_fmt(record['test_accuracy'])}  "
             + (f"test ppl {_fmt(record['test_perplexity'], '.2f')}  "
                if "test_perplexity" in record else "")
+            + (f"test rmse {_fmt(record['test_rmse'], '.4f')}  "
+               if "test_rmse" in record else "")
             + f"clients {record.get('replies', '-')}/{record.get('cohort', '-')}  "
             f"{record['elapsed_seconds']:6.1f}s"
         )
@@ -103,6 +105,8 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
         ("final accuracy", _fmt(summary.get("final_accuracy"))),
         *[(f"{when} perplexity", _fmt(summary[f"{when}_perplexity"], ".2f"))
           for when in ("initial", "final") if f"{when}_perplexity" in summary],
+        *[(f"{when} RMSE", _fmt(summary[f"{when}_rmse"], ".4f"))
+          for when in ("initial", "final") if f"{when}_rmse" in summary],
         ("wall time", f"{_fmt(summary.get('wall_seconds'), '.1f')} s"),
     ]
     for key, value in rows:

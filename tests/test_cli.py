@@ -18,7 +18,7 @@ def invoke(*args):
     (["--set", "alpha=0"], ["alpha: must be in (0, inf), got 0"]),
     (["--set", "alpha=-1"], ["alpha", "got -1"]),
     (["--set", "dataset=nope"], ["dataset: must be one of {digits, synthetic, fashion-mnist, "
-                                 "mnist, fine-foods}, got 'nope'"]),
+                                 "mnist, fine-foods, movielens}, got 'nope'"]),
     (["--set", "strategy=median"], ["strategy: must be one of {fedavg, fedprox, fedadam,"]),
     (["--set", "strategy=krum", "--set", "secagg=true"], ["krum needs each client's own"]),
     (["--set", "clients=5000"], ["clients: must be at most the 1437 training examples",

@@ -28,7 +28,7 @@ def test_string_values_from_set_are_coerced():
     ("alpha", "0", "alpha: must be in (0, inf), got 0"),
     ("alpha", "nan", "alpha"),
     ("dataset", "nope", "dataset: must be one of {digits, synthetic, fashion-mnist, mnist, "
-                        "fine-foods}, got 'nope'"),
+                        "fine-foods, movielens}, got 'nope'"),
     ("strategy", "mean", "strategy: must be one of {fedavg, fedprox, fedadam, fedmedian, "
                          "fedtrimmedavg, krum}, got 'mean'"),
     ("test-fraction", "1", "test-fraction: must be in (0, 1)"),
@@ -75,10 +75,10 @@ def test_image_data_sets_default_to_the_cnn_and_dirichlet(dataset):
      "partition: must be one of {dirichlet, iid, pathological} for dataset=mnist, got "
      "'natural'"),
     ({"dataset": "digits", "dataset-dir": "/data/fmnist"},
-     "dataset-dir: applies to dataset=fashion-mnist only, got dataset=digits "
+     "dataset-dir: applies to dataset=fashion-mnist or movielens only, got dataset=digits "
      "(dataset-dir='/data/fmnist')"),
     ({"dataset": "mnist", "dataset-dir": "/data/fmnist"},
-     "dataset-dir: applies to dataset=fashion-mnist only, got dataset=mnist"),
+     "dataset-dir: applies to dataset=fashion-mnist or movielens only, got dataset=mnist"),
 ])
 def test_dataset_combinations_name_the_allowed_values(values, message):
     with pytest.raises(ConfigError) as err:

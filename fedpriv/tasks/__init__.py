@@ -19,34 +19,41 @@ from fedpriv.tasks.lm import LoraLanguageModel, LoraSpec, SequenceNll, build_lor
 from fedpriv.tasks.local import LocalDataError, load_npz_dir
 from fedpriv.tasks.mnist import load_mnist
 from fedpriv.tasks.models import ScatterNetLinear, build_model
+from fedpriv.tasks.movielens import load_movielens
 from fedpriv.tasks.partition import PartitionError, partition_indices
+from fedpriv.tasks.ratings import AsymmetricSvd, RatingLoss, build_asvd, evaluate_ratings
 from fedpriv.tasks.scattering import Scattering2D
 from fedpriv.tasks.synthetic import generate_synthetic
 from fedpriv.tasks.training import evaluate, resolve_device, task_criterion, train_epochs
 
 __all__ = [
     "ArrayDataset",
+    "AsymmetricSvd",
     "DataFileError",
     "LocalDataError",
     "LoraLanguageModel",
     "LoraSpec",
     "PartitionError",
+    "RatingLoss",
     "Scattering2D",
     "ScatterNetLinear",
     "SequenceNll",
     "TaskData",
     "TaskSpec",
     "build_lora_model",
+    "build_asvd",
     "build_model",
     "build_task_model",
     "clear_feature_cache",
     "client_dataset",
     "evaluate",
+    "evaluate_ratings",
     "generate_synthetic",
     "load_digits",
     "load_fashion_mnist",
     "load_fine_foods",
     "load_mnist",
+    "load_movielens",
     "load_npz_dir",
     "load_task_data",
     "lora_spec",
@@ -78,6 +85,8 @@ def _load_cached(dataset: Dataset, test_fraction: float, seed: int, clients: int
         return _fashion_mnist_cached(dataset_dir)
     if dataset is Dataset.MNIST:
         return load_mnist(test_fraction=test_fraction, seed=seed)
+    if dataset is Dataset.MOVIELENS:
+        return load_movielens(test_fraction=test_fraction, seed=seed, directory=dataset_dir)
     return generate_synthetic(
         alpha=syn_alpha, beta=syn_beta, num_users=clients,
         test_fraction=test_fraction, seed=seed,
@@ -172,7 +181,9 @@ def task_spec(cfg: RunConfig) -> TaskSpec:
     spec = _SPECS.get(cfg.data.dataset)
     if spec is not None:
         return spec
-    data = load_task_data(cfg)  # Synthetic: generated from the config, no files
+    # Synthetic: generated from the config, no files. MovieLens: the widest person's
+    # rating count and the catalogue come from the table (read once per process).
+    data = load_task_data(cfg)
     return TaskSpec(data.feature_shape, data.num_classes, data.feature_range)
 
 
@@ -194,6 +205,9 @@ def build_task_model(cfg: RunConfig, data: TaskData | TaskSpec | None = None, *,
         return build_lora_model(cfg.model.lm_base, lora_spec(cfg), seed=cfg.training.seed,
                                 device=device)
     spec = task_spec(cfg) if data is None else data
+    if cfg.resolved_model is Model.ASVD:  # item-side parameters only; num_classes: items
+        return build_asvd(spec.num_classes, cfg.model.rating_factors,
+                          seed=cfg.training.seed).to(device)
     return build_model(
         cfg.resolved_model,
         num_features=int(np.prod(spec.feature_shape)),

@@ -11,13 +11,22 @@ from torch import nn
 from fedpriv.config import Device, Model, RunConfig
 from fedpriv.tasks.data import ArrayDataset
 from fedpriv.tasks.lm import LoraLanguageModel, SequenceNll
+from fedpriv.tasks.ratings import AsymmetricSvd, RatingLoss, evaluate_ratings
 
 __all__ = ["evaluate", "proximal_term", "resolve_device", "task_criterion", "train_epochs"]
 
 
 def task_criterion(cfg: RunConfig) -> nn.Module:
-    """The training loss: cross-entropy, or a language model's per-example mean NLL."""
-    return SequenceNll() if cfg.resolved_model is Model.LM_LORA else nn.CrossEntropyLoss()
+    """The training loss: cross-entropy, or a per-example mean for sequence models.
+
+    A language model: each example's mean token NLL; a rating model: each user's mean
+    squared error.
+    """
+    if cfg.resolved_model is Model.LM_LORA:
+        return SequenceNll()
+    if cfg.resolved_model is Model.ASVD:
+        return RatingLoss()
+    return nn.CrossEntropyLoss()
 
 
 def resolve_device(device: Device) -> torch.device:
@@ -89,12 +98,16 @@ def evaluate(
     """Return (mean cross-entropy loss, accuracy) of ``model`` on ``data``.
 
     A language model (:class:`LoraLanguageModel`): the mean NLL per predicted token (its
-    exponential is the perplexity) and next-token top-1 accuracy.
+    exponential is the perplexity) and next-token top-1 accuracy. A rating model
+    (:class:`AsymmetricSvd`): the mean squared error per held-out rating (its square root
+    is the RMSE) and the share predicted within half a star.
     """
     if len(data) == 0:
         raise ValueError("cannot evaluate on an empty data set")
     if isinstance(model, LoraLanguageModel):
         return _evaluate_lm(model, data, device=device, batch_size=min(batch_size, 16))
+    if isinstance(model, AsymmetricSvd):
+        return evaluate_ratings(model, data, device=device, batch_size=min(batch_size, 32))
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
     loss, correct = 0.0, 0

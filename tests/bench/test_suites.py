@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from bench.suites import accounting, dpsgd
@@ -274,3 +275,33 @@ def test_the_round_and_deploy_reports_carry_every_ratio():
     assert "| Flower SecAgg+ + DP | 4.000 | 4.00 | - | 0.400 |" in text
     assert "| fedpriv deployed | 40.0 | 4.00 | 5 |" in text
     assert "fedpriv bench deploy --quick" in text and "time.sleep(3)" in text
+
+
+def test_movielens_baselines_and_the_verdict_that_needs_the_dp_model_to_learn(tmp_path):
+    from bench.suites.movielens import baselines
+    from fedpriv.tasks.movielens import encode_ratings
+
+    users = np.array([1, 1, 1, 2, 2, 2, 3, 3])
+    items = np.array([10, 20, 30, 10, 20, 30, 10, 20])
+    ratings = np.array([4.0, 2.0, 5.0, 3.0, 1.0, 4.0, 5.0, 3.0], dtype=np.float32)
+    data = encode_ratings(users, items, ratings, test_fraction=0.34, seed=0)
+    rows = {r["method"].split(" (")[0]: r["rmse"] for r in baselines(data)}
+    train = data.train
+    kept = train.x[train.x[..., 0] >= 0]  # (ratings, 3)
+    held = data.test.x[(data.test.x[..., 2] == 2)]
+    mu = kept[:, 1].mean()
+    assert rows["global mean"] == pytest.approx(np.sqrt(((held[:, 1] - mu) ** 2).mean()))
+    item_mean = {i: kept[kept[:, 0] == i, 1].mean() for i in np.unique(kept[:, 0])}
+    pred = np.array([item_mean.get(i, mu) for i in held[:, 0]])
+    assert rows["item mean"] == pytest.approx(np.sqrt(((held[:, 1] - pred) ** 2).mean()))
+    meta = {"date": "d", "quick": True, "cpus": 2, "device": "cpu", "torch": "t",
+            "opacus": "o", "flwr": "f"}
+    config = {"test-fraction": 0.2, "rating-factors": 0, "clients-per-round": 67,
+              "clients": 671, "rounds": 30, "local-epochs": 5, "lr": 10.0,
+              "dp:target-quantile": 0.2, "dp:target-epsilon": 5.0, "dp:delta": 1e-5}
+    payload = {"meta": meta, "config": config, "people": 3, "items": 3,
+               "train_ratings": 5, "held_out_ratings": 3, "gap": 0.04, "goal_gap": 0.1,
+               "dp_beats_untrained": False, "goal_met": False,
+               "rows": [{"method": "federated, user-level DP", "rmse": 0.97, "epsilon": 5.0}]}
+    text = render({"movielens": payload})
+    assert "4.0 %" in text and "not met: the DP model does not beat the untrained" in text

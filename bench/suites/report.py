@@ -246,4 +246,11 @@ def _edge(p: dict[str, Any]) -> list[str]:
 
 
 _SECTIONS = {"dpsgd": _dpsgd, "accounting": _accounting, "secagg": _secagg,
-             "round": _round, "utility": _utility, "lm": _lm, "edge": _edge}
+             "round": _round, "utility": _utility, "lm": _lm, "edge": _edge,
+             "scale": lambda p: _scale_render(p)}
+
+
+def _scale_render(p: dict[str, Any]) -> list[str]:
+    from bench.suites.scale import render as scale_render
+
+    return scale_render(p)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.suites import accounting, dpsgd, edge, lm, round, utility
+from bench.suites import accounting, dpsgd, edge, lm, round, scale, utility
 from bench.suites.common import RESULTS, meta, write
 from bench.suites.report import render
 
@@ -30,6 +30,7 @@ def _secagg(quick: bool) -> dict[str, Any]:
 SUITES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "dpsgd": dpsgd.run, "accounting": accounting.run, "secagg": _secagg,
     "round": round.run, "utility": utility.run, "lm": lm.run, "edge": edge.run,
+    "scale": scale.run,
 }
 
 

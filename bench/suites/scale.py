@@ -222,7 +222,12 @@ def run(quick: bool) -> dict[str, Any]:
 
 def render(p: dict[str, Any]) -> list[str]:
     """The Markdown section of ``bench-scale.json``."""
-    plain, private = p["accuracy"]["none"], p["accuracy"]["user"]
+    acc = p.get("accuracy", {})
+    if not {"none", "user"} <= set(acc):
+        rows = [f"Accuracy not measured yet (have: {sorted(acc) or 'none'}); "
+                "`python -m bench.suites.scale --part accuracy`.", ""]
+        return rows + _scale_rows(p)
+    plain, private = acc["none"], acc["user"]
     gap = 100 * (plain["final_accuracy"] - private["final_accuracy"])
     cfg = p["config"]
     rows = ["| run | rounds | ε (δ) | final accuracy | s/round (in-process) |",
@@ -244,8 +249,14 @@ def render(p: dict[str, Any]) -> list[str]:
             f"sampling): its largest ε is {_f1(private['clients_epsilon_max'])}.",
             "", "Accuracy after each round (no DP / DP): "
             f"{', '.join(f'{100 * a:.0f}' for a in plain['curve'])} / "
-            f"{', '.join(f'{100 * a:.0f}' for a in private['curve'])}.", "",
-            "| clients (100 a round) | s/round | round 1 s | peak RSS: server / Ray workers "
+            f"{', '.join(f'{100 * a:.0f}' for a in private['curve'])}.", ""]
+    return rows + _scale_rows(p)
+
+
+def _scale_rows(p: dict[str, Any]) -> list[str]:
+    if not p.get("scale"):
+        return ["Scale (Ray) runs not measured yet: `python -m bench.suites.scale --part scale`."]
+    rows = ["| clients (100 a round) | s/round | round 1 s | peak RSS: server / Ray workers "
             "/ Ray system / total (MiB) | largest worker VmHWM | Ray workers | client "
             "ledgers | per-client files (MiB) | identity keys |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -292,30 +303,39 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", default="all", choices=(
-        "accuracy", "accuracy-user", "accuracy-none", "scale", "all"))
+        "accuracy", "accuracy-user", "accuracy-none", "scale", "all", "render"),
+        help="render: only render bench/results/README.md again from the JSON files")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--clients", type=int, nargs="*", default=None,
+                   help=f"scale: the client counts to run (default {SCALE_CLIENTS})")
+    p.add_argument("--rounds", type=int, default=None,
+                   help=f"scale: rounds per Ray run (default {SCALE_ROUNDS}; at least 2)")
     args = p.parse_args(argv)
     t0 = time.monotonic()
     path = RESULTS / "bench-scale.json"
-    if args.part == "all":
+    if args.part == "render":
+        payload = json.loads(path.read_text())
+    elif args.part == "all":
         payload = {"meta": meta(args.quick), **run(args.quick)}
         payload["meta"]["seconds"] = time.monotonic() - t0
         write("bench-scale", payload)
     else:
         import fcntl
 
-        part = _part(args.part, args.quick)
+        part = _part(args.part, args.quick, args.clients, args.rounds)
         RESULTS.mkdir(parents=True, exist_ok=True)
         with open(RESULTS / ".bench-scale.lock", "w") as lock:  # parts may end together
             fcntl.flock(lock, fcntl.LOCK_EX)
             payload = json.loads(path.read_text()) if path.exists() else {}
             part["accuracy"] = {**payload.get("accuracy", {}), **part.get("accuracy", {})}
+            rows = {r["clients"]: r for r in [*payload.get("scale", []), *part.get("scale", [])]}
+            part["scale"] = [rows[n] for n in sorted(rows)]
             payload.update(part)
             payload["meta"] = {**meta(args.quick), "parts": sorted(
                 {*payload.get("meta", {}).get("parts", []), args.part}),
                 "seconds": time.monotonic() - t0}
             write("bench-scale", payload)
-    if {"none", "user"} <= set(payload.get("accuracy", {})) and "scale" in payload:
+    if {"accuracy", "scale"} & set(payload):
         results = {name: json.loads((RESULTS / f"bench-{name}.json").read_text())
                    for name in SUITES if (RESULTS / f"bench-{name}.json").exists()}
         (RESULTS / "README.md").write_text(render_readme(results))
@@ -323,19 +343,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _part(part: str, quick: bool) -> dict[str, Any]:
+def _part(part: str, quick: bool, clients: list[int] | None = None,
+          rounds: int | None = None) -> dict[str, Any]:
     """``accuracy-user`` / ``accuracy-none`` (one in-process run), ``accuracy`` (both) or
     ``scale`` (the Ray runs)."""
     values = _scenario()
-    rounds = 5 if quick else int(values["rounds"])
     if part.startswith("accuracy"):
+        rounds = 5 if quick else int(values["rounds"])
         modes = ("none", "user") if part == "accuracy" else (part.split("-", 1)[1],)
         return {"scenario": SCENARIO, "config": {k: str(v) for k, v in values.items()},
                 "cpus": os.cpu_count(), "goal_points": 10.0,
                 "accuracy": {m: _accuracy(values, m == "user", rounds) for m in modes}}
+    rounds = rounds or (3 if quick else SCALE_ROUNDS)
+    clients = clients or ([100, 1000] if quick else list(SCALE_CLIENTS))
     return {"scenario": SCENARIO, "cpus": os.cpu_count(),
-            "scale": [_ray_run(n, 3 if quick else SCALE_ROUNDS)
-                      for n in ((100, 1000) if quick else SCALE_CLIENTS)]}
+            "scale": [_ray_run(n, rounds) for n in clients]}
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from fedpriv.config import Device, RunConfig
 from server.reporting import Reporter
 from server.rundir import RunDirectory
 
-__all__ = ["FLOWER_LOG", "loopback_environment", "simulate"]
+__all__ = ["FLOWER_LOG", "RAY_ADDRESS", "loopback_environment", "simulate"]
 
 # Environment that keeps Ray on 127.0.0.1 and every component from phoning home.
 _ENV = {
@@ -26,6 +26,8 @@ _ENV = {
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
 }
 _DEFAULT_GPU_FRACTION = 0.2
+#: Ray's own variable naming a running cluster (``ray start --head`` prints it).
+RAY_ADDRESS = "RAY_ADDRESS"
 #: Flower's own log of a simulated run, in the run directory.
 FLOWER_LOG = "flower.log"
 
@@ -44,21 +46,38 @@ class _DropDeprecation(logging.Filter):
 
 
 def _backend_config(cfg: RunConfig) -> dict[str, Any]:
+    """Flower's Ray backend config: a private local Ray, or the cluster ``RAY_ADDRESS`` names.
+
+    Without ``RAY_ADDRESS`` the run starts its own Ray on loopback with this machine's
+    CPUs (``address = "local"``: never a cluster someone else started on this machine).
+    With it (``ray start --head`` printed the address; see docs/scale.md) the run joins
+    that cluster, whose nodes declared their own CPUs and GPUs: Ray refuses ``num_cpus``
+    and ``num_gpus`` when connecting, so only the per-client resources are set, and Ray
+    schedules ``client-cpus``-sized ClientApp actors on every node.
+    """
     import torch
 
     gpus = 0.0
     if cfg.deployment.device is not Device.CPU and torch.cuda.is_available():
         gpus = cfg.deployment.client_gpu_fraction or _DEFAULT_GPU_FRACTION
-    return {
-        "client_resources": {"num_cpus": cfg.deployment.client_cpus, "num_gpus": gpus},
-        "init_args": {
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": True}
+    address = os.environ.get(RAY_ADDRESS, "").strip()
+    if address:
+        init_args: dict[str, Any] = {"address": address, **quiet}
+        if cfg.deployment.device is not Device.CPU and not gpus:
+            gpus = cfg.deployment.client_gpu_fraction  # the cluster's GPUs, not this node's
+    else:
+        init_args = {
+            "address": "local",
             "num_cpus": os.cpu_count() or 1,
             "num_gpus": torch.cuda.device_count() if gpus else 0,
             "_node_ip_address": "127.0.0.1",
             "include_dashboard": False,
-            "logging_level": logging.ERROR,
-            "log_to_driver": True,
-        },
+            **quiet,
+        }
+    return {
+        "client_resources": {"num_cpus": cfg.deployment.client_cpus, "num_gpus": gpus},
+        "init_args": init_args,
     }
 
 

@@ -362,4 +362,10 @@ def _movielens(p: dict[str, Any]) -> list[str]:
 
 _SECTIONS = {"dpsgd": _dpsgd, "accounting": _accounting, "secagg": _secagg,
              "round": _round, "deploy": _deploy, "utility": _utility, "lm": _lm, "edge": _edge,
-             "movielens": _movielens}
+             "movielens": _movielens, "scale": lambda p: _scale_render(p)}
+
+
+def _scale_render(p: dict[str, Any]) -> list[str]:
+    from bench.suites.scale import render as scale_render
+
+    return scale_render(p)

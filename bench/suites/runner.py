@@ -11,7 +11,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.suites import accounting, deploy, dpsgd, edge, lm, movielens, round, utility
+from bench.suites import (
+    accounting,
+    deploy,
+    dpsgd,
+    edge,
+    lm,
+    movielens,
+    round,
+    scale,
+    utility,
+)
 from bench.suites.common import RESULTS, meta, write
 from bench.suites.report import render
 
@@ -30,7 +40,7 @@ def _secagg(quick: bool) -> dict[str, Any]:
 SUITES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "dpsgd": dpsgd.run, "accounting": accounting.run, "secagg": _secagg,
     "round": round.run, "deploy": deploy.run, "utility": utility.run, "lm": lm.run,
-    "edge": edge.run, "movielens": movielens.run,
+    "edge": edge.run, "movielens": movielens.run, "scale": scale.run,
 }
 
 

@@ -1,6 +1,8 @@
 """The benchmark suites run and report; no timing is asserted (timings belong in bench/)."""
 
 import math
+import os
+import time
 
 import numpy as np
 import pytest
@@ -305,3 +307,39 @@ def test_movielens_baselines_and_the_verdict_that_needs_the_dp_model_to_learn(tm
                "rows": [{"method": "federated, user-level DP", "rmse": 0.97, "epsilon": 5.0}]}
     text = render({"movielens": payload})
     assert "4.0 %" in text and "not met: the DP model does not beat the untrained" in text
+
+
+def test_tree_memory_sees_a_child_and_the_scale_report_renders_from_its_figures():
+    """The sampler finds a child process's memory; the report reads every figure it shows."""
+    import subprocess
+    import sys
+
+    from bench.suites.report import render
+    from bench.suites.scale import TreeMemory
+
+    child = subprocess.Popen(  # 64 MiB resident, then waits for its stdin to close
+        [sys.executable, "-c", "import sys; b = b'1' * (64 << 20); print('ok', flush=True); "
+         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ok"
+        with TreeMemory(os.getpid(), interval=0.05) as memory:
+            time.sleep(0.2)
+    finally:
+        child.communicate()
+    got = memory.report()
+    assert got["peak_rss_mib"]["ray_system"] >= 64  # the child: neither server nor worker
+    assert got["peak_rss_mib"]["total"] > got["peak_rss_mib"]["server"] > 0
+    row = {"final_accuracy": 0.8, "rounds": 2, "curve": [0.7, 0.8], "seconds_per_round": 1.0,
+           "epsilon": None, "delta": None, "noise_multiplier": None, "clients_epsilon_max": None}
+    payload = {"meta": {"quick": True, "date": "d", "cpus": 2, "device": "cpu", "torch": "t",
+                        "opacus": "o", "flwr": "f"},
+               "scenario": "s", "config": {"clients": "1000", "clients-per-round": "100"},
+               "cpus": 2, "goal_points": 10.0,
+               "accuracy": {"none": row, "user": {**row, "final_accuracy": 0.75, "epsilon": 5.0,
+                                                  "delta": 1e-5, "noise_multiplier": 0.8,
+                                                  "clients_epsilon_max": 9.0}},
+               "scale": [{"clients": 1000, "rounds": 3, "seconds_per_round": 12.0,
+                          "first_round_seconds": 60.0, **got, "client_ledgers": 250,
+                          "client_files": 500, "client_mib": 40.0, "identity_files": 1001}]}
+    text = render({"scale": payload})
+    assert "Gap: **5.0 points**" in text and "| 1000 | 12.0 | 60 |" in text

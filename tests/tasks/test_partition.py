@@ -61,3 +61,16 @@ def test_pathological_gives_k_labels_per_client():
 def test_more_clients_than_examples_is_refused():
     with pytest.raises(PartitionError, match="clients must be at most"):
         parts(Partition.IID, n=len(TRAIN) + 1)
+
+
+@pytest.mark.parametrize("scheme", [Partition.DIRICHLET, Partition.PATHOLOGICAL])
+def test_all_partitions_at_once_equal_the_public_path(scheme, monkeypatch):
+    """The fast read of the partitioner's drawn map gives what load_partition gives."""
+    import fedpriv.tasks.partition as partition
+
+    fast = parts(scheme, n=40)
+    monkeypatch.setattr(partition, "_determined_rows", lambda *_: None)
+    public = parts(scheme, n=40)
+    assert len(fast) == len(public) == 40
+    for x, y in zip(fast, public, strict=True):
+        np.testing.assert_array_equal(x, y)

@@ -59,6 +59,18 @@ def test_the_filters_are_buffers_not_state(scattering):
     assert list(scattering.parameters()) == [] and scattering.state_dict() == {}
 
 
+def test_a_second_transform_reuses_the_filters_but_owns_its_buffers(scattering):
+    """Filters are built once per process; each module gets copies it may move or alter."""
+    other = Scattering2D((28, 28), J=2, L=8)
+    mine = dict(scattering.named_buffers())
+    theirs = dict(other.named_buffers())
+    assert list(mine) == list(theirs)
+    for name, buf in theirs.items():
+        assert torch.equal(buf, mine[name]) and buf.data_ptr() != mine[name].data_ptr()
+    other.phi_0.zero_()  # a caller's change stays in that module
+    assert Scattering2D((28, 28), J=2, L=8).phi_0.abs().sum() > 0
+
+
 def test_wavelets_have_zero_mean_and_the_low_pass_unit_mass():
     for j, theta in [(0, 0.0), (1, math.pi / 8), (1, -3 * math.pi / 8)]:
         psi = morlet_2d(36, 36, 0.8 * 2 ** j, theta, 3 * math.pi / 4 / 2 ** j, 0.5)

@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-__all__ = ["Delegating", "innermost"]
+__all__ = ["Delegating", "KeepsGlobalModel", "innermost"]
 
 
 class Delegating:
@@ -45,6 +45,23 @@ class Delegating:
         """Log the wrapper's line, then the inner strategy's summary."""
         self.describe()
         self.inner.summary()
+
+
+class KeepsGlobalModel(Delegating):
+    """Delegating, and keeping the round's global model for :meth:`aggregate_train`.
+
+    For wrappers whose aggregate is a step from the model sent out this round (the
+    update mean, server momentum): :meth:`configure_train` keeps ``arrays`` as
+    ``self._current`` and delegates.
+    """
+
+    _current: ArrayRecord | None = None
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """Remember the global model ``w_t``; delegate."""
+        self._current = arrays
+        return self.inner.configure_train(server_round, arrays, config, grid)
 
 
 def innermost(strategy: Any) -> Any:

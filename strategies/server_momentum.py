@@ -24,18 +24,17 @@ from collections.abc import Iterable
 from logging import INFO
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.common.logger import log
-from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from strategies.delegation import Delegating
+from strategies.delegation import KeepsGlobalModel
 from strategies.updates import numpy_record
 
 __all__ = ["ServerMomentum"]
 
 
-class ServerMomentum(Delegating, Strategy):
+class ServerMomentum(KeepsGlobalModel, Strategy):
     """Heavy-ball momentum on the step of the wrapped aggregation rule (FedAvgM).
 
     Parameters
@@ -67,12 +66,6 @@ class ServerMomentum(Delegating, Strategy):
         self.learning_rate = learning_rate
         self.velocity: dict[str, np.ndarray] = {}
         self._current: ArrayRecord | None = None
-
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        """Remember the global model ``w_t``; delegate."""
-        self._current = arrays
-        return self.inner.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:

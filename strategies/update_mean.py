@@ -11,28 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import Strategy
 
-from strategies.delegation import Delegating
+from strategies.delegation import KeepsGlobalModel
 from strategies.updates import model_reply, numpy_record, sum_updates, train_loss
 
 __all__ = ["UpdateMean"]
 
 
-class UpdateMean(Delegating, Strategy):
+class UpdateMean(KeepsGlobalModel, Strategy):
     """Weighted mean of (summed) updates, then ``inner``'s step."""
 
     def __init__(self, inner: Strategy) -> None:
         self.inner = inner
         self._current: ArrayRecord | None = None
-
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        """Remember the global model; delegate."""
-        self._current = arrays
-        return self.inner.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:

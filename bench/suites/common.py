@@ -80,6 +80,8 @@ def run_in_process(cfg: Any, run_dir: Path, *, scenario: str,
     from server.rundir import RunDirectory
     from tests.support.grid import LoopbackGrid, task_identity
 
+    if not cfg.deployment.run_dir:  # the clients' ledgers live in it (DP modes need them)
+        cfg = cfg.with_values(run_dir=str(run_dir))
     n = cfg.training.clients
     nodes = {i + 1: {"partition-id": i, "num-partitions": n} for i in range(n)}
     with task_identity():

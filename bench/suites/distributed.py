@@ -35,20 +35,14 @@ from typing import Any
 import numpy as np
 from scipy.stats import t as t_dist
 
-from bench.suites.common import run_in_process
+from bench.suites.common import bench_config, run_in_process
 
 
 def _run(sets: dict[str, Any], seed: int) -> dict[str, Any]:
     """One run in-process (the real ServerApp and ClientApp on a loopback grid): summary."""
-    from fedpriv.config import DpMode, RunConfig
-    from fedpriv.dp_plan import with_user_noise
-
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
-        cfg = RunConfig.from_mapping({**sets, "seed": seed}).resolved().with_values(
-            run_dir=str(run), run_id=run.name)
-        if cfg.privacy.dp_mode is DpMode.USER:
-            cfg = with_user_noise(cfg)  # as `fedpriv simulate` calibrates it
+        cfg = bench_config({**sets, "seed": seed}, run)
         return run_in_process(cfg, run, scenario="bench-distributed")
 
 

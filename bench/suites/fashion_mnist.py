@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.suites.common import RESULTS, meta, run_in_process
+from bench.suites.common import RESULTS, bench_config, meta, run_in_process
 
 SCENARIO = "fashion-mnist-scatternet-dp"
 EPSILONS = (1.0, 3.0, 8.0)
@@ -86,13 +86,9 @@ def _subset_dir(root: Path, n_train: int, n_test: int) -> Path:
 
 def federate(values: dict[str, Any]) -> dict[str, Any]:
     """One run in-process (the real ServerApp and ClientApp on a loopback grid): summary."""
-    from fedpriv.config import RunConfig
-
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
-        cfg = RunConfig.from_mapping(values).resolved().with_values(
-            run_dir=str(run), run_id=run.name)
-        return run_in_process(cfg, run, scenario=SCENARIO)
+        return run_in_process(bench_config(values, run), run, scenario=SCENARIO)
 
 
 def _run(values: dict[str, Any], mode: str, eps: float | None, setting: str
@@ -161,7 +157,8 @@ def run(quick: bool, workers: int = WORKERS) -> dict[str, Any]:
                 values.update({"dataset-dir": str(data), "rounds": 3})
             central = {**values, **CENTRAL, **({"rounds": 3} if quick else {})}
             _prime_centralised(values, central)  # every layout's coefficients, once
-            jobs = [(values, "none", None, "federated")]
+            jobs: list[tuple[dict[str, Any], str, float | None, str]] = [
+                (values, "none", None, "federated")]
             jobs += [(values, "record", eps, "federated") for eps in sorted(epsilons)]
             jobs += [(central, "none", None, "centralised")]
             jobs += [(central, "record", eps, "centralised") for eps in CENTRAL_EPSILONS]

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.suites.common import run_in_process
+from bench.suites.common import bench_config, run_in_process
 
 #: The scenario's task and federation (simulations/scenarios/movielens-user-dp.toml).
 SCENARIO: dict[str, Any] = {
@@ -97,15 +97,9 @@ def _federate(sets: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
     """One federation in-process; (summary, held-out RMSE after each round)."""
     import json
 
-    from fedpriv.config import DpMode, RunConfig
-    from fedpriv.dp_plan import with_user_noise
-
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
-        cfg = RunConfig.from_mapping({**sets, "reproducible": True}).resolved().with_values(
-            run_dir=str(run), run_id=run.name)
-        if cfg.privacy.dp_mode is DpMode.USER:
-            cfg = with_user_noise(cfg)  # as `fedpriv simulate` calibrates it
+        cfg = bench_config({**sets, "reproducible": True}, run)
         summary = run_in_process(cfg, run, scenario="bench-movielens")
         lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     summary["noise_multiplier"] = cfg.privacy.noise_multiplier

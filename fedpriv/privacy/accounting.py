@@ -166,11 +166,49 @@ def _epsilon_cached(groups: tuple[tuple[tuple[float, float], int], ...], delta: 
 
 def _compose(groups: tuple[tuple[tuple[float, float], int], ...], delta: float,
              accountant: Accountant) -> float:
-    acc = _fresh(accountant)
-    for (sigma, q), count in groups:
-        acc.compose(sampled_gaussian(sigma, q, count))
-    eps = float(acc.get_epsilon(delta))
+    if accountant is Accountant.PLD:
+        total = pld.privacy_loss_distribution.identity(
+            value_discretization_interval=PLD_DISCRETIZATION)
+        for (sigma, q), count in groups:
+            total = total.compose(_gaussian_pld(sigma, count) if q >= 1.0
+                                  else _step_pld(sigma, q).self_compose(count))
+        eps = float(total.get_epsilon_for_delta(delta))
+    else:
+        acc = _fresh(accountant)
+        for (sigma, q), count in groups:
+            acc.compose(sampled_gaussian(sigma, q, count))
+        eps = float(acc.get_epsilon(delta))
     return math.inf if math.isnan(eps) else eps
+
+
+@functools.lru_cache(maxsize=256)
+def _step_pld(sigma: float, q: float) -> pld.privacy_loss_distribution.PrivacyLossDistribution:
+    """One Poisson-sampled Gaussian step's PLD (``q < 1``), kept.
+
+    Building it is what a composition costs (~0.17 s; the self-composition's FFT is
+    milliseconds), and a ledger asks for the same ``(sigma, q)`` again each time its count
+    grows: every round of a run. :func:`_compose` then does what dp-accounting's
+    ``PLDAccountant`` does with ``SelfComposed(PoissonSampled(q, Gaussian(sigma)), n)``
+    (the same constructor, arguments, ``self_compose(n)`` and ``compose``), so the epsilon
+    is the same number, bit for bit (tested against the accountant). ``sigma > 0`` here:
+    :func:`epsilon` answers ``inf`` for a noiseless event before composing.
+    """
+    return pld.privacy_loss_distribution.from_gaussian_mechanism(
+        standard_deviation=sigma, value_discretization_interval=PLD_DISCRETIZATION,
+        sampling_prob=q,
+        neighboring_relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
+
+
+def _gaussian_pld(sigma: float, count: int
+                  ) -> pld.privacy_loss_distribution.PrivacyLossDistribution:
+    """``count`` unsampled Gaussian steps, composed as ``PLDAccountant`` composes them.
+
+    One Gaussian with ``sigma / sqrt(count)``: exact, and no self-composition.
+    """
+    return pld.privacy_loss_distribution.from_gaussian_mechanism(
+        standard_deviation=sigma / math.sqrt(count),
+        value_discretization_interval=PLD_DISCRETIZATION,
+        neighboring_relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
 
 
 def epsilon_by_step(events: Sequence[DpEvent], delta: float,

@@ -85,6 +85,35 @@ def test_composition_of_events_equals_one_event_with_more_steps():
     assert epsilon([zero], 1e-5) == 0.0
 
 
+_GROUP = st.tuples(st.sampled_from([0.5, 0.9, 1.3, 3.0]),
+                   st.sampled_from([0.003, 0.1, 0.45, 1.0]), st.integers(1, 40))
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(_GROUP, min_size=1, max_size=3), st.sampled_from([1e-3, 1e-5, 1e-7]))
+def test_pld_epsilon_is_dp_accountings_own_number_bit_for_bit(groups, delta):
+    """fedpriv keeps each step's PLD and self-composes it; the figure must be exactly
+    what a fresh dp-accounting PLDAccountant reports for the same events (steps with
+    equal (sigma, q) merged into one self-composition), whether the step's PLD was
+    already kept or not, and in a ledger's growing prefix order."""
+    from dp_accounting import pld
+
+    from fedpriv.privacy.accounting import PLD_DISCRETIZATION
+
+    events = [DpSgdEvent(noise_multiplier=s, sampling_rate=q, steps=n, clip=1.0)
+              for s, q, n in groups]
+    for end in range(1, len(events) + 1):
+        counts: dict[tuple[float, float], int] = {}
+        for s, q, n in groups[:end]:  # equal (sigma, q): one self-composition, as documented
+            counts[(s, q)] = counts.get((s, q), 0) + n
+        ref = pld.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
+        for (s, q), n in sorted(counts.items()):
+            ref.compose(sampled_gaussian(s, q, n))
+        want = ref.get_epsilon(delta)
+        assert epsilon(events[:end], delta) == want
+        assert epsilon(list(reversed(events[:end])), delta) == want
+
+
 def test_epsilon_by_step_is_cumulative_and_increasing():
     ev = GaussianSumEvent(noise_multiplier=1.0, sampling_rate=0.2, clip=1.0)
     series = epsilon_by_step([ev] * 5, 1e-5)

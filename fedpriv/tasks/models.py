@@ -133,7 +133,7 @@ def build_model(model: Model, *, num_features: int, num_classes: int,
         Seed of the initialisation (a local generator: global RNG state is untouched).
     """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # CPU only: what fork_rng restores
         if model is Model.MLP:
             return nn.Sequential(
                 nn.Linear(num_features, 128), nn.ReLU(),

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from bench.suites import accounting, dpsgd
+from bench.suites import accounting, dpsgd, report
 from bench.suites.common import per_round
 from bench.suites.report import render
 
@@ -254,12 +254,47 @@ def test_deployed_messages_are_split_into_flowers_stretches():
                                                                       3.0], strict=True)))
 
 
+def test_the_tried_fashion_mnist_variations_are_run_and_reported_against_the_scenario(
+        tmp_path, monkeypatch):
+    # --explore: each variation once at epsilon 3, changing only what it names; the
+    # README puts each beside the scenario's own epsilon-3 figure, then the limit's reason
+    from bench.suites import fashion_mnist
+
+    calls = []
+
+    def fake_federate(values):
+        calls.append(dict(values))
+        return {"status": "completed", "epsilon": {"federation": 3.0},
+                "final_accuracy": 0.86 - values["rounds"] / 10_000}
+
+    monkeypatch.setattr(fashion_mnist, "federate", fake_federate)
+    explored = fashion_mnist.explore(workers=1)
+    shipped = fashion_mnist._scenario_values()
+    assert len(calls) == len(fashion_mnist.EXPLORED)
+    for call, (_, changes) in zip(calls, fashion_mnist.EXPLORED, strict=True):
+        assert call["dp-mode"] == "record" and call["target-epsilon"] == 3.0
+        assert {k: v for k, v in call.items() if k in shipped and k not in changes} == {
+            k: v for k, v in shipped.items() if k not in changes}
+        assert all(call[k] == v for k, v in changes.items())
+    meta = {"date": "d", "quick": False, "cpus": 2, "device": "cpu", "torch": "t",
+            "opacus": "o", "flwr": "f", "seconds": 60.0}
+    head = {"setting": "federated", "mode": "record", "target": 3.0, "epsilon": 3.0,
+            "final_accuracy": 0.875, "seconds": 60.0}
+    text = "\n".join(report._fashion_mnist({
+        "meta": meta, "rows": [head], "config": {"rounds": 40}, "scenario": "s",
+        "data": "d", "plot": "p.png", "explored": explored}))
+    first = explored["rows"][0]
+    assert (f"| {first['variation']} | 3.00 | {100 * first['final_accuracy']:.1f} % | "
+            f"{100 * (first['final_accuracy'] - 0.875):+.1f} |") in text
+    assert "--explore" in text and "√n" in text
+
+
 def test_the_round_and_deploy_reports_carry_every_ratio():
     meta = {"date": "d", "quick": True, "cpus": 2, "device": "cpu", "torch": "t",
             "opacus": "o", "flwr": "f"}
     rnd = {"meta": meta, "rounds": 3, "local_epochs": 1, "clients": 10, "rows": [
         {"variant": "plain Flower FedAvg", "seconds_per_round": 1.0, "ratio_to_plain": 1.0,
-         "final_accuracy": 0.5},
+         "runs": [0.8, 1.2], "final_accuracy": 0.5},
         {"variant": "Flower SecAgg+ + DP", "seconds_per_round": 4.0, "ratio_to_plain": 4.0,
          "final_accuracy": 0.4},
         {"variant": "fedpriv all", "seconds_per_round": 2.0, "ratio_to_plain": 2.0,
@@ -274,6 +309,7 @@ def test_the_round_and_deploy_reports_carry_every_ratio():
                 "stretches_s": {}}]}
     text = render({"round": rnd, "deploy": dep})
     assert "| fedpriv all | 2.000 | 2.00 | 0.50 | 0.600 |" in text
+    assert "| plain Flower FedAvg (mean of 2 runs: 0.800, 1.200) | 1.000 | 1.00 |" in text
     assert "| Flower SecAgg+ + DP | 4.000 | 4.00 | - | 0.400 |" in text
     assert "| fedpriv deployed | 40.0 | 4.00 | 5 |" in text
     assert "fedpriv bench deploy --quick" in text and "time.sleep(3)" in text

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,11 @@ def _ray_run(clients: int, rounds: int, private: bool = True) -> dict[str, Any]:
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     exe = Path(sys.executable).with_name("fedpriv")
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    load = os.getloadavg()[0]  # one-minute load when the run starts: figures are shared
+    cache = os.environ.get("FEDPRIV_FEATURE_CACHE")  # warm coefficients skip first visits
+    cached = (sum(1 for _ in Path(cache).glob("*.npy")) if cache and Path(cache).is_dir()
+              else 0 if cache else None)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         args = [str(exe), "simulate", SCENARIO, "--out", str(out),
@@ -212,6 +218,7 @@ def _ray_run(clients: int, rounds: int, private: bool = True) -> dict[str, Any]:
         run_files = _files(out)
     elapsed = [x["elapsed_seconds"] for x in lines]
     return {"clients": clients, "clients_per_round": 100, "rounds": rounds,
+            "date": started, "load_average": load, "feature_cache_files": cached,
             "mode": "user" if private else "none",
             "seconds_per_round": per_round(elapsed), "first_round_seconds": elapsed[0],
             "wall_seconds": wall, "final_accuracy": summary["final_accuracy"],
@@ -263,21 +270,35 @@ def render(p: dict[str, Any]) -> list[str]:
 def _scale_rows(p: dict[str, Any]) -> list[str]:
     if not p.get("scale"):
         return ["Scale (Ray) runs not measured yet: `python -m bench.suites.scale --part scale`."]
-    rows = ["| clients (100 a round) | s/round | round 1 s | peak RSS: server / Ray workers "
+    rows = ["| clients (100 a round) | rounds | measured (UTC; 1-min load at start) | "
+            "s/round | round 1 s | peak RSS: server / Ray workers "
             "/ Ray system / total (MiB) | largest worker VmHWM | Ray workers | client "
             "ledgers | per-client files (MiB) | identity keys |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in p["scale"]:
         pk = r["peak_rss_mib"]
+        when = (f"{r['date']}; {r['load_average']:.1f}" if "date" in r
+                else "before load was recorded")
+        if "feature_cache_files" in r:
+            files = r["feature_cache_files"]
+            when += ("; no coefficient cache on disk" if files is None
+                     else f"; {files} cached coefficient files")
         rows.append(
-            f"| {r['clients']} | {r['seconds_per_round']:.1f} | {r['first_round_seconds']:.0f} "
+            f"| {r['clients']} | {r['rounds']} | {when} | {r['seconds_per_round']:.1f} | "
+            f"{r['first_round_seconds']:.0f} "
             f"| {pk.get('server', 0):.0f} / {pk.get('ray_workers', 0):.0f} / "
             f"{pk.get('ray_system', 0):.0f} / {pk.get('total', 0):.0f} | "
             f"{r['max_hwm_mib'].get('ray_workers', 0):.0f} | {r['ray_workers']} | "
             f"{r['client_ledgers']} | {r['client_files']} ({r['client_mib']:.0f}) | "
             f"{r['identity_files']} |")
     rows += ["", f"Ray runs (`fedpriv simulate {p['scenario']} --set clients=N`), "
-             f"{p['scale'][0]['rounds']} rounds, user-level DP; s/round excludes round 1. "
+             "user-level DP, each row its own run (`--clients N`; the table merges them, "
+             "so compare rows measured at a similar load); s/round excludes round 1, and "
+             "with this few rounds it still includes the first visit of clients that round "
+             "1 did not sample (their data and ScatterNet coefficients), which more clients "
+             "make more of: the per-round cost at steady state needs longer runs. A row run with "
+             "`FEDPRIV_FEATURE_CACHE` already holding coefficients (the file count it "
+             "started with) skips computing them. "
              "What grows with the number of clients N: Ray actors do not (one per "
              f"`client-cpus` = 1 of the {p['cpus']} CPUs, whatever N); each actor process "
              "keeps the data set once, the partition of all N clients (one index array "

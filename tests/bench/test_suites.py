@@ -376,6 +376,15 @@ def test_tree_memory_sees_a_child_and_the_scale_report_renders_from_its_figures(
                                                   "clients_epsilon_max": 9.0}},
                "scale": [{"clients": 1000, "rounds": 3, "seconds_per_round": 12.0,
                           "first_round_seconds": 60.0, **got, "client_ledgers": 250,
-                          "client_files": 500, "client_mib": 40.0, "identity_files": 1001}]}
+                          "client_files": 500, "client_mib": 40.0, "identity_files": 1001},
+                         {"clients": 300, "rounds": 2, "seconds_per_round": 5.0,
+                          "date": "2026-12-02T07:00:00+00:00", "load_average": 0.25,
+                          "feature_cache_files": 12,
+                          "first_round_seconds": 30.0, **got, "client_ledgers": 90,
+                          "client_files": 180, "client_mib": 12.0, "identity_files": 301}]}
     text = render({"scale": payload})
-    assert "Gap: **5.0 points**" in text and "| 1000 | 12.0 | 60 |" in text
+    assert "Gap: **5.0 points**" in text
+    # each row says its own rounds and, when recorded, when and at what load it ran
+    assert "| 1000 | 3 | before load was recorded | 12.0 | 60 |" in text
+    assert ("| 300 | 2 | 2026-12-02T07:00:00+00:00; 0.2; 12 cached coefficient files | "
+            "5.0 | 30 |") in text

@@ -181,7 +181,8 @@ def _compose(groups: tuple[tuple[tuple[float, float], int], ...], delta: float,
         total = pld.privacy_loss_distribution.identity(
             value_discretization_interval=PLD_DISCRETIZATION)
         for (sigma, q), count in groups:
-            total = total.compose(_gaussian_pld(sigma, count) if q >= 1.0
+            # q = 1: n Gaussians are one with sigma / sqrt(n), as PLDAccountant has it
+            total = total.compose(_mechanism_pld(sigma / math.sqrt(count)) if q >= 1.0
                                   else _step_pld(sigma, q).self_compose(count))
         eps = float(total.get_epsilon_for_delta(delta))
     else:
@@ -204,21 +205,15 @@ def _step_pld(sigma: float, q: float) -> pld.privacy_loss_distribution.PrivacyLo
     is the same number, bit for bit (tested against the accountant). ``sigma > 0`` here:
     :func:`epsilon` answers ``inf`` for a noiseless event before composing.
     """
+    return _mechanism_pld(sigma, q)
+
+
+def _mechanism_pld(standard_deviation: float, sampling_prob: float = 1.0
+                   ) -> pld.privacy_loss_distribution.PrivacyLossDistribution:
+    """A Gaussian mechanism's PLD, built with the arguments ``PLDAccountant`` passes."""
     return pld.privacy_loss_distribution.from_gaussian_mechanism(
-        standard_deviation=sigma, value_discretization_interval=PLD_DISCRETIZATION,
-        sampling_prob=q,
-        neighboring_relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
-
-
-def _gaussian_pld(sigma: float, count: int
-                  ) -> pld.privacy_loss_distribution.PrivacyLossDistribution:
-    """``count`` unsampled Gaussian steps, composed as ``PLDAccountant`` composes them.
-
-    One Gaussian with ``sigma / sqrt(count)``: exact, and no self-composition.
-    """
-    return pld.privacy_loss_distribution.from_gaussian_mechanism(
-        standard_deviation=sigma / math.sqrt(count),
-        value_discretization_interval=PLD_DISCRETIZATION,
+        standard_deviation=standard_deviation,
+        value_discretization_interval=PLD_DISCRETIZATION, sampling_prob=sampling_prob,
         neighboring_relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
 
 
@@ -235,12 +230,12 @@ def gaussian_epsilon(mu: float, delta: float) -> float:
 
     decreasing in eps; the answer is the root of ``delta(eps) = delta`` (0 when
     ``delta(0) <= delta``), found by Brent's method and taken on its upper side, where
-    ``delta(eps) <= delta`` holds. This is the
-    value dp-accounting's PLD accountant approaches from above as its discretisation
-    interval shrinks (its own Gaussian PLD is built from the same profile, then rounded
-    pessimistically), at no discretisation cost, which is why :func:`epsilon` reports it
-    for a composition of Gaussians without sampling (every user-level round a device
-    records: it cannot count on the server's secret sampling).
+    ``delta(eps) <= delta`` holds. This is the value dp-accounting's PLD accountant
+    approaches from above as its discretisation interval shrinks (its own Gaussian PLD is
+    built from the same profile, then rounded pessimistically), at no discretisation cost,
+    which is why :func:`epsilon` reports it for a composition of Gaussians without
+    sampling (every user-level round a device records: it cannot count on the server's
+    secret sampling).
     """
     from scipy.optimize import brentq
     from scipy.special import log_ndtr

@@ -27,11 +27,13 @@ tried and not kept (:data:`EXPLORED`) and adds them to the results already there
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,34 +152,41 @@ def _prime_centralised(values: dict[str, Any], central: dict[str, Any]) -> None:
     clear_feature_cache()  # the runs read them back; this process keeps no copy
 
 
+@contextlib.contextmanager
+def _feature_cache(tmp: Path) -> Iterator[None]:
+    """``FEDPRIV_FEATURE_CACHE`` for the runs inside: the user's if set, else a directory
+    in ``tmp`` (filled once, read by every run), unset again on the way out."""
+    if os.environ.get("FEDPRIV_FEATURE_CACHE") is not None:
+        yield
+        return
+    os.environ["FEDPRIV_FEATURE_CACHE"] = str(tmp / "features")
+    try:
+        yield
+    finally:
+        os.environ.pop("FEDPRIV_FEATURE_CACHE", None)
+
+
 def run(quick: bool, workers: int = WORKERS) -> dict[str, Any]:
     """Accuracy and epsilon, federated and centralised, non-private and at each epsilon;
     the recipes' ablation at epsilon 3. ``workers`` runs go at once (1: in this process)."""
     t0 = time.monotonic()
     values = _scenario_values()
     epsilons = (3.0,) if quick else EPSILONS
-    saved = os.environ.get("FEDPRIV_FEATURE_CACHE")
-    with tempfile.TemporaryDirectory() as tmp:
-        if saved is None:  # a cache for these runs (computed once, below)
-            os.environ["FEDPRIV_FEATURE_CACHE"] = str(Path(tmp) / "features")
-        try:
-            if quick:
-                data = _subset_dir(Path(tmp), 6000, 1000)
-                values.update({"dataset-dir": str(data), "rounds": 3})
-            central = {**values, **CENTRAL, **({"rounds": 3} if quick else {})}
-            _prime_centralised(values, central)  # every layout's coefficients, once
-            jobs: list[tuple[dict[str, Any], str, float | None, str]] = [
-                (values, "none", None, "federated")]
-            jobs += [(values, "record", eps, "federated") for eps in sorted(epsilons)]
-            jobs += [(central, "none", None, "centralised")]
-            jobs += [(central, "record", eps, "centralised") for eps in CENTRAL_EPSILONS]
-            recipes = [(label, {**values, **changes, **({"rounds": 3} if quick else {})})
-                       for label, changes in RECIPES if changes]
-            jobs += [(v, "record", 3.0, "federated") for _, v in recipes]
-            done = _run_all(jobs, workers)
-        finally:
-            if saved is None:
-                os.environ.pop("FEDPRIV_FEATURE_CACHE", None)
+    with tempfile.TemporaryDirectory() as tmp, _feature_cache(Path(tmp)):
+        if quick:
+            data = _subset_dir(Path(tmp), 6000, 1000)
+            values.update({"dataset-dir": str(data), "rounds": 3})
+        central = {**values, **CENTRAL, **({"rounds": 3} if quick else {})}
+        _prime_centralised(values, central)  # every layout's coefficients, once
+        jobs: list[tuple[dict[str, Any], str, float | None, str]] = [
+            (values, "none", None, "federated")]
+        jobs += [(values, "record", eps, "federated") for eps in sorted(epsilons)]
+        jobs += [(central, "none", None, "centralised")]
+        jobs += [(central, "record", eps, "centralised") for eps in CENTRAL_EPSILONS]
+        recipes = [(label, {**values, **changes, **({"rounds": 3} if quick else {})})
+                   for label, changes in RECIPES if changes]
+        jobs += [(v, "record", 3.0, "federated") for _, v in recipes]
+        done = _run_all(jobs, workers)
     rows, extra = done[:len(jobs) - len(recipes)], done[len(jobs) - len(recipes):]
     headline = next(r for r in rows if r["setting"] == "federated" and r["target"] == 3.0)
     ablation = _ablation(values, headline, dict(zip([lb for lb, _ in recipes], extra,
@@ -196,16 +205,9 @@ def explore(workers: int = WORKERS) -> dict[str, Any]:
     """Each of :data:`EXPLORED` at epsilon 3 on the full data: accuracy and epsilon."""
     t0 = time.monotonic()
     values = _scenario_values()
-    saved = os.environ.get("FEDPRIV_FEATURE_CACHE")
-    with tempfile.TemporaryDirectory() as tmp:
-        if saved is None:
-            os.environ["FEDPRIV_FEATURE_CACHE"] = str(Path(tmp) / "features")
-        try:
-            done = _run_all([({**values, **changes}, "record", 3.0, "federated")
-                             for _, changes in EXPLORED], workers)
-        finally:
-            if saved is None:
-                os.environ.pop("FEDPRIV_FEATURE_CACHE", None)
+    with tempfile.TemporaryDirectory() as tmp, _feature_cache(Path(tmp)):
+        done = _run_all([({**values, **changes}, "record", 3.0, "federated")
+                         for _, changes in EXPLORED], workers)
     rows = [{**row, "variation": label, "changes": {k: _plain(v) for k, v in ch.items()}}
             for (label, ch), row in zip(EXPLORED, done, strict=True)]
     return {"meta": {**meta(False), "seconds": time.monotonic() - t0, "workers": workers},

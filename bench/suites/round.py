@@ -3,9 +3,9 @@
 10 clients on digits, the same MLP, rounds and local epochs. Ray's start-up and the
 first round (actor warm-up) are excluded: time per round is (end of last round - end of
 round 1) / (rounds - 1). Ratios are to the plain Flower FedAvg app, run first and again
-last (the mean of the two; both are kept, to show how far the machine drifted); the full stack is
-also compared with Flower's own SecAgg+ and DP wrapper (:mod:`bench.suites.flower_secaggplus`),
-the same protections built from Flower's parts.
+last (the mean of the two; both are kept, to show how far the machine drifted); the full
+stack is also compared with Flower's own SecAgg+ and DP wrapper
+(:mod:`bench.suites.flower_secaggplus`), the same protections built from Flower's parts.
 """
 
 from __future__ import annotations

@@ -143,6 +143,30 @@ def test_pld_epsilon_is_dp_accountings_own_number_bit_for_bit(groups, delta):
             assert got == pytest.approx(want, rel=1e-4)
 
 
+@pytest.mark.parametrize(("sigma", "q", "n"), [
+    (1.0, 32 / 144, 1), (1.0, 32 / 143, 37), (0.8, 0.5, 7), (1.1, 0.01, 1000),
+    (3.0, 0.05, 300),  # a step PMF small enough for dp-accounting to keep sparse
+])
+def test_kept_log_mgfs_give_the_librarys_own_self_composition(sigma, q, n):
+    """The self-composition that keeps the Chernoff bound's log-MGFs per step must give
+    dp-accounting's PMFs exactly (same support, probabilities and infinity mass), however
+    many times it is asked and in whatever order of n."""
+    from fedpriv.privacy.accounting import _self_composer, _step_pld
+
+    step = _step_pld(sigma, q)
+    composer = _self_composer(sigma, q)
+    for m in (n, 1, n + 1, n):
+        want, got = step.self_compose(m), composer.compose(m)
+        for a, b in ((want._pmf_remove, got._pmf_remove), (want._pmf_add, got._pmf_add)):
+            a, b = a.to_dense_pmf(), b.to_dense_pmf()
+            assert a._lower_loss == b._lower_loss
+            assert a._infinity_mass == b._infinity_mass
+            assert np.array_equal(a._probs, b._probs)
+        assert got.get_epsilon_for_delta(1e-5) == want.get_epsilon_for_delta(1e-5)
+    with pytest.raises(ValueError, match="num_times"):
+        composer.compose(0)
+
+
 def test_epsilon_by_step_is_cumulative_and_increasing():
     ev = GaussianSumEvent(noise_multiplier=1.0, sampling_rate=0.2, clip=1.0)
     series = epsilon_by_step([ev] * 5, 1e-5)

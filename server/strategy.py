@@ -163,6 +163,7 @@ class FedPrivStrategy(Strategy):
         # that vanished meanwhile must not keep it from going on.
         self._started = first_round > 1
         self.reference: ArrayRecord | None = None  # the global model of this round
+        self._specs: tuple[ArrayRecord, dict[str, Any]] | None = None  # its shapes, dtypes
 
     def layer(self, cls: type[T]) -> T | None:
         """The first wrapped strategy of type ``cls`` down the ``inner`` chain."""
@@ -312,17 +313,18 @@ class FedPrivStrategy(Strategy):
         for name, rec in content.array_records.items():
             if name not in (ARRAYS, UPDATE):
                 continue
-            ref = self.reference
-            if ref is not None:
-                if list(rec.keys()) != list(ref.keys()):
-                    return f"{name} holds parameters {sorted(rec.keys())[:4]}..., not the model's"
-                for key, array in rec.items():
-                    got, want = array.numpy(), ref[key].numpy()
-                    if got.shape != want.shape or not np.issubdtype(got.dtype, np.floating):
+            specs = self._reference_specs()
+            if specs is not None and list(rec.keys()) != list(specs):
+                return f"{name} holds parameters {sorted(rec.keys())[:4]}..., not the model's"
+            for key, array in rec.items():
+                got = array.numpy()  # the bytes the aggregate will read, not the metadata
+                if specs is not None:
+                    shape, dtype = specs[key]
+                    if got.shape != shape or not np.issubdtype(got.dtype, np.floating):
                         return (f"{name}[{key}] is {got.dtype}{list(got.shape)}, not "
-                                f"{want.dtype}{list(want.shape)}")
-            if not _finite_record(rec):
-                return "non-finite values"
+                                f"{dtype}{list(shape)}")
+                if np.issubdtype(got.dtype, np.floating) and not np.isfinite(got).all():
+                    return "non-finite values"
             metrics = dict(content[METRICS]) if METRICS in content.metric_records else None
             if metrics is None:
                 return "no metrics record"
@@ -336,6 +338,16 @@ class FedPrivStrategy(Strategy):
                                        and 0 <= values.get(UNCLIPPED, 0.0) <= 1):
                 return f"{UPDATE_WEIGHT} or {UNCLIPPED} out of range"
         return ""
+
+    def _reference_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]] | None:
+        """Each global parameter's shape and dtype, read from its bytes once a round."""
+        ref = self.reference
+        if ref is None:
+            return None
+        if self._specs is None or self._specs[0] is not ref:
+            values = {key: array.numpy() for key, array in ref.items()}
+            self._specs = (ref, {key: (v.shape, v.dtype) for key, v in values.items()})
+        return self._specs[1]
 
     def _refused(self, msg: Message) -> bool:
         """Note a budget refusal: the node is left out from now on."""

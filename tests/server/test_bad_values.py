@@ -86,3 +86,50 @@ def test_a_round_with_fewer_usable_replies_than_min_replies_is_skipped(tmp_path)
     initial, final = (load_file(path / f) for f in ("model-initial.safetensors",
                                                      "model.safetensors"))
     assert all(np.array_equal(initial[k], final[k]) for k in initial)
+
+
+def test_replies_whose_bytes_are_not_the_models_shape_are_rejected_whatever_they_claim():
+    """The server checks the bytes it will average, not the Array's own shape and dtype
+    fields, which a malicious client writes as it likes; only the honest update (all
+    ones, weight 1) reaches the model."""
+    import io
+
+    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+
+    from fedpriv.messages import METRICS, UPDATE, UPDATE_WEIGHT
+    from server.sampling import CohortSampler, SamplingKind
+    from server.strategy import FedPrivStrategy
+    from strategies.factory import build_strategy
+    from strategies.update_mean import UpdateMean
+    from strategies.updates import synthetic_reply
+
+    def lying(values, shape, dtype):  # metadata that matches the model, bytes that do not
+        buf = io.BytesIO()
+        np.save(buf, values, allow_pickle=False)
+        return Array(dtype=dtype, shape=shape, stype="numpy.ndarray", data=buf.getvalue())
+
+    def reply(weight, bias):
+        return synthetic_reply(None, RecordDict({
+            UPDATE: ArrayRecord({"0.weight": weight, "0.bias": bias}),
+            METRICS: MetricRecord({UPDATE_WEIGHT: 1.0})}))
+
+    cfg = RunConfig.from_mapping({"clients": 4})
+    wrapped = UpdateMean(build_strategy(cfg))
+    strategy = FedPrivStrategy(wrapped, sampler=CohortSampler(SamplingKind.FIXED, size=4),
+                               min_nodes=1)
+    current = ArrayRecord({"0.weight": Array(np.zeros((3, 2), np.float32)),
+                           "0.bias": Array(np.zeros(3, np.float32))})
+    wrapped._current = current
+    strategy.reference = current
+    bias = Array(np.ones(3, np.float32))
+    replies = [
+        reply(Array(np.ones((3, 2), np.float32)), bias),  # the one good reply
+        reply(lying(np.ones(6, np.float32), (3, 2), "float32"), bias),
+        reply(lying(np.ones((3, 2), np.int64), (3, 2), "float32"), bias),
+        reply(lying(np.full((3, 2), np.nan, np.float32), (3, 2), "float32"), bias),
+    ]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert len(strategy.last_rejected) == 3
+    assert strategy.last_replies == 1
+    assert arrays is not None
+    assert np.array_equal(arrays["0.weight"].numpy(), np.ones((3, 2), np.float32))

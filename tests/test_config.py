@@ -228,3 +228,18 @@ def test_privacy_and_secagg_stay_pure():
                 for name in names:
                     assert not name.startswith(("fedpriv.config", "server", "client",
                                                 "strategies", "simulations")), (path, name)
+
+
+def test_a_received_config_is_parsed_once_yet_each_value_keeps_its_own_validation():
+    """Clients parse the same config record every round, so the parse is kept; Python's
+    ``True == 1 == 1.0`` must not let a value the validation refuses borrow the parse of
+    an equal value it accepts."""
+    from fedpriv.messages import config_from_record
+
+    first, _ = config_from_record({"rounds": 1, "secagg": True})
+    again, server_round = config_from_record({"rounds": 1, "secagg": True, "server-round": 4})
+    assert again is first and server_round == 4
+    with pytest.raises(ConfigError, match="rounds: must be an integer, got True"):
+        config_from_record({"rounds": True, "secagg": True})
+    with pytest.raises(ConfigError, match="secagg: must be true or false, got 1.0"):
+        config_from_record({"rounds": 1, "secagg": 1.0})

@@ -3,10 +3,13 @@
 Flower's deployment grid (``HttpGrid``, the ServerApp's link to the SuperLink) checks for
 replies every 3 seconds in :meth:`send_and_receive`; a secure-aggregation round is five
 exchanges, so that wait alone costs up to 15 s per round on a loopback deployment where
-each exchange needs well under a second. :class:`PromptGrid` delegates everything to the
-grid it wraps and pulls every ``interval`` seconds instead: one ``PullMessages`` call to
-the SuperLink per interval, cheap next to what it saves. The in-memory grid of Flower's
-simulation engine already pulls every 0.1 s and is unaffected.
+each exchange needs well under a second. The in-memory grid of Flower's simulation engine
+pulls every 0.1 s: up to 0.5 s of a secure-aggregation round spent waiting.
+:class:`PromptGrid` delegates everything to the grid it wraps and pulls on a backoff
+instead: first after ``first`` seconds (5 ms), then each wait 1.5x the last, up to
+``interval`` (0.1 s), and back to ``first`` whenever replies arrive (the rest of a cohort
+tends to follow). An exchange that takes milliseconds is collected in milliseconds; a
+minute of local training costs ~10 pulls more than polling at ``interval`` alone.
 """
 
 from __future__ import annotations
@@ -22,13 +25,22 @@ __all__ = ["PromptGrid"]
 
 
 class PromptGrid(Grid):
-    """``grid`` with :meth:`send_and_receive` polling every ``interval`` seconds."""
+    """``grid`` whose :meth:`send_and_receive` polls after ``first`` s, up to ``interval``."""
 
-    def __init__(self, grid: Grid, interval: float = 0.1) -> None:
+    #: each wait without a reply is this times the last, up to ``interval``
+    BACKOFF = 1.5
+
+    def __init__(self, grid: Grid, interval: float = 0.1, first: float | None = None
+                 ) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        first = min(0.005, interval) if first is None else first
+        if not 0 < first <= interval:
+            raise ValueError(f"first must be in (0, interval={interval!r}] seconds, got "
+                             f"{first!r}")
         self._grid = grid
         self.interval = interval
+        self.first = first
 
     def set_run(self, run: Any) -> None:  # noqa: D102 (Flower's Grid API, delegated)
         self._grid.set_run(run)
@@ -62,14 +74,17 @@ class PromptGrid(Grid):
         pending = set(self.push_messages(messages))
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
+        step = 0.0
         while pending:
             got = list(self.pull_messages(pending))
             replies += got
             pending -= {m.metadata.reply_to_message_id for m in got}
             if not pending or (deadline is not None and time.monotonic() >= deadline):
                 break
-            wait = self.interval if deadline is None else min(
-                self.interval, max(0.0, deadline - time.monotonic()))
+            step = (self.first if got or not step
+                    else min(self.interval, step * self.BACKOFF))
+            wait = step if deadline is None else min(
+                step, max(0.0, deadline - time.monotonic()))
             time.sleep(wait)
         return replies
 

@@ -71,3 +71,38 @@ def test_the_rest_is_delegated_and_a_bad_interval_is_refused():
     assert grid.run == "run"
     with pytest.raises(ValueError, match="interval must be > 0"):
         PromptGrid(inner, interval=0)
+
+
+class Clock:
+    """``time.sleep`` and ``time.monotonic`` on a clock that only the sleeps move."""
+
+    def __init__(self):
+        self.now, self.waits = 0.0, []
+
+    def sleep(self, s):
+        self.waits.append(s)
+        self.now += s
+
+    def monotonic(self):
+        return self.now
+
+
+def test_polling_starts_fast_backs_off_to_the_interval_and_restarts_on_a_reply(monkeypatch):
+    import server.grid as grid_module
+
+    clock = Clock()
+    monkeypatch.setattr(grid_module.time, "sleep", clock.sleep)
+    monkeypatch.setattr(grid_module.time, "monotonic", clock.monotonic)
+    inner = SlowNodes({"a": 3, "b": 20})
+    replies = PromptGrid(inner, interval=0.1, first=0.005).send_and_receive([], timeout=None)
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["a", "b"]
+    waits = clock.waits
+    assert waits[0] == 0.005 and waits[1] == pytest.approx(0.0075)  # no reply yet: 1.5x
+    assert waits[2] == 0.005  # "a" arrived on the 3rd pull: back to the first wait
+    assert max(waits) == pytest.approx(0.1) and waits[-1] == pytest.approx(0.1)  # capped
+    assert len(waits) == 19  # one wait between consecutive pulls, none after the last
+
+
+def test_a_first_wait_above_the_interval_is_refused():
+    with pytest.raises(ValueError, match=r"first must be in \(0, interval=0.1\]"):
+        PromptGrid(SlowNodes({}), interval=0.1, first=0.5)

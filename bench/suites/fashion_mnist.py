@@ -20,8 +20,9 @@ The scattering coefficients of every data layout are put in ``FEDPRIV_FEATURE_CA
 split computed once, the one-client layout gathered from the clients' rows.
 ``python -m bench.suites.fashion_mnist [--quick]`` runs this part alone and puts it
 under ``fashion_mnist`` in ``bench-utility.json``, keeping the digits results there, then
-renders ``bench/results/README.md`` again; ``--explore`` runs only the variations that were
-tried and not kept (:data:`EXPLORED`) and adds them to the results already there.
+renders ``bench/results/README.md`` again; ``--explore`` runs the variations that were
+tried and not kept (:data:`EXPLORED`) and are not in the results yet (``--again``: all of
+them), and adds them to the results already there, each row with its own date.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ EXPLORED: tuple[tuple[str, dict[str, Any]], ...] = (
      {"rounds": 100}),
     ("batch 512 and lr 2 instead of 2048 and 4 (~12 local steps a round), 40 rounds",
      {"batch-size": 512, "lr": 2.0}),
+    ("tanh CNN with group norm (Papernot et al. 2021, the tempered sigmoid s = 2, T = 2, "
+     "o = 1) instead of ScatterNet + linear, the scenario's batch, lr and clip",
+     {"model": "cnn"}),
 )
 #: Runs at once (processes); the machine the results came from has 2 cores.
 WORKERS = 2
@@ -201,15 +205,31 @@ def run(quick: bool, workers: int = WORKERS) -> dict[str, Any]:
             "60,000 train / 10,000 test images"}
 
 
-def explore(workers: int = WORKERS) -> dict[str, Any]:
-    """Each of :data:`EXPLORED` at epsilon 3 on the full data: accuracy and epsilon."""
+def explore(workers: int = WORKERS, kept: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Each of :data:`EXPLORED` at epsilon 3 on the full data: accuracy and epsilon.
+
+    ``kept``: an earlier ``explore`` result for the same scenario run; its rows for
+    variations still in :data:`EXPLORED` (the same changes) are kept with their dates,
+    and only the others run.
+    """
     t0 = time.monotonic()
     values = _scenario_values()
+    old = {json.dumps(r["changes"], sort_keys=True): r for r in (kept or {}).get("rows", [])}
+    when = (kept or {}).get("meta", {}).get("date")
+
+    def key(changes: dict[str, Any]) -> str:
+        return json.dumps({k: _plain(v) for k, v in changes.items()}, sort_keys=True)
+
+    todo = [(label, ch) for label, ch in EXPLORED if key(ch) not in old]
     with tempfile.TemporaryDirectory() as tmp, _feature_cache(Path(tmp)):
         done = _run_all([({**values, **changes}, "record", 3.0, "federated")
-                         for _, changes in EXPLORED], workers)
-    rows = [{**row, "variation": label, "changes": {k: _plain(v) for k, v in ch.items()}}
-            for (label, ch), row in zip(EXPLORED, done, strict=True)]
+                         for _, changes in todo], workers) if todo else []
+    now = meta(False)["date"]
+    ran = {key(ch): {**row, "variation": label, "date": now,
+                     "changes": {k: _plain(v) for k, v in ch.items()}}
+           for (label, ch), row in zip(todo, done, strict=True)}
+    rows = [ran.get(key(ch)) or {"date": when, **old[key(ch)], "variation": label}
+            for label, ch in EXPLORED]
     return {"meta": {**meta(False), "seconds": time.monotonic() - t0, "workers": workers},
             "rows": rows}
 
@@ -295,8 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=WORKERS,
                    help=f"runs at once, in processes (default {WORKERS}; 1: in this one)")
     p.add_argument("--explore", action="store_true",
-                   help="only run the variations that were tried and not kept (EXPLORED), "
-                   "at epsilon 3, and add them to the Fashion-MNIST results")
+                   help="only run the variations that were tried and not kept (EXPLORED) "
+                   "and are not in the results yet, at epsilon 3, and add them to the "
+                   "Fashion-MNIST results")
+    p.add_argument("--again", action="store_true",
+                   help="with --explore: run every variation, even those already measured")
     p.add_argument("--replot", action="store_true",
                    help="only redraw the plot and README from bench-utility.json (no runs)")
     args = p.parse_args(argv)
@@ -311,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         if "fashion_mnist" not in payload:
             raise SystemExit("no Fashion-MNIST results to add to: run this module first")
         result = payload["fashion_mnist"]
-        result["explored"] = explore(args.workers)
+        result["explored"] = explore(args.workers,
+                                     None if args.again else result.get("explored"))
         path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     else:  # a new run replaces the variations too: they were measured against the old one
         result = run(args.quick, args.workers)

@@ -196,8 +196,8 @@ DEPLOY_PROSE = (
     "deploy` sets to 0.2 s unless the operator sets it; the plain row keeps Flower's "
     "default); (3) the ServerApp's deployment grid (`HttpGrid.send_and_receive`) looks for "
     "replies every 3 s, no knob (fedpriv's `server.grid.PromptGrid` after 5 ms, backing "
-    "off to 0.1 s; the plain app keeps Flower's grid); (4) pulling a message and pushing a reply go "
-    "object by object over HTTP. TLS would add a handshake per connection, milliseconds "
+    "off to 0.1 s; the plain app keeps Flower's grid); (4) pulling a message and pushing "
+    "a reply go object by object over HTTP. TLS would add a handshake per connection, milliseconds "
     "on loopback; both rows run without it. Ours, in the third stretch: each "
     "`flwr-clientapp` process receives, unpacks and hash-checks the whole FAB before the "
     "app runs (`flwr.cli.install.install_from_fab`, even when installed), so the FAB now "
@@ -299,17 +299,18 @@ def _fashion_mnist(p: dict[str, Any]) -> list[str]:
         e = p["explored"]
         head = next((r for r in p["rows"] if r["setting"] == "federated"
                      and r["mode"] == "record" and r["target"] == 3.0), None)
-        rows += ["", f"Tried at ε = 3 and not kept ({e['meta']['date']}, `python -m "
-                 "bench.suites.fashion_mnist --explore`); each changes only what it names "
-                 "in the scenario as shipped:", "",
+        rows += ["", "Tried at ε = 3 and not kept (`python -m bench.suites.fashion_mnist "
+                 "--explore`); each changes only what it names in the scenario as "
+                 "shipped:", "",
                  "| variation | ε (PLD) | test accuracy | points against the scenario | "
-                 "run time |", "|---|---|---|---|---|"]
+                 "run time | measured |", "|---|---|---|---|---|---|"]
         for r in e["rows"]:
             vs = (None if head is None else 100 * (r["final_accuracy"]
                                                    - head["final_accuracy"]))
             rows.append(f"| {r['variation']} | {_f(r['epsilon'], '.2f')} | "
                         f"{100 * r['final_accuracy']:.1f} % | {_f(vs, '+.1f')} | "
-                        f"{r['seconds'] / 60:.1f} min |")
+                        f"{r['seconds'] / 60:.1f} min | "
+                        f"{r.get('date') or e['meta']['date']} |")
     batch = int(float(c.get("batch-size", 0) or 0))
     rows += ["", FASHION_MNIST_LIMIT.format(
         central_steps=f"{60_000 / batch:.0f}" if batch else "60,000 / batch")]

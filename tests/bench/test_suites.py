@@ -287,6 +287,17 @@ def test_the_tried_fashion_mnist_variations_are_run_and_reported_against_the_sce
     assert (f"| {first['variation']} | 3.00 | {100 * first['final_accuracy']:.1f} % | "
             f"{100 * (first['final_accuracy'] - 0.875):+.1f} |") in text
     assert "--explore" in text and "√n" in text
+    # run again with those results: nothing is measured twice; a variation that is new
+    # (here: one whose result was lost) runs alone, and the kept rows keep their dates
+    calls.clear()
+    lost = {**explored, "rows": explored["rows"][1:]}
+    again = fashion_mnist.explore(workers=1, kept=lost)
+    assert len(calls) == 1
+    assert all(calls[0][k] == v for k, v in fashion_mnist.EXPLORED[0][1].items())
+    assert [r["variation"] for r in again["rows"]] == [v for v, _ in fashion_mnist.EXPLORED]
+    assert again["rows"][1:] == explored["rows"][1:]
+    assert fashion_mnist.explore(workers=1, kept=again)["rows"] == again["rows"]
+    assert len(calls) == 1
 
 
 def test_the_round_and_deploy_reports_carry_every_ratio():

@@ -133,8 +133,11 @@ def breakdown(speedscope: dict[str, Any], top: int = 8) -> dict[str, Any]:
                     if not f["file"].endswith(("profiles.py", "runpy>", "edge.py"))}:
             inclusive[key] += w
     total = float(sum(cats.values())) or 1.0
+    # py-spy's speedscope weights are seconds ("unit": "seconds"), not sample counts
+    amount = ({"sampled_seconds": float(sum(weights))} if profile.get("unit") == "seconds"
+              else {"samples": int(sum(weights))})
     return {
-        "samples": int(sum(weights)),
+        **amount,
         "imports_share_of_all": imports / (imports + total),
         "categories": {c: w / total for c, w in cats.most_common()},
         "fixed_share": fixed / total, "per_example_share": 1 - fixed / total,
@@ -210,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.names or TARGETS:
         r = profile(name)
         cats = ", ".join(f"{c} {100 * s:.0f}%" for c, s in list(r["categories"].items())[:5])
-        print(f"{name}: {r['samples']} samples; {cats}", flush=True)
+        amount = r.get("sampled_seconds", r.get("samples"))
+        print(f"{name}: {amount:.1f} s sampled; {cats}", flush=True)
     return 0
 
 

@@ -45,7 +45,9 @@ def _where_the_time_goes() -> list[str]:
         cats = ", ".join(f"{c} {100 * v:.0f}%" for c, v in p["categories"].items() if v >= 0.01)
         top = ", ".join(f"{k} {100 * v:.0f}%" for k, v in p["top_self"][:5])
         imports = 100 * p["imports_share_of_all"]
-        out += [f"**{name}** ({p['samples']} samples; imports {imports:.0f}% of all): "
+        amount = (f"{p['sampled_seconds']:.1f} s sampled" if "sampled_seconds" in p
+                  else f"{p['samples']} samples")
+        out += [f"**{name}** ({amount}; imports {imports:.0f}% of all): "
                 f"fixed {100 * p['fixed_share']:.0f}%, per-example "
                 f"{100 * p['per_example_share']:.0f}% — {cats}. Top self time: {top}.", ""]
     return out

@@ -154,6 +154,13 @@ def test_profile_breakdown_attributes_samples_to_categories():
     assert b["imports_share_of_all"] == 0.2
     assert b["categories"]["ledger (SQLite, signatures, fsync)"] == 0.25
     assert b["fixed_share"] == 0.25 and b["per_example_share"] == 0.75
+    assert b["samples"] == 5
+    # py-spy writes weights in seconds: the amount is then time sampled, not a count
+    timed = {**speedscope, "profiles": [{**speedscope["profiles"][0], "unit": "seconds",
+                                         "weights": [0.01] * 5}]}
+    b = breakdown(timed)
+    assert "samples" not in b and b["sampled_seconds"] == pytest.approx(0.05)
+    assert b["categories"]["ledger (SQLite, signatures, fsync)"] == 0.25
 
 
 def test_the_fashion_mnist_frontier_runs_the_scenario_federated_and_centralised(

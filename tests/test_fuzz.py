@@ -137,23 +137,17 @@ def server_replies(draw):
 @given(replies=server_replies(), mode=st.sampled_from(["none", "user"]))
 def test_server_aggregation_drops_junk_and_keeps_a_finite_model(replies, mode):
     from fedpriv.privacy import SeededGaussian
-    from server.sampling import CohortSampler, SamplingKind
-    from server.strategy import FedPrivStrategy
     from strategies.dp_fedavg import DpFedAvg
     from strategies.factory import build_strategy
     from strategies.update_mean import UpdateMean
+    from tests.support.strategy import around
 
     cfg = RunConfig.from_mapping({"clients": 4, "dp-mode": mode})
     inner = build_strategy(cfg)
     wrapped = (DpFedAvg(inner, noise_multiplier=1.0, clip=1.0, expected_cohort=4.0,
                         noise=SeededGaussian(np.random.default_rng(0)))
                if mode == "user" else UpdateMean(inner))
-    strategy = FedPrivStrategy(wrapped, sampler=CohortSampler(SamplingKind.FIXED, size=4),
-                               min_nodes=1)
-    current = ArrayRecord({"0.weight": Array(np.zeros((3, 2), np.float32)),
-                           "0.bias": Array(np.zeros(3, np.float32))})
-    wrapped._current = current
-    strategy.reference = current
+    strategy, current = around(wrapped)
     arrays_out, _ = strategy.aggregate_train(1, replies)
     if arrays_out is not None:
         assert set(arrays_out.keys()) == set(current.keys())

@@ -97,11 +97,10 @@ def test_replies_whose_bytes_are_not_the_models_shape_are_rejected_whatever_they
     from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
     from fedpriv.messages import METRICS, UPDATE, UPDATE_WEIGHT
-    from server.sampling import CohortSampler, SamplingKind
-    from server.strategy import FedPrivStrategy
     from strategies.factory import build_strategy
     from strategies.update_mean import UpdateMean
     from strategies.updates import synthetic_reply
+    from tests.support.strategy import around
 
     def lying(values, shape, dtype):  # metadata that matches the model, bytes that do not
         buf = io.BytesIO()
@@ -113,14 +112,7 @@ def test_replies_whose_bytes_are_not_the_models_shape_are_rejected_whatever_they
             UPDATE: ArrayRecord({"0.weight": weight, "0.bias": bias}),
             METRICS: MetricRecord({UPDATE_WEIGHT: 1.0})}))
 
-    cfg = RunConfig.from_mapping({"clients": 4})
-    wrapped = UpdateMean(build_strategy(cfg))
-    strategy = FedPrivStrategy(wrapped, sampler=CohortSampler(SamplingKind.FIXED, size=4),
-                               min_nodes=1)
-    current = ArrayRecord({"0.weight": Array(np.zeros((3, 2), np.float32)),
-                           "0.bias": Array(np.zeros(3, np.float32))})
-    wrapped._current = current
-    strategy.reference = current
+    strategy, _ = around(UpdateMean(build_strategy(RunConfig.from_mapping({"clients": 4}))))
     bias = Array(np.ones(3, np.float32))
     replies = [
         reply(Array(np.ones((3, 2), np.float32)), bias),  # the one good reply

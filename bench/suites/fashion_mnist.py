@@ -68,6 +68,8 @@ EXPLORED: tuple[tuple[str, dict[str, Any]], ...] = (
     ("tanh CNN with group norm (Papernot et al. 2021, the tempered sigmoid s = 2, T = 2, "
      "o = 1) instead of ScatterNet + linear, the scenario's batch, lr and clip",
      {"model": "cnn"}),
+    ("no group norm on the scattering coefficients (Tramèr & Boneh 2021, Section 3.1: "
+     "their data-independent normalisation, off)", {"scatternet-norm-groups": 0}),
 )
 #: Runs at once (processes); the machine the results came from has 2 cores.
 WORKERS = 2
@@ -152,7 +154,7 @@ def _prime_centralised(values: dict[str, Any], central: dict[str, Any]) -> None:
     for idx in parts:
         full[idx] = model_inputs(fed, train.subset(idx)).x
     (order,) = indices(RunConfig.from_mapping({**values, **central}))
-    remember_features(train.x[order], full[order])
+    remember_features(train.x[order], full[order], groups=fed.model.scatternet_norm_groups)
     clear_feature_cache()  # the runs read them back; this process keeps no copy
 
 

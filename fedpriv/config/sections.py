@@ -116,9 +116,20 @@ class ModelConfig:
     rating_factors: int = dataclasses.field(default=16, metadata=_meta(
         "model=asvd: latent factors per item (Koren 2008's f; 0: item and user biases only)",
         lo=0, hi=256))
+    scatternet_norm_groups: int = dataclasses.field(default=27, metadata=_meta(
+        "model=scatternet: groups of the group norm over the 81 scattering channels "
+        "(Tramer & Boneh 2021: 27, i.e. 3 channels each; 0: no normalisation)",
+        lo=0, hi=81))
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        groups = self.scatternet_norm_groups
+        if groups and 81 % groups:
+            raise ConfigError(
+                "scatternet-norm-groups",
+                f"must be 0 (no normalisation) or a divisor of the 81 scattering channels "
+                f"{{1, 3, 9, 27, 81}}, got {groups}",
+            )
         targets = self.lora_target_names
         bad = [t for t in targets if t not in LORA_TARGETS]
         if not targets or bad:

@@ -213,4 +213,5 @@ def build_task_model(cfg: RunConfig, data: TaskData | TaskSpec | None = None, *,
         num_features=int(np.prod(spec.feature_shape)),
         num_classes=spec.num_classes,
         seed=cfg.training.seed,
+        scatternet_groups=cfg.model.scatternet_norm_groups,
     ).to(device)

@@ -9,12 +9,13 @@ the model accepts either. Computing a public function of one's own data spends n
 privacy: the DP-SGD that follows sees the same examples, one coefficient tensor each.
 
 The cache is per process (a simulated client's Ray actor keeps it across rounds; the
-server keeps its test split's), keyed by the bytes of the images, so a different data
-set, partition or device file is never served stale coefficients. With the environment
-variable ``FEDPRIV_FEATURE_CACHE`` set to a directory, coefficients are also kept there
-as ``.npy`` files under the same key and reused by later processes (benchmarks run many
-simulations on the same data; a device may keep its own). The files hold a function of
-the data they came from: put them where that data may be.
+server keeps its test split's), keyed by the bytes of the images and by the group norm's
+groups (``scatternet-norm-groups``: the stored coefficients are normalised), so a different
+data set, partition, device file or normalisation is never served stale coefficients.
+With the environment variable ``FEDPRIV_FEATURE_CACHE`` set to a directory, coefficients
+are also kept there as ``.npy`` files under the same key and reused by later processes
+(benchmarks run many simulations on the same data; a device may keep its own). The
+files hold a function of the data they came from: put them where that data may be.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ _cache: OrderedDict[str, np.ndarray] = OrderedDict()
 _lock = threading.Lock()
 
 
-def scatternet_features(x: np.ndarray, *, chunk: int = _CHUNK) -> np.ndarray:
+def scatternet_features(x: np.ndarray, *, groups: int = 27, chunk: int = _CHUNK
+                        ) -> np.ndarray:
     """The fixed part of ``model = scatternet`` applied to flat 28 x 28 images.
 
     Order-2 scattering (J = 2, L = 8), then group norm without parameters
@@ -60,6 +62,8 @@ def scatternet_features(x: np.ndarray, *, chunk: int = _CHUNK) -> np.ndarray:
     ----------
     x : numpy.ndarray
         ``(n, 784)`` or ``(n, 28, 28)`` pixels.
+    groups : int
+        The group norm's groups (``scatternet-norm-groups``; 0: no normalisation).
     chunk : int
         Images transformed at once (bounds the complex intermediate tensors).
 
@@ -71,7 +75,7 @@ def scatternet_features(x: np.ndarray, *, chunk: int = _CHUNK) -> np.ndarray:
     from fedpriv.tasks.models import ScatterNetLinear
 
     images = np.asarray(x, dtype=np.float32).reshape(-1, 28, 28)
-    model = ScatterNetLinear(10)  # the fixed part does not depend on the head
+    model = ScatterNetLinear(10, groups=groups)  # the fixed part does not use the head
     out = np.empty((len(images), *model.scattering.out_shape), np.float32)
     for start in range(0, len(images), chunk):
         batch = torch.from_numpy(images[start:start + chunk])
@@ -88,7 +92,8 @@ def model_inputs(cfg: RunConfig, data: ArrayDataset) -> ArrayDataset:
     if cfg.resolved_model is not Model.SCATTERNET:
         return data
     x = np.ascontiguousarray(data.x)
-    key = _key(x)
+    groups = cfg.model.scatternet_norm_groups
+    key = _key(x, groups)
     with _lock:
         cached = _cache.get(key)
         if cached is not None:
@@ -96,35 +101,35 @@ def model_inputs(cfg: RunConfig, data: ArrayDataset) -> ArrayDataset:
             return ArrayDataset(cached, data.y)
     features = _from_disk(key, len(x))
     if features is None:
-        features = scatternet_features(x)
+        features = scatternet_features(x, groups=groups)
         _to_disk(key, features)
     _keep(key, features)
     return ArrayDataset(features, data.y)
 
 
-def remember_features(x: np.ndarray, features: np.ndarray) -> None:
+def remember_features(x: np.ndarray, features: np.ndarray, *, groups: int = 27) -> None:
     """Cache ``features`` as the coefficients of images ``x`` (in memory and on disk).
 
     The transform maps each image on its own, so the coefficients of a data set that
     only reorders or regroups images already mapped are those images' rows: a benchmark
     that runs the same images under another partition (one client holding all of them)
     gathers them instead of recomputing. The caller vouches that ``features`` are
-    :func:`scatternet_features` of ``x``; the shapes are checked.
+    :func:`scatternet_features` of ``x`` with these ``groups``; the shapes are checked.
     """
     x = np.ascontiguousarray(x)
     if features.dtype != np.float32 or features.shape[0] != len(x) or features.ndim != 4:
         raise ValueError(f"features must be float32 (n={len(x)}, 81, 7, 7), got "
                          f"{features.dtype}{list(features.shape)}")
-    key = _key(x)
+    key = _key(x, groups)
     _to_disk(key, features)
     _keep(key, features)
 
 
-def _key(x: np.ndarray) -> str:
-    """The cache key of contiguous images ``x``: their dtype, shape and bytes."""
+def _key(x: np.ndarray, groups: int) -> str:
+    """The cache key of images ``x`` (dtype, shape, contiguous bytes) normed by ``groups``."""
     digest = hashlib.blake2b(f"{x.dtype}:{x.shape}:".encode(), digest_size=20)
     digest.update(x.data)  # the contiguous buffer itself: no copy of the images
-    return f"scatternet-{digest.hexdigest()}"
+    return f"scatternet-g{groups}-{digest.hexdigest()}"
 
 
 def _keep(key: str, features: np.ndarray) -> None:

@@ -98,7 +98,9 @@ class ScatterNetLinear(nn.Module):
         super().__init__()
         self.scattering = Scattering2D((28, 28), J=J, L=L)
         channels, h, w = self.scattering.out_shape
-        self.norm = nn.GroupNorm(groups, channels, affine=False)
+        # groups = 0: no normalisation (the ablation of T&B's Section 3.1)
+        self.norm: nn.Module = (nn.GroupNorm(groups, channels, affine=False) if groups
+                                else nn.Identity())
         self.head = nn.Linear(channels * h * w, num_classes)
 
     def _fixed(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +119,7 @@ class ScatterNetLinear(nn.Module):
 
 
 def build_model(model: Model, *, num_features: int, num_classes: int,
-                seed: int) -> nn.Module:
+                seed: int, scatternet_groups: int = 27) -> nn.Module:
     """Build a freshly initialised model; the same seed gives the same weights.
 
     Parameters
@@ -131,6 +133,8 @@ def build_model(model: Model, *, num_features: int, num_classes: int,
         Input width and number of labels.
     seed : int
         Seed of the initialisation (a local generator: global RNG state is untouched).
+    scatternet_groups : int
+        ``SCATTERNET`` only: the group norm's groups (0: no normalisation).
     """
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # CPU only: what fork_rng restores
@@ -154,6 +158,6 @@ def build_model(model: Model, *, num_features: int, num_classes: int,
             if num_features != 28 * 28:
                 raise ValueError(f"the ScatterNet model takes 28x28 images (784 features), "
                                  f"got {num_features}")
-            return ScatterNetLinear(num_classes)
+            return ScatterNetLinear(num_classes, groups=scatternet_groups)
     raise ValueError(f"model must be resolved (mlp, cnn, logreg, scatternet), got "
                      f"{model.value!r}")

@@ -95,3 +95,39 @@ def test_remembered_features_are_served_for_the_same_images_reordered(tmp_path, 
     with pytest.raises(ValueError, match="features must be float32"):
         remember_features(data.x[:2], coeffs[:3])
     clear_feature_cache()
+
+
+def test_the_normalisation_is_part_of_the_cache_key_and_of_the_model(tmp_path, monkeypatch):
+    """``scatternet-norm-groups`` changes the stored coefficients, so it keys the cache
+    (memory and disk): coefficients normed one way are never served for another. The
+    model built with the same setting gives the same logits from images as from them."""
+    from fedpriv.config import ConfigError
+    from fedpriv.tasks.features import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    clear_feature_cache()
+    data = _images(4, 5)
+    normed = model_inputs(_cfg("scatternet"), data)  # the default: 27 groups
+    plain_cfg = RunConfig.from_mapping({"dataset": "fashion-mnist", "model": "scatternet",
+                                        "scatternet-norm-groups": 0})
+    plain = model_inputs(plain_cfg, data)
+    assert plain.x is not normed.x and not np.allclose(plain.x, normed.x)
+    np.testing.assert_allclose(plain.x, scatternet_features(data.x, groups=0), rtol=1e-6)
+    # 27 groups of 3 channels: each group has mean 0 over its 3 x 7 x 7 values
+    means = normed.x.reshape(4, 27, -1).mean(axis=2)
+    np.testing.assert_allclose(means, 0.0, atol=1e-4)
+    assert not np.allclose(plain.x.reshape(4, 27, -1).mean(axis=2), 0.0, atol=1e-4)
+    assert len(list(tmp_path.glob("scatternet-g0-*.npy"))) == 1
+    assert len(list(tmp_path.glob("scatternet-g27-*.npy"))) == 1
+    clear_feature_cache()  # a later process reads each back under its own key
+    np.testing.assert_array_equal(model_inputs(plain_cfg, data).x, plain.x)
+    model = build_task_model(plain_cfg)
+    assert isinstance(model.norm, torch.nn.Identity)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(torch.from_numpy(data.x)).numpy(),
+                                   model(torch.from_numpy(plain.x)).numpy(),
+                                   rtol=1e-4, atol=1e-5)
+    for bad in (5, 82, -1):
+        with pytest.raises(ConfigError, match="scatternet-norm-groups"):
+            RunConfig.from_mapping({"scatternet-norm-groups": bad})
+    clear_feature_cache()

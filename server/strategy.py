@@ -163,7 +163,7 @@ class FedPrivStrategy(Strategy):
         # that vanished meanwhile must not keep it from going on.
         self._started = first_round > 1
         self.reference: ArrayRecord | None = None  # the global model of this round
-        self._specs: tuple[ArrayRecord, dict[str, Any]] | None = None  # its shapes, dtypes
+        self._specs: tuple[ArrayRecord, Any, dict[str, Any]] | None = None  # shapes, dtypes
 
     def layer(self, cls: type[T]) -> T | None:
         """The first wrapped strategy of type ``cls`` down the ``inner`` chain."""
@@ -317,7 +317,12 @@ class FedPrivStrategy(Strategy):
             if specs is not None and list(rec.keys()) != list(specs):
                 return f"{name} holds parameters {sorted(rec.keys())[:4]}..., not the model's"
             for key, array in rec.items():
-                got = array.numpy()  # the bytes the aggregate will read, not the metadata
+                try:  # the bytes the aggregate will read, not the metadata beside them
+                    got = array.numpy()
+                except Exception as err:  # noqa: BLE001 (any unreadable payload is the client's)
+                    return f"{name}[{key}] is not a readable array ({type(err).__name__})"
+                if not isinstance(got, np.ndarray):  # e.g. .npz bytes: an archive
+                    return f"{name}[{key}] is not one array ({type(got).__name__})"
                 if specs is not None:
                     shape, dtype = specs[key]
                     if got.shape != shape or not np.issubdtype(got.dtype, np.floating):
@@ -340,14 +345,20 @@ class FedPrivStrategy(Strategy):
         return ""
 
     def _reference_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]] | None:
-        """Each global parameter's shape and dtype, read from its bytes once a round."""
+        """Each global parameter's shape and dtype, read from its bytes once a round.
+
+        Kept while the reference is the same record with the same parameters (its own
+        Arrays' fields, which the server wrote: a replaced entry shows there).
+        """
         ref = self.reference
         if ref is None:
             return None
-        if self._specs is None or self._specs[0] is not ref:
+        stamp = (id(ref), tuple((k, id(a), tuple(a.shape), a.dtype) for k, a in ref.items()))
+        if self._specs is None or self._specs[0] is not ref or self._specs[1] != stamp:
             values = {key: array.numpy() for key, array in ref.items()}
-            self._specs = (ref, {key: (v.shape, v.dtype) for key, v in values.items()})
-        return self._specs[1]
+            self._specs = (ref, stamp,
+                           {key: (v.shape, v.dtype) for key, v in values.items()})
+        return self._specs[2]
 
     def _refused(self, msg: Message) -> bool:
         """Note a budget refusal: the node is left out from now on."""

@@ -243,3 +243,8 @@ def test_a_received_config_is_parsed_once_yet_each_value_keeps_its_own_validatio
         config_from_record({"rounds": True, "secagg": True})
     with pytest.raises(ConfigError, match="secagg: must be true or false, got 1.0"):
         config_from_record({"rounds": 1, "secagg": 1.0})
+    # equal in Python, different records: each gets its own parse
+    assert config_from_record({"run-id": [1, 2]})[0].deployment.run_id == "[1, 2]"
+    assert config_from_record({"run-id": [1.0, 2.0]})[0].deployment.run_id == "[1.0, 2.0]"
+    assert config_from_record({"run-id": 0.0})[0].deployment.run_id == "0.0"
+    assert config_from_record({"run-id": -0.0})[0].deployment.run_id == "-0.0"

@@ -107,7 +107,7 @@ def model_inputs(cfg: RunConfig, data: ArrayDataset) -> ArrayDataset:
     return ArrayDataset(features, data.y)
 
 
-def remember_features(x: np.ndarray, features: np.ndarray, *, groups: int = 27) -> None:
+def remember_features(x: np.ndarray, features: np.ndarray, *, groups: int) -> None:
     """Cache ``features`` as the coefficients of images ``x`` (in memory and on disk).
 
     The transform maps each image on its own, so the coefficients of a data set that

@@ -107,6 +107,11 @@ def test_replies_whose_bytes_are_not_the_models_shape_are_rejected_whatever_they
         np.save(buf, values, allow_pickle=False)
         return Array(dtype=dtype, shape=shape, stype="numpy.ndarray", data=buf.getvalue())
 
+    def npz():
+        buf = io.BytesIO()
+        np.savez(buf, w=np.ones((3, 2), np.float32))
+        return buf.getvalue()
+
     def reply(weight, bias):
         return synthetic_reply(None, RecordDict({
             UPDATE: ArrayRecord({"0.weight": weight, "0.bias": bias}),
@@ -119,9 +124,28 @@ def test_replies_whose_bytes_are_not_the_models_shape_are_rejected_whatever_they
         reply(lying(np.ones(6, np.float32), (3, 2), "float32"), bias),
         reply(lying(np.ones((3, 2), np.int64), (3, 2), "float32"), bias),
         reply(lying(np.full((3, 2), np.nan, np.float32), (3, 2), "float32"), bias),
+        # bytes that are no array at all, or another serialisation, or an archive: the
+        # reply is rejected, the server does not stop
+        reply(Array(dtype="float32", shape=(3, 2), stype="numpy.ndarray", data=b"junk"), bias),
+        reply(Array(dtype="float32", shape=(3, 2), stype="torch.tensor",
+                    data=lying(np.ones((3, 2), np.float32), (3, 2), "float32").data), bias),
+        reply(Array(dtype="float32", shape=(3, 2), stype="numpy.ndarray", data=npz()), bias),
     ]
     arrays, _ = strategy.aggregate_train(1, replies)
-    assert len(strategy.last_rejected) == 3
+    assert len(strategy.last_rejected) == 6
     assert strategy.last_replies == 1
     assert arrays is not None
     assert np.array_equal(arrays["0.weight"].numpy(), np.ones((3, 2), np.float32))
+
+
+def test_the_reference_shapes_follow_the_global_model_even_when_it_is_edited_in_place():
+    from flwr.app import Array
+
+    from strategies.factory import build_strategy
+    from strategies.update_mean import UpdateMean
+    from tests.support.strategy import around
+
+    strategy, current = around(UpdateMean(build_strategy(RunConfig.from_mapping({}))))
+    assert strategy._reference_specs()["0.weight"][0] == (3, 2)
+    current["0.weight"] = Array(np.zeros((4, 2), np.float32))
+    assert strategy._reference_specs()["0.weight"][0] == (4, 2)

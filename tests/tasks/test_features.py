@@ -86,14 +86,14 @@ def test_remembered_features_are_served_for_the_same_images_reordered(tmp_path, 
     np.testing.assert_allclose(scatternet_features(data.x[order]), coeffs[order],
                                rtol=1e-5, atol=1e-6)
     # Execute: remember (marked) rows under the reordered images; a later process
-    remember_features(data.x[order], coeffs[order] + 7.0)
+    remember_features(data.x[order], coeffs[order] + 7.0, groups=27)
     clear_feature_cache()
     got = model_inputs(cfg, data.subset(order))
     # Assert: what was remembered is served, not recomputed
     np.testing.assert_array_equal(got.x, coeffs[order] + 7.0)
     assert len(list(tmp_path.glob("scatternet-*.npy"))) == 1
     with pytest.raises(ValueError, match="features must be float32"):
-        remember_features(data.x[:2], coeffs[:3])
+        remember_features(data.x[:2], coeffs[:3], groups=27)
     clear_feature_cache()
 
 

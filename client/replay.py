@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fedpriv import durable
 
 __all__ = ["Payload", "ReplayCache", "model_digest"]
 
@@ -63,23 +63,11 @@ class ReplayCache:
         self.path = Path(ledger_path).parent / "replay" / f"{scope}.safetensors"
 
     def save(self, *, run_id: str, server_round: int, model: str, payload: Payload) -> None:
-        """Keep ``payload`` as this run's ``server_round`` (atomic; replaces the last)."""
+        """Keep ``payload`` as this run's ``server_round``, replacing the last (durably)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"run_id": run_id, "round": str(server_round), "model": model,
                 "kind": payload.kind, "info": json.dumps(payload.info, sort_keys=True)}
-        tensors = {k: np.ascontiguousarray(v) for k, v in payload.arrays.items()}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".replay.", suffix=".tmp")
-        os.close(fd)
-        try:
-            from safetensors.numpy import save_file
-
-            save_file(tensors, tmp, metadata=meta)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        durable.write_tensors(self.path, payload.arrays, meta)  # the rename synced too
 
     def load(self, *, run_id: str, server_round: int, model: str) -> Payload | None:
         """The payload kept for exactly this run, round and global model, else None."""

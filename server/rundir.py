@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -35,7 +34,9 @@ from typing import Any
 
 import numpy as np
 import tomli_w
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
+
+from fedpriv import durable
 
 __all__ = ["RunDirectory", "default_run_dir"]
 
@@ -51,34 +52,8 @@ def default_run_dir(name: str, root: str | Path = "runs") -> Path:
     return path
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_tensors(path: Path, arrays: Mapping[str, np.ndarray],
-                    metadata: dict[str, str]) -> None:
-    """Write a safetensors file to a temporary name, fsync, then rename over ``path``."""
-    tensors = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_atomic_write = durable.write_bytes
+_atomic_tensors = durable.write_tensors
 
 
 class RunDirectory:
@@ -147,7 +122,7 @@ class RunDirectory:
         """After the ledger commit: the pending checkpoint becomes the checkpoint."""
         pending = self.path / self.PENDING
         if pending.exists():
-            os.replace(pending, self.path / self.STATE)
+            durable.replace(pending, self.path / self.STATE)
         _atomic_write(self.path / self.CHECKPOINT,
                       json.dumps({**dict(record), "round": server_round}, indent=1,
                                  sort_keys=True).encode())

@@ -52,10 +52,6 @@ def default_run_dir(name: str, root: str | Path = "runs") -> Path:
     return path
 
 
-_atomic_write = durable.write_bytes
-_atomic_tensors = durable.write_tensors
-
-
 class RunDirectory:
     """Writes a run's files; each write is atomic or an fsync'd append."""
 
@@ -116,16 +112,16 @@ class RunDirectory:
         tensors = {f"model/{k}": v for k, v in model.items()}
         tensors.update({f"state/{k}": v for k, v in state.items()})
         meta = {"round": str(server_round), "info": json.dumps(dict(info), sort_keys=True)}
-        _atomic_tensors(self.path / self.PENDING, tensors, meta)
+        durable.write_tensors(self.path / self.PENDING, tensors, meta)
 
     def commit_checkpoint(self, server_round: int, record: Mapping[str, Any]) -> None:
         """After the ledger commit: the pending checkpoint becomes the checkpoint."""
         pending = self.path / self.PENDING
         if pending.exists():
             durable.replace(pending, self.path / self.STATE)
-        _atomic_write(self.path / self.CHECKPOINT,
-                      json.dumps({**dict(record), "round": server_round}, indent=1,
-                                 sort_keys=True).encode())
+        durable.write_bytes(self.path / self.CHECKPOINT,
+                            json.dumps({**dict(record), "round": server_round}, indent=1,
+                                       sort_keys=True).encode())
 
     def read_checkpoint(self) -> dict[str, Any] | None:
         """``checkpoint.json`` (None if absent)."""
@@ -160,13 +156,13 @@ class RunDirectory:
         """Drop metrics lines of rounds after ``server_round`` (resuming); the rest."""
         kept = [r for r in self.read_metrics() if int(r.get("round", 0)) <= server_round]
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-        _atomic_write(self.path / self.METRICS, text.encode())
+        durable.write_bytes(self.path / self.METRICS, text.encode())
         return kept
 
     def write_config(self, flat: Mapping[str, Any], *, scenario: str) -> None:
         """Record the resolved configuration the run uses."""
         doc = {"scenario": scenario, "config": dict(flat)}
-        _atomic_write(self.path / self.CONFIG, tomli_w.dumps(doc).encode())
+        durable.write_bytes(self.path / self.CONFIG, tomli_w.dumps(doc).encode())
 
     def append_metrics(self, record: Mapping[str, Any]) -> None:
         """Append one round's metrics as a JSON line (flushed and fsync'd)."""
@@ -177,11 +173,11 @@ class RunDirectory:
 
     def save_model(self, arrays: Mapping[str, np.ndarray], *, server_round: int) -> None:
         """Replace the saved global model (its metadata names the round)."""
-        _atomic_tensors(self.path / self.MODEL, arrays, {"round": str(server_round)})
+        durable.write_tensors(self.path / self.MODEL, arrays, {"round": str(server_round)})
 
     def save_initial_model(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Keep the round-0 model (the audit's canary estimate needs theta_T - theta_0)."""
-        _atomic_tensors(self.path / self.INITIAL_MODEL, arrays, {"round": "0"})
+        durable.write_tensors(self.path / self.INITIAL_MODEL, arrays, {"round": "0"})
 
     def load_model(self) -> dict[str, np.ndarray]:
         """The saved global model's arrays (safetensors: data only, no code)."""
@@ -189,7 +185,7 @@ class RunDirectory:
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write ``summary.json`` atomically."""
-        _atomic_write(
+        durable.write_bytes(
             self.path / self.SUMMARY,
             (json.dumps(dict(summary), indent=2, sort_keys=True) + "\n").encode(),
         )

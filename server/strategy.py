@@ -353,7 +353,7 @@ class FedPrivStrategy(Strategy):
         ref = self.reference
         if ref is None:
             return None
-        stamp = (id(ref), tuple((k, id(a), tuple(a.shape), a.dtype) for k, a in ref.items()))
+        stamp = tuple((k, id(a), tuple(a.shape), a.dtype) for k, a in ref.items())
         if self._specs is None or self._specs[0] is not ref or self._specs[1] != stamp:
             values = {key: array.numpy() for key, array in ref.items()}
             self._specs = (ref, stamp,

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import dp_accounting
+import numpy as np
 from dp_accounting import pld, rdp
 
 from fedpriv.privacy.discrete.rdp import RDP_ORDERS, event_rdp, rdp_to_epsilon
@@ -233,8 +234,7 @@ class _SelfComposer:
     TAIL_MASS = 1e-15
 
     def __init__(self, step: pld.privacy_loss_distribution.PrivacyLossDistribution) -> None:
-        import numpy as np  # noqa: PLC0415 (dp-accounting imports it already)
-        from scipy import special  # noqa: PLC0415
+        from scipy import special  # noqa: PLC0415 (dp-accounting has imported it)
 
         self.step = step
         self.symmetric = step._symmetric  # noqa: SLF001 (dp-accounting has no accessor)
@@ -261,7 +261,6 @@ class _SelfComposer:
 
     def _dense(self, pmf: Any, orders: Any, log_mgfs: list[Any], num_times: int) -> Any:
         """``DensePLDPmf.self_compose`` with ``common.self_convolve``, log-MGFs given."""
-        import numpy as np  # noqa: PLC0415
         from scipy import fft  # noqa: PLC0415
 
         if num_times <= 0:

@@ -18,18 +18,21 @@ Private Optimization on Large Model at Small Cost", ICML, Algorithm 2):
 
     sum_i c_i dW_i = (c * E)^T A,      sum_i c_i db_i = sum_i c_i e_i.
 
-One backward pass yields every ``e_i`` (captured by hooks) while autograd is told not to
-form the parameters' own (unclipped) gradients, which would be thrown away. Opacus'
-hooks instead build a ``(B, out, in)`` per-example gradient for every layer, and its
-ghost clipping runs a second backward; on the digits MLP this is 3-6x faster (see
-``bench/suites/dpsgd.py``).
+One backward pass yields every ``e_i`` (autograd is asked for the layers' outputs'
+gradients, which forward hooks keep) while it is told not to form the parameters' own
+(unclipped) gradients, which would be thrown away; the noise is added inside the same
+``addmm``/``addmv`` that forms each clipped sum. Opacus' hooks instead build a
+``(B, out, in)`` per-example gradient for every layer, and its ghost clipping runs a
+second backward (see ``bench/suites/dpsgd.py`` for the measured ratios).
 
-Convolutions (one group) and group norm take the same single backward pass: their
-per-example gradients are small for the shipped CNNs and are formed from the captured
-tensors directly, by one batched product for a convolution (the unfolded input patches
-against the output gradients) and a sum over positions for group norm. What this covers
-is deliberately narrow: every parameter must belong to such a layer, applied once per
-forward, with parameter-free layers (activations, pooling, flatten) in between.
+Convolutions (one group) and group norm take the same single backward pass. A
+convolution's per-example weight gradient is formed, by one batched product of the
+output gradients and the input patches, or, where that is dearer, only its norm is
+taken, by the ghost norm over output positions, and its clipped sum by one product over
+the whole batch (the mixed ghost clipping of Bu et al. 2023); group norm's is a sum over
+positions. What this covers is deliberately narrow: every parameter must belong to such a
+layer, applied once per forward, with parameter-free layers (activations, pooling,
+flatten; none in place) in between.
 :func:`supports` says whether a model qualifies; anything else (a FedProx term, other
 layers) goes through Opacus. Noise and scaling are Opacus' (``std = sigma * C``, one
 ``torch.normal`` draw per parameter tensor as Opacus' ``_generate_noise`` makes it,
@@ -66,10 +69,14 @@ _PARAMETER_FREE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.GELU, nn.ELU, 
 
 
 def _parameter_free(module: nn.Module) -> bool:
-    """A per-example layer without parameters (group norm without affine counts)."""
+    """A per-example layer without parameters (group norm without affine counts).
+
+    Not one that works in place (``inplace=True``): it would overwrite the output of the
+    layer before it, whose gradient the clipping needs.
+    """
     if isinstance(module, nn.GroupNorm):
         return not module.affine
-    return isinstance(module, _PARAMETER_FREE)
+    return isinstance(module, _PARAMETER_FREE) and not getattr(module, "inplace", False)
 
 
 def _covered(module: nn.Module) -> bool:
@@ -136,7 +143,7 @@ class BookKeepingDpSgd:
         self.generator = noise_generator
         self.layers = [m for m in model.modules() if _covered(m)]
         self._acts: dict[int, torch.Tensor] = {}
-        self._errs: dict[int, torch.Tensor] = {}
+        self._outs: dict[int, tuple[torch.Tensor, int]] = {}
         self._params = [p for group in optimizer.param_groups for p in group["params"]]
         if {id(p) for p in self._params} != {id(p) for p in model.parameters()}:
             raise ValueError("the optimizer must hold exactly the model's parameters")
@@ -181,18 +188,38 @@ class BookKeepingDpSgd:
                     raise RuntimeError(f"book-keeping clipping takes (batch, features) "
                                        f"inputs to linear layers, got shape {tuple(a.shape)}")
                 self._acts[index] = a.detach()
-                output.register_hook(lambda e, index=index: self._errs.__setitem__(
-                    index, e.detach()))
+                self._outs[index] = (output, output._version)
             yield layer.register_forward_hook(forward_hook)
+
+    def _output_gradients(self, loss: torch.Tensor) -> list[torch.Tensor]:
+        """Each covered layer's ``e = dL/dy`` from one backward pass (no parameter's).
+
+        Asking autograd for the outputs' gradients alone (rather than hooking them during
+        ``loss.backward()``) lets it skip the input's gradient below the first layer.
+        """
+        outs = []
+        for index, layer in enumerate(self.layers):
+            if index not in self._outs:
+                raise RuntimeError(f"book-keeping clipping needs every covered layer in the "
+                                   f"forward pass; {type(layer).__name__} #{index} did not run")
+            out, version = self._outs[index]
+            if out._version != version:  # its gradient would be the modified tensor's
+                raise RuntimeError(f"{type(layer).__name__} #{index}'s output was modified "
+                                   f"in place (an inplace activation?); book-keeping "
+                                   f"clipping needs it as the layer returned it")
+            outs.append(out)
+        grads = torch.autograd.grad(loss, outs, allow_unused=True)
+        return [torch.zeros_like(out) if g is None else g
+                for out, g in zip(outs, grads, strict=True)]
 
     def step(self, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module) -> torch.Tensor:
         """One DP-SGD step on the batch ``(x, y)`` (possibly empty); returns the summed loss.
 
         ``criterion`` must return per-example losses summed over the batch
-        (``reduction="sum"``), so that each captured output gradient is one example's.
+        (``reduction="sum"``), so that each output gradient is one example's.
         """
         self._acts.clear()
-        self._errs.clear()
+        self._outs.clear()
         batch = len(x)
         loss = torch.zeros((), device=x.device)
         if batch:
@@ -201,70 +228,160 @@ class BookKeepingDpSgd:
             try:
                 x_in = x.detach().requires_grad_(True)  # so the graph reaches every layer
                 loss = criterion(self.model(x_in), y)
-                loss.backward()
+                errs = self._output_gradients(loss)
             finally:
                 if attached_here:
                     self._detach()
-            per_layer = [_per_example(layer, self._acts[i], self._errs[i])
+            per_layer = [_per_example(layer, self._acts[i], errs[i])
                          for i, layer in enumerate(self.layers)]
-            norms2 = torch.stack([sq for sq, _ in per_layer]).sum(dim=0)
+            norms2 = per_layer[0][0]
+            for sq, _ in per_layer[1:]:
+                norms2 = norms2 + sq
             factor = (self.clip / (norms2.sqrt() + 1e-6)).clamp(max=1.0)
+        std = self.sigma * self.clip
         for p in self._params:  # the optimizer's order: Opacus draws the noise in it
             index, name = self._owner[id(p)]
-            if batch:
-                summed = per_layer[index][1](factor, name)
-            else:  # an empty Poisson batch: a noise-only step
-                summed = torch.zeros_like(p)
-            p.grad = self._noised(summed.view_as(p)) / self.expected_batch_size
+            noise = gaussian_noise(std=std, reference=p, generator=self.generator)
+            if batch:  # noise + sum_i c_i g_i, in one fused product
+                noise = per_layer[index][1](factor, name, noise)
+            # divided as Opacus divides (an empty Poisson batch: a noise-only step)
+            p.grad = noise.div_(self.expected_batch_size)
         self.optimizer.step()
         self._acts.clear()
-        self._errs.clear()
+        self._outs.clear()
         return loss.detach()
-
-    def _noised(self, summed: torch.Tensor) -> torch.Tensor:
-        return summed + gaussian_noise(std=self.sigma * self.clip, reference=summed,
-                                       generator=self.generator)
 
 
 def _per_example(layer: nn.Module, a: torch.Tensor, e: torch.Tensor
                  ) -> tuple[torch.Tensor, Any]:
-    """Per-example squared gradient norms of ``layer`` and a function giving clipped sums.
+    """Per-example squared gradient norms of ``layer`` and a function giving its gradient.
 
     ``a`` is the layer's input, ``e`` the gradient at its output, both batch-first. The
-    function maps the clip factors ``c`` and a parameter name to ``sum_i c_i grad_i``.
+    function maps the clip factors ``c``, a parameter name and that parameter's noise ``z``
+    to ``z + sum_i c_i grad_i``, the noised sum of DP-SGD (Abadi et al. 2016, Algorithm 1),
+    as one fused ``addmm``/``addmv``.
     """
     if isinstance(layer, nn.Linear):  # factored: no per-example gradient is formed
-        e2 = (e * e).sum(dim=1)
-        sq = e2 * (a * a).sum(dim=1) + (e2 if layer.bias is not None else 0.0)
+        e2 = torch.linalg.vecdot(e, e)
+        sq = e2 * (torch.linalg.vecdot(a, a) + 1.0) if layer.bias is not None else (
+            e2 * torch.linalg.vecdot(a, a))
 
-        def linear_sum(c: torch.Tensor, name: str) -> torch.Tensor:
-            ce = c[:, None] * e
-            return ce.t() @ a if name == "weight" else ce.sum(dim=0)
-        return sq, linear_sum
-    grads: dict[str, torch.Tensor] = {}
+        def linear_grad(c: torch.Tensor, name: str, z: torch.Tensor) -> torch.Tensor:
+            if name == "bias":  # sum_i c_i e_i = E^T c
+                return torch.addmv(z, e.t(), c)
+            # (c * E)^T A = E^T (c * A): scale whichever of the two is narrower
+            if e.shape[1] <= a.shape[1]:
+                return torch.addmm(z, (e * c[:, None]).t(), a)
+            return torch.addmm(z, e.t(), a * c[:, None])
+        return sq, linear_grad
     if isinstance(layer, nn.Conv2d):
-        # dW_i = E_i U_i^T with U_i the unfolded input patches (Goodfellow 2015); the
-        # per-example gradients are small here (out x in*k*k), so they are formed, by one
-        # batched product.
-        padding = cast(tuple[int, ...], layer.padding)  # supports() refused "same"/"valid"
-        cols = nn.functional.unfold(a, layer.kernel_size, dilation=layer.dilation,
-                                    padding=padding, stride=layer.stride)  # (B, Ckk, L)
-        errs = e.flatten(2)  # (B, O, L)
-        grads["weight"] = torch.bmm(errs, cols.transpose(1, 2))  # (B, O, Ckk)
-        if layer.bias is not None:
-            grads["bias"] = errs.sum(dim=2)
-    else:  # nn.GroupNorm: y = x_hat * w + b per channel
-        assert isinstance(layer, nn.GroupNorm)
-        x_hat = nn.functional.group_norm(a, layer.num_groups, eps=layer.eps)
-        dims = tuple(range(2, a.dim()))
-        grads["weight"] = (x_hat * e).sum(dim=dims)  # (B, C)
-        grads["bias"] = e.sum(dim=dims)
-    sq = torch.stack([g.flatten(1).pow(2).sum(dim=1) for g in grads.values()]).sum(dim=0)
+        return _conv_per_example(layer, a, e)
+    # nn.GroupNorm: y = x_hat * w + b per channel; its per-example gradients are (B, C)
+    assert isinstance(layer, nn.GroupNorm)
+    x_hat = nn.functional.group_norm(a, layer.num_groups, eps=layer.eps)
+    dims = tuple(range(2, a.dim()))
+    return _formed({"weight": (x_hat * e).sum(dim=dims), "bias": e.sum(dim=dims)})
 
-    def formed_sum(c: torch.Tensor, name: str) -> torch.Tensor:
+
+def _formed(grads: dict[str, torch.Tensor], sq: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, Any]:
+    """Norms and noised clipped sums of per-example gradients held as ``(B, ...)`` tensors.
+
+    ``sq``, when given, is the squared norm of gradients not in ``grads`` (a convolution's
+    weight under the ghost norm), added to theirs.
+    """
+    for g in grads.values():
+        flat = g.flatten(1)
+        sq = torch.linalg.vecdot(flat, flat) + (0.0 if sq is None else sq)
+    assert sq is not None
+
+    def formed_grad(c: torch.Tensor, name: str, z: torch.Tensor) -> torch.Tensor:
         g = grads[name]
-        return (c @ g.flatten(1)).view(g.shape[1:])
-    return sq, formed_sum  # type: ignore[return-value]
+        return torch.addmv(z.flatten(), g.flatten(1).t(), c).view_as(z)
+    return sq, formed_grad
+
+
+def ghost_norm_pays(positions: int, out_channels: int, patch: int) -> bool:
+    """Whether a convolution's weight norms are cheaper by the ghost norm than formed.
+
+    The rule of mixed ghost clipping (Bu et al. 2023, Section 3.2, from Li et al. 2022):
+    the ghost norm costs ~``2 T^2`` per example against ``p d`` for forming the gradient,
+    with ``T`` output positions, ``p`` output channels and ``d`` the patch size.
+    """
+    return 2 * positions * positions < out_channels * patch
+
+
+def _patches(layer: nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
+    """The input patches each output position of ``layer`` sees, as ``(B, T, kh*kw*C)``.
+
+    Positions ``T`` are row-major (as ``output.flatten(2)``); each patch is ordered kernel
+    row, kernel column, channel: the channels-last order, in which the one copy out of a
+    strided view of the padded input moves contiguous runs (~5x faster on CPU than the
+    channel-first order or ``nn.functional.unfold``, which loops over the batch). The
+    weight's own order is ``(C, kh, kw)``; :func:`_conv_per_example` maps between them.
+    """
+    padding = cast(tuple[int, int], layer.padding)  # supports() refused "same"/"valid"
+    kh, kw = layer.kernel_size
+    channels = a.shape[1]
+    if tuple(layer.dilation) != (1, 1):
+        cols = nn.functional.unfold(a, layer.kernel_size, dilation=layer.dilation,
+                                    padding=padding, stride=layer.stride)  # (B, C*kh*kw, T)
+        return cols.view(len(a), channels, kh, kw, -1).permute(0, 4, 2, 3, 1).reshape(
+            len(a), cols.shape[2], -1)
+    sh, sw = layer.stride
+    padded = nn.functional.pad(a, (padding[1], padding[1], padding[0], padding[0]))
+    last = padded.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
+    view = last.unfold(1, kh, sh).unfold(2, kw, sw)  # (B, Ho, Wo, C, kh, kw)
+    batch, rows, cols_ = view.shape[:3]
+    return view.permute(0, 1, 2, 4, 5, 3).reshape(batch, rows * cols_, kh * kw * channels)
+
+
+def _conv_per_example(layer: nn.Conv2d, a: torch.Tensor, e: torch.Tensor
+                      ) -> tuple[torch.Tensor, Any]:
+    """A convolution's per-example norms and noised clipped sums.
+
+    Example ``i``'s weight gradient is ``dW_i = sum_t e_{i,t} u_{i,t}^T`` over output
+    positions ``t``, with ``u_{i,t}`` the input patch and ``e_{i,t}`` the output gradient
+    there (Goodfellow 2015). Its squared norm is either formed from ``dW_i`` (one batched
+    product) or, where :func:`ghost_norm_pays`, taken as the ghost norm
+    ``sum_{t,t'} (u_t . u_t') (e_t . e_t')`` from two ``T x T`` Gram matrices (Li et al.
+    2022, Section 4), and the clipped sum ``sum_i c_i dW_i`` is then one product over all
+    examples and positions together (the book-keeping of Bu et al. 2023).
+    """
+    patches = _patches(layer, a)  # (B, T, D), D in (kh, kw, C) order
+    errs = e.flatten(2)  # (B, O, T)
+    batch, out_channels, positions = errs.shape
+    channels, (kh, kw) = a.shape[1], layer.kernel_size
+
+    def noised(z: torch.Tensor, summed: Any) -> torch.Tensor:
+        """``z + sum`` with ``z`` in the weight's order and the sum in the patches'."""
+        z_last = z.permute(0, 2, 3, 1).reshape(out_channels, -1)
+        return summed(z_last).view(out_channels, kh, kw, channels).permute(
+            0, 3, 1, 2).contiguous()
+
+    grads: dict[str, torch.Tensor] = {}
+    if layer.bias is not None:
+        grads["bias"] = errs.sum(dim=2)
+    if not ghost_norm_pays(positions, out_channels, patches.shape[2]):
+        grads["weight"] = torch.bmm(errs, patches)  # (B, O, D)
+        sq, formed_grad = _formed(grads)
+
+        def formed_conv_grad(c: torch.Tensor, name: str, z: torch.Tensor) -> torch.Tensor:
+            if name == "bias":
+                return cast(torch.Tensor, formed_grad(c, name, z))
+            return noised(z, lambda z_last: formed_grad(c, name, z_last))
+        return sq, formed_conv_grad
+    gram_u = torch.bmm(patches, patches.transpose(1, 2)).flatten(1)  # (B, T*T)
+    gram_e = torch.bmm(errs.transpose(1, 2), errs).flatten(1)
+    sq, bias_grad = _formed(grads, torch.linalg.vecdot(gram_u, gram_e))
+
+    def conv_grad(c: torch.Tensor, name: str, z: torch.Tensor) -> torch.Tensor:
+        if name == "bias":
+            return cast(torch.Tensor, bias_grad(c, name, z))
+        scaled = (errs * c[:, None, None]).transpose(0, 1).reshape(out_channels, -1)
+        return noised(z, lambda z_last: torch.addmm(
+            z_last, scaled, patches.reshape(batch * positions, -1)))
+    return sq, conv_grad
 
 
 def gaussian_noise(*, std: float, reference: torch.Tensor,

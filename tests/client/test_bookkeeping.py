@@ -280,3 +280,103 @@ def test_gaussian_noise_is_opacus_draw():
         a = gaussian_noise(std=std, reference=ref, generator=torch.Generator().manual_seed(1))
         b = _generate_noise(std=std, reference=ref, generator=torch.Generator().manual_seed(1))
         assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+class _Convs(nn.Module):
+    """Convolutions of every kind the patches are built for: padded, strided, dilated,
+    without bias, on more than one input channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(2, 5, 3, padding=1), nn.Tanh(),
+            nn.Conv2d(5, 6, (3, 2), stride=(2, 1), padding=(1, 0), bias=False), nn.ReLU(),
+            nn.Conv2d(6, 4, 2, dilation=2, padding=1), nn.Flatten())
+        self.head = nn.LazyLinear(10)
+
+    def forward(self, x):
+        return self.head(self.body(x.view(-1, 2, 6, 6)))
+
+
+@pytest.mark.parametrize("ghost", [True, False])
+@pytest.mark.parametrize("clip", [0.05, 100.0])
+def test_convolutions_clip_exactly_by_the_ghost_norm_and_by_formed_gradients(
+        monkeypatch, ghost, clip):
+    # Either way of taking a convolution's per-example norm (and clipped sum) against the
+    # naive loop, on convolutions of every shape the patches are built for.
+    import client.bookkeeping as bk
+
+    monkeypatch.setattr(bk, "ghost_norm_pays", lambda *_: ghost)
+    model = _Convs()
+    x, y = _batch(12, seed=5, features=72)
+    model(x)  # materialise the lazy head
+    expected = _naive_clipped_sum(model, x, y, clip)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    BookKeepingDpSgd(model, opt, noise_multiplier=0.0, max_grad_norm=clip,
+                     expected_batch_size=1, noise_generator=None).step(
+        x, y, nn.CrossEntropyLoss(reduction="sum"))
+    for p, e in zip(model.parameters(), expected, strict=True):
+        assert torch.allclose(p.grad.double(), e, atol=1e-6, rtol=1e-5), (p.shape, clip)
+
+
+def test_the_ghost_norm_is_taken_where_it_is_cheaper():
+    from client.bookkeeping import ghost_norm_pays
+
+    assert ghost_norm_pays(16, 32, 144)  # the digits CNN's second convolution
+    assert not ghost_norm_pays(64, 16, 9)  # its first: 64 positions, 3x3 patches
+
+
+def test_an_activation_in_place_is_not_covered_and_an_in_place_edit_is_refused():
+    # An in-place ReLU would overwrite the linear layer's output, whose gradient the
+    # clipping needs: such a model goes to Opacus, and an in-place edit hidden in a
+    # forward() is refused rather than clipped with the wrong gradient.
+    assert not supports(nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True), nn.Linear(4, 2)))
+    assert supports(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)))
+
+    class Hidden(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(torch.relu_(self.a(x)))
+
+    model = Hidden()
+    dp = BookKeepingDpSgd(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                          noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=4,
+                          noise_generator=None)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        dp.step(torch.randn(4, 4), torch.randint(0, 2, (4,)),
+                nn.CrossEntropyLoss(reduction="sum"))
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_a_layer_that_does_not_run_is_refused_and_one_that_does_not_count_gets_noise_only():
+    class Skips(nn.Module):
+        def __init__(self, use):
+            super().__init__()
+            self.a, self.b, self.use = nn.Linear(4, 2), nn.Linear(4, 2), use
+
+        def forward(self, x):
+            out = self.a(x)
+            if self.use == "run":  # b runs, but the loss does not depend on it
+                self.b(x)
+            return out
+
+    x, y = torch.randn(6, 4), torch.randint(0, 2, (6,))
+    model = Skips("skip")
+    dp = BookKeepingDpSgd(model, torch.optim.SGD(model.parameters(), lr=0.0),
+                          noise_multiplier=0.0, max_grad_norm=1.0, expected_batch_size=1,
+                          noise_generator=None)
+    with pytest.raises(RuntimeError, match="did not run"):
+        dp.step(x, y, nn.CrossEntropyLoss(reduction="sum"))
+    model = Skips("run")
+    expected = _naive_clipped_sum(nn.Sequential(model.a), x, y, 1.0)
+    dp = BookKeepingDpSgd(model, torch.optim.SGD(model.parameters(), lr=0.0),
+                          noise_multiplier=0.0, max_grad_norm=1.0, expected_batch_size=1,
+                          noise_generator=None)
+    dp.step(x, y, nn.CrossEntropyLoss(reduction="sum"))
+    assert torch.count_nonzero(model.b.weight.grad) == 0
+    assert torch.count_nonzero(model.b.bias.grad) == 0
+    for p, e in zip(model.a.parameters(), expected, strict=True):
+        assert torch.allclose(p.grad.double(), e, atol=1e-6, rtol=1e-5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import cProfile
 import io
 import pstats
+import statistics
 import time
 import warnings
 from typing import Any
@@ -29,6 +30,9 @@ BATCH = 64
 #: examples / batch, at least 20).
 BATCHES = (64, 1024)
 EXAMPLES = 200 * 64
+#: Measurements of every mode per configuration (median ratio reported).
+REPEATS = 3
+MODES = ("non-private", "hooks", "ghost", "bookkeeping")
 
 
 def _steps(mode: str, model_name: Model, steps: int, device: torch.device,
@@ -105,16 +109,20 @@ def run(quick: bool) -> dict[str, Any]:
                                        else [])
     torch.set_num_threads(1)
     rows = []
+    repeats = 1 if quick else REPEATS
     for device in devices:
         for batch in batches:
             steps = max(examples // batch, 5 if quick else 20)
             for model_name in (Model.MLP, Model.CNN):
-                base = _steps("non-private", model_name, steps, device, batch)
-                for mode in ("non-private", "hooks", "ghost", "bookkeeping"):
-                    tput = base if mode == "non-private" else _steps(
-                        mode, model_name, steps, device, batch)
-                    rows.append({"device": device.type, "model": model_name.value,
-                                 "mode": mode, "examples_per_s": tput,
-                                 "ratio_to_non_private": tput / base, "batch": batch,
-                                 "steps": steps})
+                # each repeat measures non-private and every mode back to back; the ratio
+                # is the median of the repeats' ratios (a shared machine drifts between)
+                runs = [{mode: _steps(mode, model_name, steps, device, batch)
+                         for mode in MODES} for _ in range(repeats)]
+                for mode in MODES:
+                    rows.append({
+                        "device": device.type, "model": model_name.value, "mode": mode,
+                        "examples_per_s": statistics.median(r[mode] for r in runs),
+                        "ratio_to_non_private": statistics.median(
+                            r[mode] / r["non-private"] for r in runs),
+                        "batch": batch, "steps": steps, "repeats": repeats})
     return {"rows": rows, "profile_cnn_hooks": profile_top(Model.CNN, "hooks")}

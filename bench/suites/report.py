@@ -60,7 +60,8 @@ def _dpsgd(p: dict[str, Any]) -> list[str]:
              f"{r['examples_per_s']:,.0f} | {r['ratio_to_non_private']:.2f} |"
              for r in p["rows"]]
     rows += ["", "Same examples for all modes at a batch size (fixed batches of digits, one "
-             "CPU thread, warm-up excluded). DP-SGD pays for per-example gradient norms: "
+             "CPU thread, warm-up excluded; each ratio the median of back-to-back "
+             "measurements of all modes, repeated 3 times). DP-SGD pays for per-example gradient norms: "
              "Opacus' hooks materialise per-example gradients (einsum in the profile "
              "below); its ghost clipping computes the norms without them but runs a second "
              "backward pass. Book-keeping clipping (`client.bookkeeping`, Bu et al. 2023), "

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.support.deploy import (
+from bench.local_deploy import (
     BIN,
     Processes,
     deploy_env,

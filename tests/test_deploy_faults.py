@@ -21,10 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fedpriv.audit import audit_run
-from fedpriv.cli.signals import descendants
-from fedpriv.privacy import PrivacyLedger
-from tests.support.deploy import (
+from bench.local_deploy import (
     BIN,
     Processes,
     deploy_env,
@@ -34,6 +31,9 @@ from tests.support.deploy import (
     write_device_data,
     write_flwr_config,
 )
+from fedpriv.audit import audit_run
+from fedpriv.cli.signals import descendants
+from fedpriv.privacy import PrivacyLedger
 
 pytestmark = pytest.mark.slow
 

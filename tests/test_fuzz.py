@@ -19,11 +19,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.loopback import instruction
 from client.app import app as client_app
 from fedpriv.config import RunConfig
 from fedpriv.messages import ARRAYS, CONFIG, METRICS, PRIVACY, SECAGG, SERVER_ROUND, UPDATE
 from fedpriv.privacy import PrivacyLedger
-from tests.support.grid import instruction
 
 EXAMPLES = int(os.environ.get("FEDPRIV_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,

@@ -87,11 +87,11 @@ def run_in_process(cfg: Any, run_dir: Path, *, scenario: str,
 
     Returns the run's summary.
     """
+    from bench.loopback import LoopbackGrid, task_identity
     from client.app import app as fedpriv_app
     from server.federation import run_federation
     from server.reporting import LogReporter
     from server.rundir import RunDirectory
-    from tests.support.grid import LoopbackGrid, task_identity
 
     if not cfg.deployment.run_dir:  # the clients' ledgers live in it (DP modes need them)
         cfg = cfg.with_values(run_dir=str(run_dir))

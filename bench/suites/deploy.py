@@ -1,7 +1,7 @@
 """Wall time per deployed round on loopback: a plain Flower deployment against fedpriv's.
 
 Both federations are real processes on 127.0.0.1, started and stopped the way the
-deployment tests do it (:mod:`tests.support.deploy`): a SuperLink, ``NODES`` SuperNodes
+deployment tests do it (:mod:`bench.local_deploy`): a SuperLink, ``NODES`` SuperNodes
 (each with its SuperExec and one ``flwr-clientapp`` process per message) and ``flwr run``.
 Both run without TLS (``--insecure``), so neither pays a handshake the other does not.
 
@@ -116,7 +116,7 @@ def message_times(log: str) -> dict[str, Any]:
 
 def _federation(kind: str, rounds: int, tmp: Path) -> dict[str, Any]:
     """Start a SuperLink and :data:`NODES` SuperNodes, run ``kind``'s app, stop them."""
-    from tests.support.deploy import (
+    from bench.local_deploy import (
         BIN,
         Processes,
         deploy_env,

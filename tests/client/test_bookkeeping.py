@@ -215,12 +215,12 @@ def test_a_reproducible_record_level_federation_ends_where_opacus_would(tmp_path
     import numpy as np
 
     import client.bookkeeping
+    from bench.loopback import LoopbackGrid, task_identity
     from client.app import app as client_app
     from fedpriv.config import RunConfig
     from server.federation import run_federation
     from server.reporting import LogReporter
     from server.rundir import RunDirectory
-    from tests.support.grid import LoopbackGrid, task_identity
 
     def run(name):
         cfg = RunConfig.from_mapping({

@@ -4,6 +4,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
 
+from bench.loopback import instruction
 from client.app import app as client_app
 from fedpriv.config import RunConfig
 from fedpriv.messages import (
@@ -16,7 +17,6 @@ from fedpriv.messages import (
     TRAIN_LOSS,
 )
 from fedpriv.tasks import build_task_model, client_dataset, load_task_data
-from tests.support.grid import instruction
 
 
 def context(node_config):

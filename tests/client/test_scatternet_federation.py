@@ -29,11 +29,11 @@ def _write_bars(root, *, n_train, n_test, seed=0):
 
 
 def test_scatternet_learns_under_record_level_dp_in_a_federation(tmp_path):
+    from bench.loopback import LoopbackGrid, task_identity
     from client.app import app as client_app
     from server.federation import run_federation
     from server.reporting import LogReporter
     from server.rundir import RunDirectory
-    from tests.support.grid import LoopbackGrid, task_identity
 
     data_dir = tmp_path / "fashion"
     data_dir.mkdir()

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from bench.loopback import LoopbackGrid, task_identity
 from client.app import app as client_app
 from fedpriv.config import RunConfig
 from fedpriv.tasks import LocalDataError, client_dataset, load_npz_dir
 from server.federation import run_federation
 from server.reporting import LogReporter
 from server.rundir import RunDirectory
-from tests.support.grid import LoopbackGrid, task_identity
 
 
 def write_devices(root, n, poison=None):

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from bench.loopback import LoopbackGrid, task_identity
 from fedpriv.audit import audit_run
 from fedpriv.config import RunConfig
 from fedpriv.ddp_plan import distributed_plan, model_dimension
@@ -14,7 +15,6 @@ from fedpriv.privacy import PrivacyLedger, epsilon
 from fedpriv.privacy.discrete import centre_mod
 from fedpriv.privacy.events import DistributedNoiseEvent
 from server.rundir import RunDirectory
-from tests.support.grid import LoopbackGrid, task_identity
 
 # logistic regression on digits (650 parameters) keeps these runs to seconds
 DDP = {"dp-mode": "distributed", "secagg": "true", "local-epochs": 1, "partition": "iid",
@@ -200,8 +200,8 @@ def test_a_client_refuses_a_plan_other_than_the_one_it_derives(tmp_path, monkeyp
     # distributed-DP plan (a server on another version, or one that wants less noise).
     from flwr.app import ConfigRecord, RecordDict
 
+    from bench import loopback as grid_mod
     from fedpriv.messages import SECAGG, SECAGG_ADVERTISE
-    from tests.support import grid as grid_mod
 
     real = grid_mod.delivered
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from bench.loopback import LoopbackGrid, task_identity
 from client.app import app as client_app
 from fedpriv.audit import audit_run
 from fedpriv.config import RunConfig
@@ -13,7 +14,6 @@ from fedpriv.privacy import PrivacyLedger
 from server.federation import run_federation
 from server.reporting import LogReporter
 from server.rundir import RunDirectory
-from tests.support.grid import LoopbackGrid, task_identity
 
 
 def run(tmp_path, **overrides):
@@ -103,11 +103,11 @@ def test_dp_fedavg_adds_noise_of_std_z_c_over_m():
     from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
     from flwr.serverapp.strategy import FedAvg
 
+    from bench.loopback import instruction
     from fedpriv.messages import METRICS, UNCLIPPED, UPDATE, UPDATE_WEIGHT
     from fedpriv.privacy import SeededGaussian
     from strategies.dp_fedavg import DpFedAvg
     from strategies.updates import numpy_record
-    from tests.support.grid import instruction
 
     d, m, z, c = 50_000, 4, 2.0, 0.5
     dp = DpFedAvg(FedAvg(fraction_train=1.0), noise_multiplier=z, clip=c, expected_cohort=m,

@@ -3,12 +3,12 @@ import json
 import numpy as np
 import pytest
 
+from bench.loopback import LoopbackGrid, task_identity
 from client.app import app as client_app
 from fedpriv.config import RunConfig
 from server.federation import run_federation
 from server.reporting import LogReporter
 from server.rundir import RunDirectory
-from tests.support.grid import LoopbackGrid, task_identity
 
 
 def grid_for(cfg, **kw):

@@ -1,6 +1,6 @@
 """Every reported epsilon holds: adaptive clipping, budgets, calibration, no leaks.
 
-These drive the real ServerApp logic and ClientApp in-process (tests.support.grid) and
+These drive the real ServerApp logic and ClientApp in-process (bench.loopback) and
 check the run's ledgers and files against computations that share no code with fedpriv's
 own accounting (Microsoft's prv-accountant, Andrew et al. 2021's Theorem 1 by hand).
 """
@@ -13,6 +13,7 @@ import pytest
 from flwr.app import ArrayRecord
 from prv_accountant import GaussianMechanism, PRVAccountant
 
+from bench.loopback import LoopbackGrid, task_identity
 from client.app import app as client_app
 from fedpriv.audit import audit_run
 from fedpriv.config import RunConfig
@@ -23,7 +24,6 @@ from server.reporting import LogReporter
 from server.rundir import RunDirectory
 from strategies.dp_fedavg import DpFedAvg
 from strategies.factory import build_strategy
-from tests.support.grid import LoopbackGrid, task_identity
 
 
 def run(tmp_path, canaries=0, **overrides):

@@ -73,7 +73,7 @@ class RecordingGrid:
     """A LoopbackGrid that keeps every (request, reply) pair."""
 
     def __new__(cls, app, nodes):
-        from tests.support.grid import LoopbackGrid
+        from bench.loopback import LoopbackGrid
 
         class _Grid(LoopbackGrid):
             def pull_messages(self, message_ids):
@@ -88,10 +88,10 @@ class RecordingGrid:
 
 
 def _secagg_run(tmp_path, **overrides):
+    from bench.loopback import task_identity
     from client.app import app as client_app
     from server.federation import run_federation
     from server.reporting import LogReporter
-    from tests.support.grid import task_identity
 
     values = {"rounds": 1, "clients": 4, "local-epochs": 1, "partition": "iid",
               "secagg": "true", **overrides}
@@ -124,8 +124,8 @@ def test_secagg_train_replies_carry_no_count_or_loss_and_the_server_gets_totals(
 
 
 def test_an_advertise_replayed_for_a_finished_round_gets_an_error_reply(tmp_path):
+    from bench.loopback import instruction
     from fedpriv.messages import SECAGG_ADVERTISE
-    from tests.support.grid import instruction
 
     grid, summary, _ = _secagg_run(tmp_path)
     old_adv = next(q for q, _ in grid.pairs if q.metadata.message_type == SECAGG_ADVERTISE)
@@ -141,8 +141,8 @@ def test_a_key_substituted_in_transit_makes_that_client_abort_and_the_round_goes
     # share-stage message to node 1.
     from flwr.app import ConfigRecord, RecordDict
 
+    from bench import loopback as grid_mod
     from fedpriv.messages import SECAGG, SECAGG_SHARE
-    from tests.support import grid as grid_mod
 
     original = grid_mod.delivered
 
@@ -172,8 +172,8 @@ def test_a_client_pinning_a_stricter_minimum_refuses_a_cohort_too_small_for_it(
         tmp_path, monkeypatch):
     # Prepare: node 1's operator insists the server learn only sums of >= 8 honest
     # clients; the run has 6.
+    from bench import loopback as grid_mod
     from fedpriv.messages import SECAGG_SHARE
-    from tests.support import grid as grid_mod
 
     original = grid_mod.LoopbackGrid.__init__
 
@@ -198,8 +198,8 @@ def test_deployed_nodes_use_their_own_identity_and_roster_from_the_certs_dir(
         tmp_path, monkeypatch):
     # Prepare: `fedpriv certs node` keys for four nodes; each node's config names its
     # own identity and the roster (what `fedpriv deploy supernode` is to pass).
+    from bench import loopback as grid_mod
     from fedpriv.certs import node_key, node_secagg_config
-    from tests.support import grid as grid_mod
 
     certs = tmp_path / "certs"
     for i in range(4):

@@ -1,4 +1,5 @@
-"""Real deployments on loopback for end-to-end tests: ports, processes, devices' data.
+"""Real deployments on loopback for end-to-end tests and `fedpriv bench deploy`: ports,
+processes, devices' data.
 
 Every process is started in a session of its own and stopped by PID (its process
 group, and any child that left it) by :meth:`Processes.stop_all`.

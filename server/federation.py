@@ -32,6 +32,7 @@ from fedpriv.privacy import (
     SeededGaussian,
 )
 from fedpriv.secagg.layout import META_SLOTS, layout_for
+from fedpriv.secagg.wire import word_bytes
 from fedpriv.tasks import build_task_model, evaluate, load_task_data, model_inputs
 from server.canary import write_canary_key
 from server.checkpoint import (
@@ -346,8 +347,8 @@ def _privacy_record(strategy: FedPrivStrategy) -> dict[str, Any]:
 def _secagg_summary(cfg: RunConfig, rounds: list[dict[str, Any]]) -> dict[str, Any] | bool:
     if not cfg.secagg.enabled:
         return False
-    # What each client's masked vector costs: coordinates x modulus bits (information);
-    # on the wire each coordinate currently travels as a uint64.
+    # What each client's masked vector costs: coordinates x modulus bits, sent as
+    # ceil(bits / 8) bytes per coordinate (fedpriv.secagg.pack).
     d = model_dimension(cfg)
     if cfg.privacy.dp_mode is DpMode.DISTRIBUTED:
         plan = distributed_plan(cfg, d)
@@ -358,6 +359,7 @@ def _secagg_summary(cfg: RunConfig, rounds: list[dict[str, Any]]) -> dict[str, A
     return {
         "enabled": True, "cohort": cfg.training.cohort_size,
         "modulus_bits": bits, "coordinates": length, "model_parameters": d,
+        "masked_vector_bytes": word_bytes(bits) * length,
         "threshold": rounds[-1]["threshold"] if rounds else None,
         "degree": rounds[-1]["degree"] if rounds else None,
         "dropouts_recovered": [r.get("dropped", 0) for r in rounds],

@@ -72,12 +72,23 @@ from fedpriv.secagg import (
     UnmaskShares,
     layout_for,
     params_for,
+    unpack,
 )
 from fedpriv.secagg.layout import META_SLOTS
 from strategies.delegation import Delegating
 from strategies.updates import numpy_record, synthetic_reply
 
 __all__ = ["SecAggStrategy"]
+
+
+def _bytes_of(record: ArrayRecord) -> np.ndarray:
+    """The masked-vector bytes of a reply's record; anything else is :class:`SecAggError`."""
+    if list(record.keys()) != ["y"]:
+        raise SecAggError(f"a masked reply holds one array 'y', got {list(record.keys())}")
+    try:
+        return record["y"].numpy()
+    except Exception as err:  # noqa: BLE001 (a client's bytes: any parse failure)
+        raise SecAggError(f"unreadable masked vector: {type(err).__name__}: {err}") from None
 
 
 class SecAggStrategy(Delegating, Strategy):
@@ -220,8 +231,8 @@ class SecAggStrategy(Delegating, Strategy):
             u = id_of.get(r.metadata.src_node_id)
             if u is None or r.has_error() or MASKED not in r.content.array_records:
                 continue
-            y = r.content[MASKED]["y"].numpy()
-            try:
+            try:  # each coordinate in the modulus' bytes (fedpriv.secagg.pack)
+                y = unpack(_bytes_of(r.content[MASKED]), self.modulus_bits, server.length)
                 server.receive(MaskedInput(round_id=server_round, sender=u, y=y))
                 plain.append(r)
             except SecAggError as err:

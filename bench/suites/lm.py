@@ -72,6 +72,21 @@ def _tokens_per_s(cfg: RunConfig, mode: str, steps: int, vocab: int) -> float:
         return steps * cfg.training.batch_size * cfg.data.seq_len / (time.perf_counter() - t0)
 
 
+def secagg_wire(adapter_values: int) -> tuple[int, int]:
+    """Modulus bits and bytes of one client's masked adapters (``lm-lora-dp``'s secagg).
+
+    The adapters and the sum's three slots, each coordinate in ``ceil(b / 8)`` bytes
+    (:func:`fedpriv.secagg.pack`), b the modulus the scenario's cohort needs.
+    """
+    from client.secagg import modulus_bits
+    from fedpriv.secagg import word_bytes
+    from simulations import load_scenario
+
+    cfg = RunConfig.from_mapping(dict(load_scenario("lm-lora-dp").values))
+    bits = modulus_bits(cfg)
+    return bits, word_bytes(bits) * (adapter_values + 3)
+
+
 def run(quick: bool) -> dict[str, Any]:
     """Tokens/s (DP vs non-private) and bytes per client per round (adapters vs model)."""
     real = all(importlib.util.find_spec(m) is not None

@@ -353,7 +353,8 @@ def _distributed(p: dict[str, Any]) -> list[str]:
              "sees the exact sum first). Distributed: each client noises its own share "
              "before masking, enough that n_min survivors make the whole noise, so a full "
              "cohort carries cohort / n_min times central's variance. Each coordinate "
-             "travels as a uint64 in both modes today. Seeds are paired across modes (same "
+             "travels in the bytes its modulus needs (fewer under distributed DP, whose "
+             "modulus is smaller). Seeds are paired across modes (same "
              "data, partition and initial model; independent noise); the runs are "
              "in-process, the same ServerApp and ClientApp code on a loopback grid."]
     return rows
@@ -363,15 +364,19 @@ def _lm(p: dict[str, Any]) -> list[str]:
     rows = ["| mode | tokens/s | ratio to non-private |", "|---|---|---|"]
     rows += [f"| {r['mode']} | {r['tokens_per_s']:,.1f} | {r['ratio_to_non_private']:.2f} |"
              for r in p["rows"]]
+    from bench.suites.lm import secagg_wire
+
     b, c = p["bytes"], p["config"]
     r0 = p["rows"][0]
+    bits, secagg_bytes = secagg_wire(b["adapter_values"])
     rows += ["", f"{c['lm-base']}, LoRA rank {c['lora-rank']} on {c['lora-targets']} of the "
              f"top {c['lora-layers']} blocks, batch {r0['batch']} x {r0['seq_len']} tokens, "
              f"{r0['steps']} steps, one CPU thread. {p.get('note', '')}".rstrip(), "",
              "| what one client sends per round | values | bytes |", "|---|---|---|",
              f"| adapters (float32) | {b['adapter_values']:,} | {b['adapter_bytes_fp32']:,} |",
-             f"| adapters under secure aggregation (uint64 per coordinate, + 3 slots) | "
-             f"{b['adapter_values'] + 3:,} | {8 * (b['adapter_values'] + 3):,} |",
+             f"| adapters under secure aggregation ({bits}-bit coordinates in "
+             f"{-(-bits // 8)} bytes each, + 3 slots) | {b['adapter_values'] + 3:,} | "
+             f"{secagg_bytes:,} |",
              f"| full model (float32) | {b['full_model_values']:,} | "
              f"{b['full_model_bytes_fp32']:,} |"]
     if "gguf_file_bytes" in b:

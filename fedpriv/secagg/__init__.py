@@ -51,6 +51,7 @@ from fedpriv.secagg.shamir import (
     share_to_bytes,
     split,
 )
+from fedpriv.secagg.wire import pack, unpack, word_bytes
 
 __all__ = [
     "PRIME",
@@ -100,6 +101,7 @@ __all__ = [
     "enrol",
     "expand_mask",
     "layout_for",
+    "pack",
     "message_from_dict",
     "pair_key",
     "params_for",
@@ -111,5 +113,7 @@ __all__ = [
     "share_from_bytes",
     "share_to_bytes",
     "split",
+    "unpack",
     "wire_size",
+    "word_bytes",
 ]

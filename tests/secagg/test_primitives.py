@@ -199,3 +199,38 @@ def test_quantizer_validation_names_field():
     with pytest.raises(ValueError, match="finite"):
         Quantizer(clip_range=1.0, bits=8).encode(np.array([np.nan]),
                                                  np.random.default_rng(0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(bits=st.integers(1, 64), data=st.data())
+def test_a_masked_vector_packs_to_its_modulus_bytes_and_back(bits, data):
+    from fedpriv.secagg import pack, unpack, word_bytes
+
+    d = data.draw(st.integers(0, 40))
+    y = np.array(data.draw(st.lists(st.integers(0, 2 ** bits - 1), min_size=d, max_size=d)),
+                 dtype=np.uint64)
+    wire = pack(y, bits)
+    assert wire.dtype == np.uint8 and wire.shape == (d * word_bytes(bits),)
+    assert word_bytes(bits) == -(-bits // 8)
+    np.testing.assert_array_equal(unpack(wire, bits, d), y)
+
+
+def test_a_packed_vector_of_the_wrong_size_type_or_range_is_refused():
+    from fedpriv.secagg import pack, unpack
+
+    y = np.array([0, 1, 2 ** 44 - 1], np.uint64)
+    wire = pack(y, 44)  # 6 bytes each
+    with pytest.raises(SecAggError, match="is 18 bytes, got 17"):
+        unpack(wire[:-1], 44, 3)
+    with pytest.raises(SecAggError, match="travels as 1-D uint8"):
+        unpack(y, 44, 3)
+    over = wire.copy()
+    over[5] = 0x10  # coordinate 0 becomes 2^44
+    with pytest.raises(SecAggError, match="does not fit the modulus 2"):
+        unpack(over, 44, 3)
+    with pytest.raises(ValueError, match="does not fit 44 bits"):
+        pack(np.array([2 ** 44], np.uint64), 44)
+    with pytest.raises(ValueError, match="1-D uint64"):
+        pack(y.astype(np.int64), 44)
+    with pytest.raises(ValueError, match=r"\[1, 64\]"):
+        pack(y, 65)

@@ -14,6 +14,7 @@ from fedpriv.ddp_plan import distributed_plan, model_dimension
 from fedpriv.privacy import PrivacyLedger, epsilon
 from fedpriv.privacy.discrete import centre_mod
 from fedpriv.privacy.events import DistributedNoiseEvent
+from fedpriv.secagg import unpack
 from server.rundir import RunDirectory
 
 # logistic regression on digits (650 parameters) keeps these runs to seconds
@@ -126,8 +127,9 @@ def test_the_server_never_holds_an_unnoised_aggregate(tmp_path, monkeypatch, noi
     noised = [x[:dp] for x in seen["encodings"]]  # (d',) each: encoding + share mod 2^b
     clean = [(x - z.astype(np.uint64)) & mask for x, z in zip(noised, seen["shares"],
                                                              strict=True)]
+    sent = [unpack(m.content[MASKED]["y"].numpy(), bits, dp + 3) for m in train]
     for x in seen["encodings"]:  # what a masked vector hides: not what was sent
-        assert not any(np.array_equal(x, m.content[MASKED]["y"].numpy()) for m in train)
+        assert not any(np.array_equal(x, y) for y in sent)
     # the secure sum is exact: the unmasked total is the sum of the noised encodings
     np.testing.assert_array_equal(total[:dp], np.sum(noised, axis=0, dtype=np.uint64) & mask)
     # ... and differs from the sum of every subset of noise-free encodings by the noise

@@ -232,3 +232,70 @@ def test_deployed_nodes_use_their_own_identity_and_roster_from_the_certs_dir(
                                  s_pk=adv.s_pk)
         assert certs_roster.verify(adv.sender, payload, adv.signature)
         assert not sim_roster.verify(adv.sender, payload, adv.signature)
+
+
+def test_masked_vectors_travel_in_the_modulus_bytes(tmp_path):
+    # 46-bit coordinates (the default modulus for 4 clients) go as 6 bytes, not 8.
+    from fedpriv.messages import MASKED
+    from fedpriv.secagg import unpack, word_bytes
+
+    grid, summary, path = _secagg_run(tmp_path)
+    line = json.loads((path / "metrics.jsonl").read_text().splitlines()[-1])
+    bits, length = line["secagg"]["modulus_bits"], summary["secagg"]["coordinates"]
+    assert word_bytes(bits) < 8
+    for q, r in grid.pairs:
+        if q.metadata.message_type == "train":
+            y = r.content[MASKED]["y"].numpy()
+            assert y.dtype == np.uint8 and y.size == length * word_bytes(bits)
+            assert y.size == summary["secagg"]["masked_vector_bytes"]
+            assert unpack(y, bits, length).max() < 2 ** bits
+
+
+@pytest.mark.parametrize("tamper", ["one byte more", "uint64 words", "over the modulus",
+                                    "two arrays"])
+def test_a_malformed_masked_vector_counts_as_a_dropout_and_the_round_goes_on(
+        tmp_path, monkeypatch, tamper):
+    # Prepare: node 2 sends a masked vector that is not one of this round's: a byte too
+    # many, the unpacked uint64 words, a coordinate of 2^b or more, or an extra array.
+    from flwr.app import ArrayRecord
+
+    import client.train as train_module
+    from fedpriv.secagg import unpack
+
+    real_mask = train_module.mask
+
+    def lying(msg, context, x):
+        y = real_mask(msg, context, x)
+        if msg.metadata.dst_node_id != 2:
+            return y
+        k = y.size // x.size  # bytes per coordinate
+        if tamper == "one byte more":
+            return np.concatenate([y, np.zeros(1, np.uint8)])
+        if tamper == "uint64 words":
+            return unpack(y, 8 * k, x.size)
+        if tamper == "over the modulus":  # the top byte of coordinate 0, all ones
+            return np.concatenate([y[:k - 1], [0xFF], y[k:]]).astype(np.uint8)
+        return y
+
+    monkeypatch.setattr(train_module, "mask", lying)
+    if tamper == "two arrays":
+        from strategies import updates
+
+        real_record = updates.numpy_record
+
+        def two(arrays):
+            rec = real_record(arrays)
+            if list(arrays) == ["y"] and two.calls == 1:
+                rec = ArrayRecord({**dict(rec), "z": rec["y"]})
+            two.calls += 1
+            return rec
+        two.calls = 0
+        monkeypatch.setattr(train_module, "numpy_record", two)
+    # Execute
+    grid, summary, path = _secagg_run(tmp_path)
+    # Assert: node 2's vector was refused, its masks removed from shares, the round done
+    line = json.loads((path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert line["secagg"]["modulus_bits"] % 8  # so a coordinate can exceed the modulus
+    assert summary["status"] == "completed" and summary["secagg"]["rounds_abandoned"] == 0
+    assert line["secagg"]["survivors"] == 3 and line["secagg"]["dropped"] == 1
+    assert np.isfinite(line["test_loss"])

@@ -36,6 +36,7 @@ import numpy as np
 
 from fedpriv.secagg.errors import SecAggError
 from fedpriv.secagg.setup import RoundSetup, Stage
+from fedpriv.secagg.wire import word_bytes
 
 __all__ = [
     "AdvertiseKeys",
@@ -366,10 +367,17 @@ def message_from_dict(kind: str, data: dict[str, Any]) -> Message:
     return _BY_NAME[kind].from_dict(data)  # type: ignore[no-any-return]
 
 
-def wire_size(msg: Message) -> int:
-    """Bytes of a message's payload: 8 per int, raw bytes, array ``nbytes``."""
+def wire_size(msg: Message, *, bits: int | None = None) -> int:
+    """Bytes of a message's payload: 8 per int, raw bytes, array ``nbytes``.
+
+    With ``bits`` (the modulus), a :class:`MaskedInput`'s vector counts as it travels:
+    ``ceil(bits / 8)`` bytes per coordinate (:func:`fedpriv.secagg.wire.pack`).
+    """
     total = 0
-    for v in msg.to_dict().values():
+    for name, v in msg.to_dict().items():
+        if bits is not None and isinstance(msg, MaskedInput) and name == "y":
+            total += word_bytes(bits) * v.size
+            continue
         items = v if isinstance(v, list) else [v]
         for it in items:
             total += (it.nbytes if isinstance(it, np.ndarray) else len(it)

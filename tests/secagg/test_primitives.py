@@ -234,3 +234,12 @@ def test_a_packed_vector_of_the_wrong_size_type_or_range_is_refused():
         pack(y.astype(np.int64), 44)
     with pytest.raises(ValueError, match=r"\[1, 64\]"):
         pack(y, 65)
+
+
+def test_wire_size_counts_a_masked_vector_as_it_travels():
+    from fedpriv.secagg import MaskedInput, wire_size
+
+    msg = MaskedInput(round_id=1, sender=2, y=np.zeros(10, np.uint64))
+    assert wire_size(msg) == 3 * 8 + 10 * 8  # round, sender, stage; y as uint64 words
+    assert wire_size(msg, bits=40) == 3 * 8 + 10 * 5
+    assert wire_size(msg, bits=14) == 3 * 8 + 10 * 2

@@ -12,7 +12,8 @@ signed by this process's key. :func:`resume_point` reconciles what a crash left:
 
 The strategy state that must survive is small and explicit: the adaptive clip norm,
 a server optimiser's moments (FedAdam's ``m_t``, ``v_t``; server momentum's
-``velocity``), a seeded sampler's state, and the clients' reported ledger heads and
+``velocity``), the released model's moving average (``ema-decay``), a seeded sampler's
+state, and the clients' reported ledger heads and
 signatures (for the summary and the audit).
 """
 
@@ -29,7 +30,8 @@ from server.rundir import RunDirectory
 
 __all__ = ["Checkpointer", "ResumeError", "ResumePoint", "check_resumable", "resume_point"]
 
-_MOMENTS = ("m_t", "v_t", "velocity")  # FedAdam's moments, server momentum's v
+#: FedAdam's moments, server momentum's v, the released model's moving average
+_MOMENTS = ("m_t", "v_t", "velocity", "ema")
 
 
 class ResumeError(RuntimeError):

@@ -114,6 +114,7 @@ def run_federation(
         privacy=privacy,
         stop=run_dir.stop,
         first_round=point.round + 1 if point is not None else 1,
+        ema_decay=cfg.training.ema_decay,
     )
     state: dict[str, Any] = {"secagg_rounds": [], "rounds": 0, "initial_accuracy": float("nan"),
                              "final_accuracy": float("nan"), "final_loss": float("nan"),
@@ -127,6 +128,8 @@ def run_federation(
     test = model_inputs(cfg, data.test)  # scatternet: the test split's coefficients, once
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        last = arrays  # the global model training goes on from
+        arrays = strategy.released(arrays)  # what the run releases (ema-decay: the EMA)
         model.load_state_dict(arrays.to_torch_state_dict())
         loss, acc = evaluate(model, test, device=device)
         if server_round == 0 and point is not None:  # resumed: round 0 is point.round
@@ -153,6 +156,7 @@ def run_federation(
             "test_loss": loss,
             "test_accuracy": acc,
             **_perplexity(cfg, loss),
+            **_last_aggregate(model, last, arrays, test, device),
             "cohort": len(strategy.last_cohort),
             "replies": strategy.last_replies,
             "rejected": list(strategy.last_rejected),
@@ -365,6 +369,17 @@ def _secagg_summary(cfg: RunConfig, rounds: list[dict[str, Any]]) -> dict[str, A
         "dropouts_recovered": [r.get("dropped", 0) for r in rounds],
         "rounds_abandoned": sum(1 for r in rounds if "aborted" in r),
     }
+
+
+def _last_aggregate(model: torch.nn.Module, last: ArrayRecord, released: ArrayRecord,
+                    test: Any, device: torch.device) -> dict[str, float]:
+    """Under ``ema-decay``, the last aggregate's own test figures beside the EMA's."""
+    if last is released:
+        return {}
+    model.load_state_dict(last.to_torch_state_dict())
+    loss, acc = evaluate(model, test, device=device)
+    model.load_state_dict(released.to_torch_state_dict())
+    return {"last_aggregate_test_loss": loss, "last_aggregate_test_accuracy": acc}
 
 
 def _perplexity(cfg: RunConfig, loss: float) -> dict[str, float]:

@@ -18,7 +18,7 @@ from logging import INFO, WARNING
 from typing import Any, TypeVar
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -114,6 +114,8 @@ class FedPrivStrategy(Strategy):
         The round Flower's round 1 is (a resumed run continues after its checkpoint).
     checkpoints : Checkpointer or None
         Writes each round's checkpoint around its ledger commit.
+    ema_decay : float
+        beta of the released model's parameter averaging (0: off): see :meth:`released`.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class FedPrivStrategy(Strategy):
         stop: threading.Event | None = None,
         first_round: int = 1,
         checkpoints: Any = None,
+        ema_decay: float = 0.0,
     ) -> None:
         if min_nodes < 1:
             raise ValueError(f"min_nodes must be >= 1, got {min_nodes}")
@@ -139,7 +142,13 @@ class FedPrivStrategy(Strategy):
         self.node_wait_timeout = node_wait_timeout
         if min_replies < 1:
             raise ValueError(f"min_replies must be >= 1, got {min_replies}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.min_replies = min_replies
+        self.ema_decay = ema_decay
+        #: The moving average of the round models (None until the first aggregate, or
+        #: when off); kept in each checkpoint beside the model training continues from.
+        self.ema: dict[str, np.ndarray] | None = None
         self.last_skipped = ""  # why this round was skipped ("": it was not)
         self.last_missing: list[int] = []  # cohort nodes with no reply by the timeout
         self.last_failed: dict[int, str] = {}  # node -> its error, this round
@@ -276,6 +285,8 @@ class FedPrivStrategy(Strategy):
             self.last_rejected.append("aggregate")
             arrays = None
         self.last_train_metrics = metrics
+        if arrays is not None and self.ema_decay > 0:
+            self._average(arrays)
         reports = self._reports(replies)
         result = arrays if arrays is not None else self.reference
         if self.checkpoints is not None and result is not None:
@@ -285,6 +296,29 @@ class FedPrivStrategy(Strategy):
         if self.checkpoints is not None and result is not None:
             self.checkpoints.after_charge(server_round)
         return arrays, metrics
+
+    def _average(self, arrays: ArrayRecord) -> None:
+        """Fold ``arrays`` into the average: ema = beta ema + (1 - beta) model (first: model)."""
+        beta = self.ema_decay
+        model = {k: v.numpy() for k, v in arrays.items()}
+        if self.ema is None or set(self.ema) != set(model):
+            self.ema = {k: np.array(v, copy=True) for k, v in model.items()}
+            return
+        self.ema = {k: (beta * self.ema[k] + (1.0 - beta) * v).astype(v.dtype, copy=False)
+                    for k, v in model.items()}
+
+    def released(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The model the run releases for the global model ``arrays``.
+
+        With ``ema_decay`` = beta > 0, the exponential moving average of the round models
+        from the first aggregate on (parameter averaging: Polyak & Juditsky 1992; the EMA
+        of De et al. 2022, arXiv:2204.13650, for DP training). It is a function of
+        models the server releases anyway, so it costs no privacy; training goes on from
+        ``arrays``. Without it (or before any aggregate), ``arrays`` itself.
+        """
+        if self.ema is None:
+            return arrays
+        return ArrayRecord({k: Array(v) for k, v in self.ema.items()})
 
     def _well_formed(self, replies: list[Message]) -> list[Message]:
         """Drop malformed replies and those with NaN or inf; remember who and why.

@@ -167,6 +167,11 @@ class TrainingConfig:
     server_momentum_lr: float = dataclasses.field(default=1.0, metadata=_meta(
         "server momentum's learning rate eta: w += eta * v (server-momentum > 0)",
         lo=0.0, lo_open=True))
+    ema_decay: float = dataclasses.field(default=0.0, metadata=_meta(
+        "parameter averaging: the server releases, evaluates and saves the exponential "
+        "moving average of the round models, ema = beta * ema + (1 - beta) * model "
+        "(post-processing: no privacy cost), while training goes on from the last "
+        "aggregate; 0: off", lo=0.0, hi=1.0, hi_open=True))
     local_epochs: int = dataclasses.field(default=5, metadata=_meta(
         "local epochs per round", lo=1))
     batch_size: int = dataclasses.field(default=32, metadata=_meta(

@@ -74,6 +74,8 @@ EXPLORED: tuple[tuple[str, dict[str, Any]], ...] = (
      {"model": "cnn"}),
     ("no group norm on the scattering coefficients (Tramèr & Boneh 2021, Section 3.1: "
      "their data-independent normalisation, off)", {"scatternet-norm-groups": 0}),
+    ("parameter averaging: the server releases the EMA of the round models, beta 0.9 "
+     "(De et al. 2022)", {"ema-decay": 0.9}),
 )
 #: Runs at once (processes); the machine the results came from has 2 cores.
 WORKERS = 2

@@ -242,6 +242,8 @@ class BookKeepingDpSgd:
         for p in self._params:  # the optimizer's order: Opacus draws the noise in it
             index, name = self._owner[id(p)]
             noise = gaussian_noise(std=std, reference=p, generator=self.generator)
+            if noise.dtype != p.dtype:  # drawn in float32 as Opacus draws it
+                noise = noise.to(p.dtype)
             if batch:  # noise + sum_i c_i g_i, in one fused product
                 noise = per_layer[index][1](factor, name, noise)
             # divided as Opacus divides (an empty Poisson batch: a noise-only step)

@@ -380,3 +380,22 @@ def test_a_layer_that_does_not_run_is_refused_and_one_that_does_not_count_gets_n
     assert torch.count_nonzero(model.b.bias.grad) == 0
     for p, e in zip(model.a.parameters(), expected, strict=True):
         assert torch.allclose(p.grad.double(), e, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_name", [Model.MLP, Model.CNN])
+def test_a_double_precision_model_clips_exactly_and_takes_noise(model_name):
+    model = build_model(model_name, num_features=64, num_classes=10, seed=0).double()
+    x, y = _batch(10, seed=4)
+    x = x.double()
+    expected = _naive_clipped_sum(model, x, y, 0.5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    BookKeepingDpSgd(model, opt, noise_multiplier=0.0, max_grad_norm=0.5,
+                     expected_batch_size=1, noise_generator=None).step(
+        x, y, nn.CrossEntropyLoss(reduction="sum"))
+    for p, e in zip(model.parameters(), expected, strict=True):
+        assert p.grad.dtype == torch.float64
+        assert torch.allclose(p.grad, e, atol=1e-9, rtol=1e-7), p.shape
+    BookKeepingDpSgd(model, opt, noise_multiplier=1.0, max_grad_norm=0.5,
+                     expected_batch_size=1, noise_generator=None).step(
+        x, y, nn.CrossEntropyLoss(reduction="sum"))
+    assert all(p.grad.dtype == torch.float64 for p in model.parameters())

@@ -13,11 +13,13 @@ __all__ = ["bench"]
 
 def bench(
     names: Annotated[list[str] | None, typer.Argument(
-        help="Suites: dpsgd, accounting, secagg, round, deploy, utility, lm, edge "
-        "(default: all).")] = None,
+        help="Suites: dpsgd, accounting, secagg, round, deploy, utility, lm, edge, "
+        "movielens, scale (default: all).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small settings (minutes).")] = False,
 ) -> None:
     """Run the benchmark suites side by side; write bench/results/*.json and README.md.
+
+    Prints the report, which opens with every privacy cost as a ratio beside its goal.
 
     Needs the repository checkout (the suites live in bench/, beside the package).
     """

@@ -407,3 +407,27 @@ def test_tree_memory_sees_a_child_and_the_scale_report_renders_from_its_figures(
     assert "| 1000 | 3 | before load was recorded | 12.0 | 60 |" in text
     assert ("| 300 | 2 | 2026-12-02T07:00:00+00:00; 0.2; 12 cached coefficient files | "
             "5.0 | 30 |") in text
+
+
+def test_the_goals_table_gives_every_ratio_its_goal_and_says_what_limits_a_missed_one():
+    meta = {"date": "2026-12-02T10:00:00+00:00", "quick": False, "cpus": 2, "device": "cpu",
+            "torch": "t", "opacus": "o", "flwr": "f"}
+    results = {
+        "dpsgd": {"meta": meta, "rows": [
+            {"device": "cpu", "model": "mlp", "mode": "bookkeeping", "examples_per_s": 1.0,
+             "ratio_to_non_private": 0.5, "batch": 64},
+            {"device": "cpu", "model": "cnn", "mode": "bookkeeping", "examples_per_s": 1.0,
+             "ratio_to_non_private": 0.75, "batch": 64}]},
+        "edge": {"meta": meta, "goal_peak_ratio": 1.2, "examples": 1, "repeats": 1,
+                 "rows": [{"client": "fedpriv", "config": "record-DP", "peak_ratio": 1.25}]},
+    }
+    from bench.suites.report import _goals
+
+    text = "\n".join(_goals(results))
+    mlp = next(ln for ln in text.splitlines() if "MLP, batch 64" in ln)
+    cnn = next(ln for ln in text.splitlines() if "CNN, batch 64" in ln)
+    edge = next(ln for ln in text.splitlines() if "edge client" in ln)
+    assert "0.50×" in mlp and "≥ 0.7" in mlp and "**no**" in mlp and "Gaussian" in mlp
+    assert "0.75×" in cnn and "| yes |" in cnn and "positions" not in cnn
+    assert "1.25×" in edge and "≤ 1.2" in edge and "scipy" in edge
+    assert "round" not in text  # no suite, no row

@@ -171,13 +171,16 @@ def test_a_layer_used_twice_is_refused():
         def forward(self, x):
             return self.layer(self.layer(x))
 
-    model = Twice()
+    _refuses(Twice(), torch.randn(4, 8), torch.randint(0, 8, (4,)), "ran twice")
+
+
+def _refuses(model, x, y, match):
+    """A step on ``model`` is refused with ``match``, and the model is left as it was."""
     dp = BookKeepingDpSgd(model, torch.optim.SGD(model.parameters(), lr=0.1),
                           noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=4,
                           noise_generator=None)
-    with pytest.raises(RuntimeError, match="ran twice"):
-        dp.step(torch.randn(4, 8), torch.randint(0, 8, (4,)),
-                nn.CrossEntropyLoss(reduction="sum"))
+    with pytest.raises(RuntimeError, match=match):
+        dp.step(x, y, nn.CrossEntropyLoss(reduction="sum"))
     assert all(p.requires_grad for p in model.parameters())  # restored after the refusal
 
 
@@ -341,14 +344,7 @@ def test_an_activation_in_place_is_not_covered_and_an_in_place_edit_is_refused()
         def forward(self, x):
             return self.b(torch.relu_(self.a(x)))
 
-    model = Hidden()
-    dp = BookKeepingDpSgd(model, torch.optim.SGD(model.parameters(), lr=0.1),
-                          noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=4,
-                          noise_generator=None)
-    with pytest.raises(RuntimeError, match="modified in place"):
-        dp.step(torch.randn(4, 4), torch.randint(0, 2, (4,)),
-                nn.CrossEntropyLoss(reduction="sum"))
-    assert all(p.requires_grad for p in model.parameters())
+    _refuses(Hidden(), torch.randn(4, 4), torch.randint(0, 2, (4,)), "modified in place")
 
 
 def test_a_layer_that_does_not_run_is_refused_and_one_that_does_not_count_gets_noise_only():

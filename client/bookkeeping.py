@@ -264,9 +264,8 @@ def _per_example(layer: nn.Module, a: torch.Tensor, e: torch.Tensor
     as one fused ``addmm``/``addmv``.
     """
     if isinstance(layer, nn.Linear):  # factored: no per-example gradient is formed
-        e2 = torch.linalg.vecdot(e, e)
-        sq = e2 * (torch.linalg.vecdot(a, a) + 1.0) if layer.bias is not None else (
-            e2 * torch.linalg.vecdot(a, a))
+        a2 = torch.linalg.vecdot(a, a)
+        sq = torch.linalg.vecdot(e, e) * (a2 + 1.0 if layer.bias is not None else a2)
 
         def linear_grad(c: torch.Tensor, name: str, z: torch.Tensor) -> torch.Tensor:
             if name == "bias":  # sum_i c_i e_i = E^T c
@@ -294,7 +293,8 @@ def _formed(grads: dict[str, torch.Tensor], sq: torch.Tensor | None = None
     """
     for g in grads.values():
         flat = g.flatten(1)
-        sq = torch.linalg.vecdot(flat, flat) + (0.0 if sq is None else sq)
+        term = torch.linalg.vecdot(flat, flat)
+        sq = term if sq is None else sq + term
     assert sq is not None
 
     def formed_grad(c: torch.Tensor, name: str, z: torch.Tensor) -> torch.Tensor:

@@ -373,12 +373,14 @@ def _secagg_summary(cfg: RunConfig, rounds: list[dict[str, Any]]) -> dict[str, A
 
 def _last_aggregate(model: torch.nn.Module, last: ArrayRecord, released: ArrayRecord,
                     test: Any, device: torch.device) -> dict[str, float]:
-    """Under ``ema-decay``, the last aggregate's own test figures beside the EMA's."""
+    """Under ``ema-decay``, the last aggregate's own test figures beside the EMA's.
+
+    Leaves ``last`` in ``model`` (each evaluation loads the model it evaluates).
+    """
     if last is released:
         return {}
     model.load_state_dict(last.to_torch_state_dict())
     loss, acc = evaluate(model, test, device=device)
-    model.load_state_dict(released.to_torch_state_dict())
     return {"last_aggregate_test_loss": loss, "last_aggregate_test_accuracy": acc}
 
 

@@ -80,11 +80,12 @@ def secagg_wire(adapter_values: int) -> tuple[int, int]:
     """
     from client.secagg import modulus_bits
     from fedpriv.secagg import word_bytes
+    from fedpriv.secagg.layout import META_SLOTS
     from simulations import load_scenario
 
     cfg = RunConfig.from_mapping(dict(load_scenario("lm-lora-dp").values))
     bits = modulus_bits(cfg)
-    return bits, word_bytes(bits) * (adapter_values + 3)
+    return bits, word_bytes(bits) * (adapter_values + META_SLOTS)
 
 
 def run(quick: bool) -> dict[str, Any]:

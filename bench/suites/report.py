@@ -449,6 +449,7 @@ def _lm(p: dict[str, Any]) -> list[str]:
     rows += [f"| {r['mode']} | {r['tokens_per_s']:,.1f} | {r['ratio_to_non_private']:.2f} |"
              for r in p["rows"]]
     from bench.suites.lm import secagg_wire
+    from fedpriv.secagg import word_bytes
 
     b, c = p["bytes"], p["config"]
     r0 = p["rows"][0]
@@ -459,7 +460,7 @@ def _lm(p: dict[str, Any]) -> list[str]:
              "| what one client sends per round | values | bytes |", "|---|---|---|",
              f"| adapters (float32) | {b['adapter_values']:,} | {b['adapter_bytes_fp32']:,} |",
              f"| adapters under secure aggregation ({bits}-bit coordinates in "
-             f"{-(-bits // 8)} bytes each, + 3 slots) | {b['adapter_values'] + 3:,} | "
+             f"{word_bytes(bits)} bytes each, + 3 slots) | {b['adapter_values'] + 3:,} | "
              f"{secagg_bytes:,} |",
              f"| full model (float32) | {b['full_model_values']:,} | "
              f"{b['full_model_bytes_fp32']:,} |"]

@@ -218,6 +218,26 @@ class BookKeepingDpSgd:
         ``criterion`` must return per-example losses summed over the batch
         (``reduction="sum"``), so that each output gradient is one example's.
         """
+        sums, loss = self._noised_sums(x, y, criterion, self.sigma * self.clip)
+        for p, total in zip(self._params, sums, strict=True):
+            # divided as Opacus divides (an empty Poisson batch: a noise-only step)
+            p.grad = total.div_(self.expected_batch_size)
+        self.optimizer.step()
+        return loss
+
+    def clipped_sum(self, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module
+                    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``sum_i clip_C(g_i)`` for each parameter (the optimizer's order), and the loss.
+
+        No noise, no division and no step: what a client adds to a sum that someone else
+        noises (``dp-mode = record-central``). Each example's gradient over all the
+        parameters is scaled to norm at most C, exactly as :meth:`step` scales it.
+        """
+        return self._noised_sums(x, y, criterion, 0.0)
+
+    def _noised_sums(self, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module,
+                     std: float) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``N(0, std^2) + sum_i c_i g_i`` per parameter, and the summed loss."""
         self._acts.clear()
         self._outs.clear()
         batch = len(x)
@@ -238,7 +258,7 @@ class BookKeepingDpSgd:
             for sq, _ in per_layer[1:]:
                 norms2 = norms2 + sq
             factor = (self.clip / (norms2.sqrt() + 1e-6)).clamp(max=1.0)
-        std = self.sigma * self.clip
+        sums = []
         for p in self._params:  # the optimizer's order: Opacus draws the noise in it
             index, name = self._owner[id(p)]
             noise = gaussian_noise(std=std, reference=p, generator=self.generator)
@@ -246,12 +266,10 @@ class BookKeepingDpSgd:
                 noise = noise.to(p.dtype)
             if batch:  # noise + sum_i c_i g_i, in one fused product
                 noise = per_layer[index][1](factor, name, noise)
-            # divided as Opacus divides (an empty Poisson batch: a noise-only step)
-            p.grad = noise.div_(self.expected_batch_size)
-        self.optimizer.step()
+            sums.append(noise)
         self._acts.clear()
         self._outs.clear()
-        return loss.detach()
+        return sums, loss.detach()
 
 
 def _per_example(layer: nn.Module, a: torch.Tensor, e: torch.Tensor

@@ -100,6 +100,9 @@ def planned_event(cfg: RunConfig, n_local: int, round_clip: float) -> DpEvent:
     Record level: DP-SGD's (sigma, q, steps, C). User level: the server's noisy sum with
     multiplier z and this round's clip C, accounted by the client *without* sampling
     amplification (q = 1) since a client cannot verify the server's sampling.
+    Record-central: one DP-SGD step (sigma, q = record-sampling-rate, C) with the noise
+    the server adds, which the client cannot verify (as at user level); its own
+    sampling it does itself, so q is counted.
     Distributed: the secure sum of the fewest survivors its noise is sized for (n_min
     shares, q = 1), from the plan the client derives itself
     (:func:`fedpriv.ddp_plan.distributed_plan`): the client itself refuses to reveal
@@ -107,12 +110,14 @@ def planned_event(cfg: RunConfig, n_local: int, round_clip: float) -> DpEvent:
     unmasked sum holds fewer shares while its peers follow the protocol.
     """
     from fedpriv.ddp_plan import distributed_plan, model_dimension
-    from fedpriv.dp_plan import record_noise_multiplier, record_shape
+    from fedpriv.dp_plan import central_record_event, record_noise_multiplier, record_shape
     from fedpriv.privacy import DpSgdEvent, GaussianSumEvent
 
     if cfg.privacy.dp_mode is DpMode.DISTRIBUTED:
         plan = distributed_plan(cfg, model_dimension(cfg))
         return plan.event(plan.min_clients)
+    if cfg.privacy.dp_mode is DpMode.RECORD_CENTRAL:
+        return central_record_event(cfg)
     if cfg.privacy.dp_mode is DpMode.RECORD:
         q, steps = record_shape(cfg, n_local)
         return DpSgdEvent(noise_multiplier=record_noise_multiplier(cfg, n_local),
@@ -120,7 +125,8 @@ def planned_event(cfg: RunConfig, n_local: int, round_clip: float) -> DpEvent:
     if cfg.privacy.dp_mode is DpMode.USER:
         return GaussianSumEvent(noise_multiplier=cfg.privacy.noise_multiplier, sampling_rate=1.0,
                                 clip=round_clip)
-    raise ValueError(f"dp-mode must be record, user or distributed for a DP event, got "
+    raise ValueError(f"dp-mode must be record, record-central, user or distributed for a "
+                     f"DP event, got "
                      f"{cfg.privacy.dp_mode}")
 
 
@@ -304,3 +310,67 @@ def user_update(local: Mapping[str, torch.Tensor], global_: Mapping[str, torch.T
 def event_json(event: DpEvent) -> str:
     """The event as compact JSON (it travels in the reply's PRIVACY record)."""
     return json.dumps(event.to_dict(), sort_keys=True)
+
+
+def central_gradient_sum(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
+                         device: torch.device, sampling: torch.Generator
+                         ) -> tuple[dict[str, np.ndarray], float, int]:
+    """``dp-mode = record-central``: this client's part of one centralised DP-SGD step.
+
+    Abadi et al. 2016, Algorithm 1, lines "take a random sample" and "clip gradient",
+    with the federation's examples as the data set: each local example joins the round's
+    sample independently with probability ``q = record-sampling-rate`` (``sampling``,
+    OS entropy: the server never learns which), its gradient at the received model is
+    clipped to C (book-keeping clipping, :class:`client.bookkeeping.BookKeepingDpSgd`),
+    and the clipped gradients are summed. No noise: the server adds N(0, sigma^2 C^2)
+    once to the sum over all clients, divides by the expected batch and steps, so the
+    round is exactly one step of centralised DP-SGD.
+
+    Returns
+    -------
+    tuple of (dict, float, int)
+        ``-sum_i clip_C(g_i)`` per state-dict key (zeros for what is not trained: the
+        server's step adds it to the model), the mean training loss of the sample (kept
+        on the device) and the number of examples drawn.
+
+    Raises
+    ------
+    ValueError
+        For a model that book-keeping clipping does not cover.
+    """
+    from client.bookkeeping import BookKeepingDpSgd, supports
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not supports(model) or len(trainable) != len(list(model.parameters())):
+        raise ValueError("dp-mode=record-central needs a model that book-keeping clipping "
+                         "covers (linear, convolution and group norm layers, all trained); "
+                         f"model={cfg.resolved_model.value} is not one")
+    q = cfg.privacy.record_sampling_rate
+    n = len(data)
+    chosen = (torch.rand(n, generator=sampling) < q).nonzero().reshape(-1).numpy()
+    optimizer = torch.optim.SGD(trainable, lr=0.0)  # holds the parameters; never steps
+    dp = BookKeepingDpSgd(model, optimizer, noise_multiplier=0.0,
+                          max_grad_norm=cfg.privacy.clip_norm, expected_batch_size=1,
+                          noise_generator=None)
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    sums = [torch.zeros_like(p) for p in trainable]
+    loss = 0.0
+    model.train()
+    with dp:
+        for start in range(0, len(chosen), _CHUNK):  # memory: per-layer activations
+            idx = chosen[start:start + _CHUNK]
+            xb = torch.as_tensor(data.x[idx]).to(device)
+            yb = torch.as_tensor(data.y[idx]).to(device)
+            part, part_loss = dp.clipped_sum(xb, yb, criterion)
+            for acc, g in zip(sums, part, strict=True):
+                acc.add_(g)
+            loss += float(part_loss)
+    names = {id(p): name for name, p in model.named_parameters()}
+    grads = {names[id(p)]: g for p, g in zip(trainable, sums, strict=True)}
+    update = {k: (-grads[k] if k in grads else torch.zeros_like(v)).detach().to("cpu").numpy()
+              for k, v in model.state_dict().items()}
+    return update, (loss / len(chosen) if len(chosen) else float("nan")), len(chosen)
+
+
+#: Examples per book-keeping pass in :func:`central_gradient_sum` (bounds its memory).
+_CHUNK = 4096

@@ -20,6 +20,7 @@ from client.data import client_identity, local_data, node_overrides
 from client.privacy import (
     LEDGER_PATH_KEY,
     budget_refusal,
+    central_gradient_sum,
     client_ledger,
     dp_sgd_train,
     event_json,
@@ -193,6 +194,20 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
     model.to(device)
     part = int(node_config.get(NODE_PARTITION_ID, 0))
     mu = cfg.training.proximal_mu if cfg.training.strategy is StrategyName.FEDPROX else 0.0
+    if cfg.privacy.dp_mode is DpMode.RECORD_CENTRAL:
+        # one step of centralised DP-SGD: the clipped sum of a Poisson sample; the server
+        # adds the noise (client.privacy.central_gradient_sum)
+        update, loss, drawn = central_gradient_sum(
+            model, data, cfg, device=device,
+            sampling=privacy_generator(cfg, "cpu", server_round, part, 1))
+        bad = [k for k, v in update.items() if not np.all(np.isfinite(v))]
+        if bad:  # nothing is sent, so nothing is spent or recorded
+            raise ValueError(f"the gradient sum has non-finite values in {', '.join(bad)}; "
+                             "the update is not sent")
+        return Payload(kind="update", arrays=update,
+                       info={"event": event_json(event) if event is not None else "",
+                             "loss": float(loss), "examples": len(data),
+                             "weight": len(data), "unclipped": 0})
     if event is not None and _is_dp_sgd(event):
         loss = dp_sgd_train(
             model, data, cfg, event=event, device=device, proximal_mu=mu,

@@ -14,6 +14,12 @@ ones that ran.
 User level (McMahan et al. 2018): one Poisson-sampled Gaussian sum per round with
 ``q = clients-per-round / clients``; ``target-epsilon`` calibrates z for ``rounds``
 rounds.
+
+Record level, noised by the server (``record-central``): one step of centralised DP-SGD
+per round (Abadi et al. 2016, Algorithm 1, with the federation's examples as the data
+set): every client includes each of its examples with probability
+``q = record-sampling-rate``, and the server adds N(0, sigma^2 C^2) once to the sum of all
+the clipped gradients; ``target-epsilon`` calibrates sigma for ``rounds`` steps at q.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from fedpriv.privacy import (
 
 __all__ = [
     "WARN_EPSILON",
+    "central_record_event",
     "client_sampling_rate",
+    "planned_central_epsilon",
     "planned_record_epsilon",
     "planned_user_epsilon",
     "record_noise_multiplier",
@@ -88,12 +96,13 @@ def client_sampling_rate(cfg: RunConfig) -> float:
 
 
 def with_user_noise(cfg: RunConfig) -> RunConfig:
-    """``cfg`` with z calibrated from ``target-epsilon`` (user level; else unchanged).
+    """``cfg`` with the server's noise calibrated from ``target-epsilon`` (else unchanged).
 
-    z is found once for ``rounds`` Poisson-sampled rounds at ``q`` with the PLD
-    accountant the run reports with, so a run that completes spends just under
-    ``target-epsilon``; the search is cached, so the CLI's announcement and the server
-    (one process in simulation) do it once.
+    User level: z, for ``rounds`` Poisson-sampled rounds at ``q = clients-per-round /
+    clients``. Record-central: sigma, for ``rounds`` DP-SGD steps at ``q =
+    record-sampling-rate``. Found once with the PLD accountant the run reports with, so a
+    run that completes spends just under ``target-epsilon``; the search is cached, so the
+    CLI's announcement and the server (one process in simulation) do it once.
 
     Raises
     ------
@@ -101,11 +110,13 @@ def with_user_noise(cfg: RunConfig) -> RunConfig:
         When no z in [0.01, 1000] reaches the target, or the calibrated z does not fit
         the configured ``clip-count-stddev`` (Andrew et al. 2021, Theorem 1).
     """
-    if cfg.privacy.dp_mode is not DpMode.USER or cfg.privacy.target_epsilon <= 0:
+    mode = cfg.privacy.dp_mode
+    if mode not in (DpMode.USER, DpMode.RECORD_CENTRAL) or cfg.privacy.target_epsilon <= 0:
         return cfg
+    q = (cfg.privacy.record_sampling_rate if mode is DpMode.RECORD_CENTRAL
+         else client_sampling_rate(cfg))
     try:
-        z = _calibrated(cfg.privacy.target_epsilon, cfg.privacy.delta, client_sampling_rate(cfg),
-                        cfg.training.rounds)
+        z = _calibrated(cfg.privacy.target_epsilon, cfg.privacy.delta, q, cfg.training.rounds)
     except ValueError as err:
         raise ConfigError("target-epsilon", str(err)) from None
     return cfg.with_values(noise_multiplier=z)
@@ -116,4 +127,23 @@ def planned_user_epsilon(cfg: RunConfig) -> float:
     event = GaussianSumEvent(noise_multiplier=cfg.privacy.noise_multiplier,
                              sampling_rate=client_sampling_rate(cfg), clip=cfg.privacy.clip_norm,
                              rounds=cfg.training.rounds)
+    return epsilon([event], cfg.privacy.delta)
+
+
+def central_record_event(cfg: RunConfig) -> DpSgdEvent:
+    """One ``record-central`` round: a DP-SGD step at q = ``record-sampling-rate``.
+
+    Sigma is ``noise-multiplier`` (calibrated by :func:`with_user_noise` when
+    ``target-epsilon`` is set); each example's gradient is clipped to ``clip-norm``.
+    """
+    return DpSgdEvent(noise_multiplier=cfg.privacy.noise_multiplier,
+                      sampling_rate=cfg.privacy.record_sampling_rate, steps=1,
+                      clip=cfg.privacy.clip_norm)
+
+
+def planned_central_epsilon(cfg: RunConfig) -> float:
+    """Epsilon of a ``record-central`` run after all ``rounds`` steps."""
+    one = central_record_event(cfg)
+    event = DpSgdEvent(noise_multiplier=one.noise_multiplier, sampling_rate=one.sampling_rate,
+                       steps=cfg.training.rounds, clip=one.clip)
     return epsilon([event], cfg.privacy.delta)

@@ -23,7 +23,7 @@ from flwr.serverapp import Grid
 from fedpriv.certs import ensure_identities
 from fedpriv.config import ClipMode, DpMode, Model, RunConfig, default_count_stddev
 from fedpriv.ddp_plan import DistributedPlan, distributed_plan, model_dimension
-from fedpriv.dp_plan import client_sampling_rate, with_user_noise
+from fedpriv.dp_plan import central_record_event, client_sampling_rate, with_user_noise
 from fedpriv.messages import TRAIN_LOSS
 from fedpriv.privacy import (
     AdaptiveClip,
@@ -52,6 +52,7 @@ from server.sampling import CohortSampler, SamplingKind
 from server.secagg import SecAggStrategy
 from server.strategy import FedPrivStrategy, RunInterrupted
 from strategies import build_strategy
+from strategies.central_dp import CentralDpSgd
 from strategies.distributed_dp import DistributedDpMean
 from strategies.dp_fedavg import DpFedAvg
 from strategies.server_momentum import ServerMomentum
@@ -317,6 +318,10 @@ def _dp_or_mean(cfg: RunConfig, inner: Any, ddp: DistributedPlan | None = None) 
         if ddp is None:
             raise ValueError("dp-mode=distributed needs its plan")
         return DistributedDpMean(inner, ddp)  # the clients' noise only: none added here
+    if cfg.privacy.dp_mode is DpMode.RECORD_CENTRAL:
+        return CentralDpSgd(inner, event=central_record_event(cfg),
+                            learning_rate=cfg.training.lr, trained=_trained_keys(cfg),
+                            noise=_server_noise(cfg))
     if cfg.privacy.dp_mode is not DpMode.USER:
         return UpdateMean(inner) if cfg.secagg.enabled else inner
     clip: float | AdaptiveClip = cfg.privacy.clip_norm
@@ -324,13 +329,23 @@ def _dp_or_mean(cfg: RunConfig, inner: Any, ddp: DistributedPlan | None = None) 
         sigma_b = cfg.privacy.clip_count_stddev or default_count_stddev(cfg)
         clip = AdaptiveClip(clip=cfg.privacy.clip_norm, target_quantile=cfg.privacy.target_quantile,
                             learning_rate=cfg.privacy.clip_lr, count_stddev=sigma_b)
-    noise: GaussianSource = SecureGaussian()
-    if cfg.training.reproducible:
-        noise = SeededGaussian(np.random.default_rng([cfg.training.seed, _NOISE_STREAM]))
     return DpFedAvg(inner, noise_multiplier=cfg.privacy.noise_multiplier, clip=clip,
                     expected_cohort=client_sampling_rate(cfg)
                     * (cfg.training.clients + cfg.privacy.canaries),
-                    noise=noise)
+                    noise=_server_noise(cfg))
+
+
+def _server_noise(cfg: RunConfig) -> GaussianSource:
+    """The server's Gaussian noise: OS entropy, seeded only if ``reproducible``."""
+    if cfg.training.reproducible:
+        return SeededGaussian(np.random.default_rng([cfg.training.seed, _NOISE_STREAM]))
+    return SecureGaussian()
+
+
+def _trained_keys(cfg: RunConfig) -> list[str]:
+    """The state-dict keys of the run's model that training changes (its parameters)."""
+    model = build_task_model(cfg)
+    return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
 def _privacy_record(strategy: FedPrivStrategy) -> dict[str, Any]:

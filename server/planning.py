@@ -9,6 +9,7 @@ from fedpriv.ddp_plan import distributed_plan, model_dimension
 from fedpriv.dp_plan import (
     WARN_EPSILON,
     client_sampling_rate,
+    planned_central_epsilon,
     planned_record_epsilon,
     planned_user_epsilon,
     record_noise_multiplier,
@@ -24,9 +25,10 @@ def privacy_plan(cfg: RunConfig) -> dict[str, Any]:
     User level: the federation's epsilon after ``rounds`` Poisson-sampled rounds at
     q = clients-per-round / clients. Record level: the largest epsilon any client would
     spend training every round, for the simulation's partition sizes (a deployed client
-    computes its own from its data). Distributed: the server-facing epsilon after
-    ``rounds`` sums of the fewest survivors' shares (q = 1), and the same with the
-    colluding clients' shares missing.
+    computes its own from its data). Record-central: the federation's epsilon after
+    ``rounds`` DP-SGD steps at q = ``record-sampling-rate``. Distributed: the
+    server-facing epsilon after ``rounds`` sums of the fewest survivors' shares (q = 1),
+    and the same with the colluding clients' shares missing.
     """
     plan: dict[str, Any] = {"dp_mode": cfg.privacy.dp_mode.value, "delta": cfg.privacy.delta,
                             "accountant": "pld (dp-accounting)", "rounds": cfg.training.rounds,
@@ -38,6 +40,15 @@ def privacy_plan(cfg: RunConfig) -> dict[str, Any]:
                     adaptive_clip=cfg.privacy.clip is ClipMode.ADAPTIVE)
         how = (f"user-level DP: z={cfg.privacy.noise_multiplier:.4g}, "
                f"q={client_sampling_rate(cfg):g} over {cfg.training.rounds} rounds")
+    elif cfg.privacy.dp_mode is DpMode.RECORD_CENTRAL:
+        eps = planned_central_epsilon(cfg)
+        q = cfg.privacy.record_sampling_rate
+        plan.update(noise_multiplier=cfg.privacy.noise_multiplier, sampling_rate=q,
+                    epsilon=eps, steps=cfg.training.rounds)
+        how = (f"record-level DP-SGD noised once a round by the server: sigma="
+               f"{cfg.privacy.noise_multiplier:.4g}, q={q:g} over {cfg.training.rounds} "
+               f"steps (one a round); against everyone but the server, which sees the "
+               f"clients' clipped gradient sums")
     elif cfg.privacy.dp_mode is DpMode.RECORD:
         clients = cfg.training.clients
         sizes = [len(client_dataset(cfg, i, clients)) for i in range(clients)]
@@ -63,7 +74,8 @@ def privacy_plan(cfg: RunConfig) -> dict[str, Any]:
                f"with {ddp.colluders} colluding client(s) leaving out their shares: "
                f"epsilon <= {ddp.epsilon_with_colluders:.3f}")
     else:
-        raise ValueError(f"dp-mode must be record, user or distributed for a plan, got "
+        raise ValueError(f"dp-mode must be record, record-central, user or distributed for a "
+                         f"plan, got "
                          f"{cfg.privacy.dp_mode}")
     plan["warning"] = eps > WARN_EPSILON
     text = f"this run will spend epsilon <= {eps:.3f} at delta {cfg.privacy.delta:g} ({how})"

@@ -25,6 +25,7 @@ from typing import Any
 
 from fedpriv.config import DpMode, RunConfig
 from fedpriv.ddp_plan import DistributedPlan
+from fedpriv.dp_plan import central_record_event
 from fedpriv.privacy import (
     DpEvent,
     GaussianSumEvent,
@@ -130,6 +131,8 @@ class FederationPrivacy:
             extra: dict[str, DpEvent] = {
                 FEDERATION: self.next_user_event(sampling_rate=sampling_rate, clip=clip)
             }
+        elif self.cfg.privacy.dp_mode is DpMode.RECORD_CENTRAL:
+            extra = {FEDERATION: central_record_event(self.cfg)}
         elif self.distributed is not None:  # the fewest survivors: the least noise
             extra = {FEDERATION: self.distributed.event(self.distributed.min_clients)}
         else:
@@ -149,7 +152,7 @@ class FederationPrivacy:
 
     # ------------------------------------------------------------------ record
     def record_user_round(self, server_round: int, event: DpEvent) -> None:
-        """Append the round's federation event (user level or distributed)."""
+        """Append the round's federation event (user level, record-central, distributed)."""
         self.ledger.append(server_round, event)
 
     def record_client_events(self, server_round: int, reports: list[dict[str, Any]]) -> None:

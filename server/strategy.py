@@ -43,6 +43,7 @@ from fedpriv.messages import (
 )
 from server.privacy import BudgetExhausted, FederationPrivacy
 from server.sampling import CohortSampler
+from strategies.central_dp import CentralDpSgd
 from strategies.distributed_dp import DistributedDpMean
 from strategies.dp_fedavg import DpFedAvg
 
@@ -459,7 +460,7 @@ class FedPrivStrategy(Strategy):
 
     def _account(self, server_round: int, reports: list[dict[str, Any]], *,
                  released: bool = True) -> None:
-        """Charge the round's release (user level, distributed) or mirror the clients'.
+        """Charge the round's release (user, record-central, distributed) or mirror clients'.
 
         Record level: clients charged before replying, whether or not the round is used.
         Distributed: nothing is charged for a round abandoned before unmasking (no sum
@@ -467,13 +468,16 @@ class FedPrivStrategy(Strategy):
         """
         assert self.privacy is not None
         mode = self.privacy.cfg.privacy.dp_mode
-        if mode in (DpMode.USER, DpMode.DISTRIBUTED):
+        if mode in (DpMode.USER, DpMode.DISTRIBUTED, DpMode.RECORD_CENTRAL):
             if not released:
                 self.last_epsilon = self.privacy.federation_epsilon()
                 return
             dp = self.layer(DpFedAvg)
             ddp = self.layer(DistributedDpMean)
-            if mode is DpMode.USER and dp is not None and dp.last_round is not None:
+            central = self.layer(CentralDpSgd)
+            if central is not None and central.last_round is not None:
+                self.privacy.record_user_round(server_round, central.last_round.event)
+            elif mode is DpMode.USER and dp is not None and dp.last_round is not None:
                 self.privacy.record_user_round(server_round,
                                                dp.last_round.event(self.sampler.rate))
             elif mode is DpMode.DISTRIBUTED and ddp is not None and ddp.last_round is not None:

@@ -70,14 +70,15 @@ def per_round(elapsed: list[float]) -> float:
 def bench_config(values: dict[str, Any], run_dir: Path) -> Any:
     """``values`` (flat keys) as a resolved config for an in-process run in ``run_dir``.
 
-    User-level DP gets its noise calibrated as ``fedpriv simulate`` calibrates it.
+    The server's noise (user level, record-central) is calibrated as ``fedpriv simulate``
+    calibrates it.
     """
-    from fedpriv.config import DpMode, RunConfig
+    from fedpriv.config import RunConfig
     from fedpriv.dp_plan import with_user_noise
 
     cfg = RunConfig.from_mapping(values).resolved().with_values(run_dir=str(run_dir),
                                                                   run_id=run_dir.name)
-    return with_user_noise(cfg) if cfg.privacy.dp_mode is DpMode.USER else cfg
+    return with_user_noise(cfg)
 
 
 def run_in_process(cfg: Any, run_dir: Path, *, scenario: str,

@@ -195,7 +195,7 @@ def keys_table() -> Table:
 
 
 def announce_privacy(cfg: RunConfig) -> RunConfig:
-    """Calibrate user-level noise and say, before round 1, what the run will spend."""
+    """Calibrate the server's noise and say, before round 1, what the run will spend."""
     from fedpriv.config import DpMode
     from fedpriv.dp_plan import with_user_noise
     from server.planning import privacy_plan

@@ -119,14 +119,19 @@ class DpMode(enum.StrEnum):
     """What differential privacy protects.
 
     ``record``: each training example of a client (DP-SGD on the client, Abadi et al.
-    2016). ``user``: a client's whole contribution to a round (DP-FedAvg, McMahan et al.
-    2018), noised by the server. ``distributed``: the same unit, noised by the clients
-    inside the secure sum (Kairouz, Liu & Steinke 2021; Agarwal, Kairouz & Liu 2021), so
-    the server never holds an un-noised aggregate. ``none``: no formal guarantee.
+    2016). ``record-central``: each training example too, but as one centralised DP-SGD
+    step a round: clients send the sum of their clipped per-example gradients over a
+    Poisson sample and the server adds the Gaussian noise once, to the federation's sum
+    (so the server is trusted with the noise, as under ``user``). ``user``: a client's
+    whole contribution to a round (DP-FedAvg, McMahan et al. 2018), noised by the server.
+    ``distributed``: the same unit, noised by the clients inside the secure sum (Kairouz,
+    Liu & Steinke 2021; Agarwal, Kairouz & Liu 2021), so the server never holds an
+    un-noised aggregate. ``none``: no formal guarantee.
     """
 
     NONE = "none"
     RECORD = "record"
+    RECORD_CENTRAL = "record-central"
     USER = "user"
     DISTRIBUTED = "distributed"
 

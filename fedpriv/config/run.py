@@ -144,9 +144,28 @@ class RunConfig:
                 f"canaries estimate the central DP mechanism and run without secure "
                 f"aggregation; set secagg=false or canaries=0 (canaries={privacy.canaries})",
             )
+        if privacy.dp_mode is DpMode.RECORD_CENTRAL and self.resolved_model in (
+                Model.LM_LORA, Model.ASVD):
+            raise ConfigError(
+                "dp-mode",
+                f"record-central sums clipped per-example gradients of a classifier (mlp, "
+                f"cnn, logreg, scatternet); model={self.resolved_model.value} trains "
+                f"otherwise: use dp-mode=record or user")
+        if privacy.dp_mode is DpMode.RECORD_CENTRAL and secagg.enabled:
+            raise ConfigError(
+                "secagg",
+                "dp-mode=record-central runs without secure aggregation for now: its "
+                "fixed-point rounding would move one example's contribution by more than "
+                "clip-norm, which the server's noise is not yet sized for; use "
+                "dp-mode=record (noise on each client) or distributed (user level) with "
+                "secagg=true")
         if training.strategy in NEEDS_INDIVIDUAL_UPDATES and (
-                secagg.enabled or privacy.dp_mode in (DpMode.USER, DpMode.DISTRIBUTED)):
-            if privacy.dp_mode is DpMode.DISTRIBUTED:
+                secagg.enabled or privacy.dp_mode in (DpMode.USER, DpMode.DISTRIBUTED,
+                                                      DpMode.RECORD_CENTRAL)):
+            if privacy.dp_mode is DpMode.RECORD_CENTRAL:
+                why, fix = ("record-central DP gives the strategy only the noised sum",
+                            "dp-mode=record-central")
+            elif privacy.dp_mode is DpMode.DISTRIBUTED:
                 why, fix = ("distributed DP gives the server only the noised sum",
                             "dp-mode=distributed")
             elif secagg.enabled:

@@ -215,8 +215,9 @@ class PrivacyConfig:
     """Differential privacy: the mode, its noise and clipping, budgets and distributed DP."""
 
     dp_mode: DpMode = dataclasses.field(default=DpMode.NONE, metadata=_meta(
-        "differential privacy: per example (record), per client noised by the server "
-        "(user) or by the clients inside the secure sum (distributed), or none"))
+        "differential privacy: per example noised on each client (record) or once by the "
+        "server (record-central), per client noised by the server (user) or by the clients "
+        "inside the secure sum (distributed), or none"))
     noise_multiplier: float = dataclasses.field(default=1.0, metadata=_meta(
         "noise std / clip norm (sigma / C; distributed: of the sum of the "
         "ddp-min-survivors clients' shares); ignored when target-epsilon > 0",
@@ -252,6 +253,10 @@ class PrivacyConfig:
     ghost_clipping: bool = dataclasses.field(default=True, metadata=_meta(
         "record-level, models book-keeping clipping does not cover (a FedProx term): "
         "Opacus ghost clipping where the model allows it (else hooks)"))
+    record_sampling_rate: float = dataclasses.field(default=0.0, metadata=_meta(
+        "record-central: the rate q at which each client includes each of its examples in "
+        "a round's gradient sum (Poisson, secret to the client); required there",
+        lo=0.0, hi=1.0))
     ddp_mechanism: DdpMechanism = dataclasses.field(default=DdpMechanism.SKELLAM, metadata=_meta(
         "distributed DP: each client's noise share, Skellam (Agarwal et al. 2021) or "
         "discrete Gaussian (ddg; Kairouz et al. 2021)"))
@@ -287,11 +292,17 @@ class PrivacyConfig:
                 f"canary clients estimate user-level privacy; they need dp-mode=user, got "
                 f"dp-mode={self.dp_mode} (canaries={self.canaries})",
             )
+        if self.dp_mode is DpMode.RECORD_CENTRAL and not self.record_sampling_rate > 0:
+            raise ConfigError(
+                "record-sampling-rate",
+                f"dp-mode=record-central needs each client's Poisson rate q in (0, 1] "
+                f"(expected examples a round / examples in the federation), got "
+                f"{self.record_sampling_rate:g}")
         if self.target_epsilon > 0 and self.dp_mode is DpMode.NONE:
             raise ConfigError(
                 "target-epsilon",
-                f"needs dp-mode=record, user or distributed, got dp-mode=none (target-epsilon="
-                f"{self.target_epsilon:g})",
+                f"needs dp-mode=record, record-central, user or distributed, got "
+                f"dp-mode=none (target-epsilon={self.target_epsilon:g})",
             )
 
 

@@ -1,0 +1,186 @@
+"""dp-mode = record-central: one step of centralised DP-SGD a round, noised by the server.
+
+Each round must be exactly Abadi et al.'s step over the federation's examples: each
+example's gradient clipped to C, summed over a Poisson sample, N(0, sigma^2 C^2) added
+once (not once per client), divided by the expected batch q N. Checked against a naive
+per-example loop, statistically for the noise, and in the ledgers and the audit.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from safetensors.numpy import load_file
+
+from bench.loopback import LoopbackGrid, task_identity
+from client.app import app as client_app
+from fedpriv.audit import audit_run
+from fedpriv.config import ConfigError, RunConfig
+from fedpriv.dp_plan import with_user_noise
+from fedpriv.messages import METRICS, UPDATE, UPDATE_WEIGHT
+from fedpriv.privacy import DpSgdEvent, PrivacyLedger, SeededGaussian, epsilon
+from fedpriv.tasks import build_task_model, client_dataset
+from server.federation import run_federation
+from server.reporting import LogReporter
+from server.rundir import RunDirectory
+from strategies.central_dp import CentralDpSgd
+from strategies.dp_fedavg import TEST_ONLY_NOISE_SCALE
+
+BASE = {"rounds": 2, "clients": 3, "partition": "iid", "dp-mode": "record-central",
+        "record-sampling-rate": 0.25, "lr": 0.5, "clip-norm": 0.5}
+
+
+def run(tmp_path, **overrides):
+    run_dir = RunDirectory(tmp_path / "run").create()
+    cfg = RunConfig.from_mapping({**BASE, **overrides, "run-dir": str(run_dir.path)}).resolved()
+    cfg = with_user_noise(cfg)
+    nodes = {i + 1: {"partition-id": i, "num-partitions": cfg.training.clients}
+             for i in range(cfg.training.clients)}
+    with task_identity():
+        summary = run_federation(LoopbackGrid(client_app, nodes), cfg, run_dir,
+                                 scenario="t", reporter=LogReporter())
+    return cfg, run_dir.path, summary
+
+
+def _naive_step(cfg: RunConfig) -> dict[str, np.ndarray]:
+    """w - lr sum_i clip_C(g_i) / N over every example of every client, one at a time."""
+    model = build_task_model(cfg)
+    params = dict(model.named_parameters())
+    total = {k: torch.zeros_like(p, dtype=torch.float64) for k, p in params.items()}
+    n = 0
+    for part in range(cfg.training.clients):
+        data = client_dataset(cfg, part, cfg.training.clients)
+        for x, y in zip(data.x, data.y, strict=True):
+            model.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(torch.as_tensor(x[None])),
+                                                     torch.as_tensor(y[None]))
+            loss.backward()
+            grads = {k: p.grad.detach().double() for k, p in params.items()}
+            norm = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+            scale = min(1.0, cfg.privacy.clip_norm / (norm + 1e-6))
+            for k, g in grads.items():
+                total[k] += scale * g
+            n += 1
+    return {k: (p.detach().double() - cfg.training.lr * total[k] / n).numpy()
+            for k, p in params.items()}
+
+
+def test_a_round_is_one_clipped_gradient_step_over_every_clients_examples(tmp_path,
+                                                                        monkeypatch):
+    # q = 1 takes every example; the noise is switched off (never in a real run) so the
+    # step itself can be compared with a naive per-example loop.
+    monkeypatch.setenv(TEST_ONLY_NOISE_SCALE, "0")
+    cfg, path, summary = run(tmp_path, rounds=1, **{"record-sampling-rate": 1.0})
+    assert summary["status"] == "completed"
+    got = load_file(str(path / "model.safetensors"))
+    want = _naive_step(cfg)
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], atol=2e-6, rtol=0)
+    initial = load_file(str(path / "model-initial.safetensors"))
+    assert any(not np.allclose(initial[k], got[k]) for k in got)  # it did step
+
+
+def test_ledgers_record_one_sampled_gaussian_step_a_round_and_the_audit_agrees(tmp_path):
+    cfg, path, summary = run(tmp_path, rounds=3, **{"target-epsilon": 2.0})
+    assert summary["status"] == "completed"
+    sigma = cfg.privacy.noise_multiplier
+    with PrivacyLedger.open(path / "ledger.sqlite") as fed:
+        events = fed.events()
+    assert [r for r, _ in events] == [1, 2, 3]
+    want = DpSgdEvent(noise_multiplier=sigma, sampling_rate=0.25, steps=1, clip=0.5)
+    assert all(e == want for _, e in events)
+    # the target is met with the calibrated sigma, and is what three such steps spend
+    assert summary["epsilon"]["federation"] == pytest.approx(
+        epsilon([DpSgdEvent(noise_multiplier=sigma, sampling_rate=0.25, steps=3, clip=0.5)],
+                1e-5))
+    assert 1.98 < summary["epsilon"]["federation"] <= 2.0 + 1e-9
+    report = audit_run(path)
+    assert report.ok, report.problems
+    clients = [s for s in report.scopes if s.scope.startswith("client-")]
+    assert len(clients) == 3  # each client charged the same steps in its own ledger
+    assert all(s.epsilon_pld == pytest.approx(summary["epsilon"]["federation"])
+               for s in clients)
+
+
+def _reply(arrays: dict[str, np.ndarray], weight: float) -> Message:
+    content = RecordDict({UPDATE: ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                          METRICS: MetricRecord({UPDATE_WEIGHT: weight})})
+    return Message(content, dst_node_id=0, message_type="train")
+
+
+class _Inner:
+    def aggregate_train(self, server_round, replies):
+        (reply,) = replies
+        return reply.content["arrays"], None
+
+    def configure_train(self, server_round, arrays, config, grid):
+        return []
+
+
+def test_the_server_adds_the_noise_once_to_the_sum_and_only_to_trained_parameters():
+    sigma, q, clip, lr = 1.5, 0.2, 0.3, 2.0
+    event = DpSgdEvent(noise_multiplier=sigma, sampling_rate=q, steps=1, clip=clip)
+    wrapper = CentralDpSgd(_Inner(), event=event, learning_rate=lr, trained=["w"],
+                           noise=SeededGaussian(np.random.default_rng(7)))
+    shape = (100, 100)
+    base = {"w": np.zeros(shape, np.float32), "frozen": np.full(3, 5.0, np.float32)}
+    wrapper.configure_train(1, ArrayRecord({k: Array(v) for k, v in base.items()}),
+                            ConfigRecord({}), grid=None)
+    weights = (40.0, 60.0, 100.0)  # three clients' example counts: N = 200, L = q N = 40
+    with task_identity():
+        replies = [_reply({"w": np.zeros(shape, np.float32),
+                           "frozen": np.zeros(3, np.float32)}, w) for w in weights]
+        arrays, _ = wrapper.aggregate_train(1, replies)
+    step = arrays["w"].numpy()
+    # one draw of N(0, sigma^2 C^2) for the sum, scaled by lr / (q N): noise added per
+    # client would be sqrt(3) times larger, noise divided by the clients sqrt(3) smaller
+    want = lr * sigma * clip / (q * sum(weights))
+    assert step.std() == pytest.approx(want, rel=0.03)
+    assert abs(step.mean()) < 4 * want / 100
+    np.testing.assert_array_equal(arrays["frozen"].numpy(), base["frozen"])
+    assert wrapper.last_round is not None and wrapper.last_round.event == event
+    assert wrapper.last_round.expected_batch == pytest.approx(q * sum(weights))
+
+
+def test_a_round_nobody_answered_releases_nothing():
+    event = DpSgdEvent(noise_multiplier=1.0, sampling_rate=0.5, steps=1, clip=1.0)
+    wrapper = CentralDpSgd(_Inner(), event=event, learning_rate=1.0, trained=["w"],
+                           noise=SeededGaussian(np.random.default_rng(0)))
+    wrapper.configure_train(1, ArrayRecord({"w": Array(np.zeros(2, np.float32))}),
+                            ConfigRecord({}), grid=None)
+    assert wrapper.aggregate_train(1, []) == (None, None)
+    assert wrapper.last_round is None  # nothing to charge
+
+
+@pytest.mark.parametrize(("values", "key"), [
+    ({"dp-mode": "record-central"}, "record-sampling-rate"),
+    ({"dp-mode": "record-central", "record-sampling-rate": 1.5}, "record-sampling-rate"),
+    ({"dp-mode": "record-central", "record-sampling-rate": 0.1, "secagg": True}, "secagg"),
+    ({"dp-mode": "record-central", "record-sampling-rate": 0.1, "strategy": "krum"},
+     "strategy"),
+    ({"dp-mode": "record-central", "record-sampling-rate": 0.1, "clip": "adaptive"}, "clip"),
+    ({"dp-mode": "record-central", "record-sampling-rate": 0.1, "dataset": "movielens"},
+     "dp-mode"),
+])
+def test_bad_record_central_configs_name_the_key(values, key):
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_mapping({"clients": 10, **values})
+    assert err.value.key == key
+
+
+def test_the_federation_budget_stops_the_run_before_it_is_exceeded(tmp_path):
+    # sigma 1.2 at q 0.25, delta 1e-5: epsilon 1.99, 2.44, 2.79, 3.09 after 1..4 steps,
+    # so a budget of 3 holds three of the ten planned, never a step past it
+    cfg, path, summary = run(tmp_path, rounds=10, **{"noise-multiplier": 1.2,
+                                                     "max-epsilon": 3.0})
+    assert summary["status"] == "stopped" and "max-epsilon 3" in summary["reason"]
+    assert 1 <= summary["rounds"] < 10
+    assert summary["epsilon"]["federation"] <= 3.0
+    assert summary["rounds"] == 3
+    one_more = epsilon([DpSgdEvent(noise_multiplier=1.2, sampling_rate=0.25,
+                                   steps=summary["rounds"] + 1, clip=0.5)], 1e-5)
+    assert one_more > 3.0  # it stopped because the next step would not fit
+    assert audit_run(path).ok

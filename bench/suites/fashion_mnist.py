@@ -7,8 +7,10 @@ calibrated to the whole run's epsilon in {1, 3, 8} (delta 1e-5). Beside each, th
 centralised figure: one client holding all 60,000 images (its sampling rate is then
 batch / 60,000 rather than batch / its share), :data:`CENTRAL`'s epochs. Then the
 recipes' ablation at epsilon 3 (:data:`RECIPES`): from the baseline FedAvg recipe to the
-scenario as shipped, one recipe at a time, with the points each bought. Writes
-``bench/results/utility-fashion-mnist.png``.
+scenario as shipped, one recipe at a time, with the points each bought. And the same
+task under ``dp-mode = record-central`` (scenario ``fashion-mnist-scatternet-central-dp``:
+one step of centralised DP-SGD a round, the noise added once by the server, which is
+trusted with it) at each epsilon. Writes ``bench/results/utility-fashion-mnist.png``.
 
 Runs are in-process (:func:`bench.suites.common.run_in_process`: the real ServerApp and
 ClientApp on a loopback grid, no Ray), :data:`WORKERS` at once. ``--quick`` runs the same
@@ -22,7 +24,8 @@ split computed once, the one-client layout gathered from the clients' rows.
 under ``fashion_mnist`` in ``bench-utility.json``, keeping the digits results there, then
 renders ``bench/results/README.md`` again; ``--explore`` runs the variations that were
 tried and not kept (:data:`EXPLORED`) and are not in the results yet (``--again``: all of
-them), and adds them to the results already there, each row with its own date.
+them), and adds them to the results already there, each row with its own date;
+``--central-dp`` runs only the record-central rows and puts them in the results.
 """
 
 from __future__ import annotations
@@ -34,13 +37,16 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from bench.suites.common import RESULTS, bench_config, meta, run_in_process
 
 SCENARIO = "fashion-mnist-scatternet-dp"
+#: The same task with the noise added once a round by the server (dp-mode = record-central:
+#: one step of centralised DP-SGD a round; the server is trusted with the noise).
+CENTRAL_DP_SCENARIO = "fashion-mnist-scatternet-central-dp"
 EPSILONS = (1.0, 3.0, 8.0)
 #: The centralised comparison: one client with all the data (each run costs as much as a
 #: federated one on two cores, so at the headline epsilon only).
@@ -82,12 +88,13 @@ WORKERS = 2
 PLOT = "utility-fashion-mnist.png"
 #: Okabe & Ito's colour-blind-safe palette.
 _BLUE, _VERMILION, _GREEN, _PURPLE = "#0072B2", "#D55E00", "#009E73", "#CC79A7"
+_SKY = "#56B4E9"
 
 
-def _scenario_values() -> dict[str, Any]:
+def _scenario_values(name: str = SCENARIO) -> dict[str, Any]:
     from simulations.scenarios import load_scenario
 
-    values = dict(load_scenario(SCENARIO).values)
+    values = dict(load_scenario(name).values)
     for key in ("dp-mode", "target-epsilon", "max-epsilon"):
         values.pop(key, None)
     return values
@@ -117,7 +124,7 @@ def federate(values: dict[str, Any]) -> dict[str, Any]:
 def _run(values: dict[str, Any], mode: str, eps: float | None, setting: str
          ) -> dict[str, Any]:
     extra = ({"dp-mode": "none"} if eps is None else
-             {"dp-mode": "record", "target-epsilon": eps, "max-epsilon": math.inf})
+             {"dp-mode": mode, "target-epsilon": eps, "max-epsilon": math.inf})
     t0 = time.monotonic()
     summary = federate({**values, **extra})
     if summary.get("status") != "completed":
@@ -195,6 +202,7 @@ def run(quick: bool, workers: int = WORKERS) -> dict[str, Any]:
         jobs += [(values, "record", eps, "federated") for eps in sorted(epsilons)]
         jobs += [(central, "none", None, "centralised")]
         jobs += [(central, "record", eps, "centralised") for eps in CENTRAL_EPSILONS]
+        jobs += _central_dp_jobs(epsilons, quick, values.get("dataset-dir"))
         recipes = [(label, {**values, **changes, **({"rounds": 3} if quick else {})})
                    for label, changes in RECIPES if changes]
         jobs += [(v, "record", 3.0, "federated") for _, v in recipes]
@@ -205,12 +213,32 @@ def run(quick: bool, workers: int = WORKERS) -> dict[str, Any]:
                                                     strict=True)))
     config = {k: _plain(v) for k, v in values.items() if k != "dataset-dir"}
     _plot(rows, config, quick)
+    central_dp_config = {k: _plain(v) for k, v in
+                         _scenario_values(CENTRAL_DP_SCENARIO).items()}
     return {"meta": {**meta(quick), "seconds": time.monotonic() - t0, "workers": workers},
             "scenario": SCENARIO, "config": config, "rows": rows, "plot": PLOT,
+            "central_dp": {"scenario": CENTRAL_DP_SCENARIO, "config": central_dp_config},
             "central": {k: _plain(v) for k, v in CENTRAL.items()},
             "ablation": ablation,
             "data": "first 6,000 train / 1,000 test images" if quick else
             "60,000 train / 10,000 test images"}
+
+
+def _central_dp_jobs(epsilons: Iterable[float], quick: bool, data_dir: str | None = None
+                     ) -> list[tuple[dict[str, Any], str, float | None, str]]:
+    """The record-central scenario's runs, one per epsilon (its own rounds and step)."""
+    values = _scenario_values(CENTRAL_DP_SCENARIO)
+    if quick:
+        values.update({"rounds": 3, **({"dataset-dir": data_dir} if data_dir else {})})
+    return [(values, "record-central", eps, "federated") for eps in sorted(epsilons)]
+
+
+def central_dp(workers: int = WORKERS) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Only the record-central rows, on the full data (``--central-dp``): rows, config."""
+    with tempfile.TemporaryDirectory() as tmp, _feature_cache(Path(tmp)):
+        rows = _run_all(_central_dp_jobs(EPSILONS, False), workers)
+    config = {k: _plain(v) for k, v in _scenario_values(CENTRAL_DP_SCENARIO).items()}
+    return rows, config
 
 
 def explore(workers: int = WORKERS, kept: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -287,7 +315,13 @@ def _plot(rows: list[dict[str, Any]], config: dict[str, str], quick: bool) -> No
                      if r["setting"] == setting and r["mode"] == "record")
         if pts:
             ax.plot(*zip(*pts, strict=True), color=colour, marker=marker,
-                    label=f"{setting}, record-level DP-SGD")
+                    label=f"{setting}, record-level DP-SGD"
+                    + (" (noise on each client)" if setting == "federated" else ""))
+        pts = sorted((r["epsilon"], 100 * r["final_accuracy"]) for r in rows
+                     if r["setting"] == setting and r["mode"] == "record-central")
+        if pts:
+            ax.plot(*zip(*pts, strict=True), color=_SKY, marker="^", linestyle="-.",
+                    label=f"{setting}, record-central (noise once, by the server)")
         for r in rows:
             if r["setting"] == setting and r["mode"] == "none":
                 ax.axhline(100 * r["final_accuracy"], color=ceiling_colour, linestyle="--",
@@ -328,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
                    "Fashion-MNIST results")
     p.add_argument("--again", action="store_true",
                    help="with --explore: run every variation, even those already measured")
+    p.add_argument("--central-dp", action="store_true",
+                   help=f"only run the record-central scenario ({CENTRAL_DP_SCENARIO}) at "
+                   "each epsilon and put its rows in the Fashion-MNIST results")
     p.add_argument("--replot", action="store_true",
                    help="only redraw the plot and README from bench-utility.json (no runs)")
     args = p.parse_args(argv)
@@ -338,6 +375,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         result = payload["fashion_mnist"]
         _plot(result["rows"], result["config"], result["meta"]["quick"])
+    elif args.central_dp:
+        if "fashion_mnist" not in payload:
+            raise SystemExit("no Fashion-MNIST results to add to: run this module first")
+        result = payload["fashion_mnist"]
+        rows, config = central_dp(args.workers)
+        result["rows"] = [r for r in result["rows"] if r["mode"] != "record-central"] + rows
+        result["central_dp"] = {"scenario": CENTRAL_DP_SCENARIO, "config": config,
+                                "date": meta(False)["date"]}
+        _plot(result["rows"], result["config"], result["meta"]["quick"])
+        path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     elif args.explore:
         if "fashion_mnist" not in payload:
             raise SystemExit("no Fashion-MNIST results to add to: run this module first")

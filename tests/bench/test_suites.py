@@ -175,7 +175,7 @@ def test_the_fashion_mnist_frontier_runs_the_scenario_federated_and_centralised(
 
     def fake_federate(values):
         calls.append(dict(values))
-        eps = values["target-epsilon"] if values["dp-mode"] == "record" else None
+        eps = values["target-epsilon"] if values["dp-mode"] != "none" else None
         acc = 0.9 if eps is None else 0.8 + eps / 100 + values["rounds"] / 10_000
         return {"status": "completed", "epsilon": {"federation": eps}, "final_accuracy": acc}
 
@@ -186,8 +186,9 @@ def test_the_fashion_mnist_frontier_runs_the_scenario_federated_and_centralised(
     shipped = fashion_mnist._scenario_values()
     assert all(c["model"] == "scatternet" and c["dataset"] == "fashion-mnist"
                and c["alpha"] == 0.5 for c in calls)
-    assert all(c["max-epsilon"] == math.inf for c in calls if c["dp-mode"] == "record")
-    fed = [r for r in result["rows"] if r["setting"] == "federated"]
+    assert all(c["max-epsilon"] == math.inf for c in calls if c["dp-mode"] != "none")
+    fed = [r for r in result["rows"] if r["setting"] == "federated"
+           and r["mode"] != "record-central"]
     central = [r for r in result["rows"] if r["setting"] == "centralised"]
     assert [r["target"] for r in fed] == [None, 1.0, 3.0, 8.0]
     assert [r["target"] for r in central] == [None, 3.0]
@@ -200,7 +201,17 @@ def test_the_fashion_mnist_frontier_runs_the_scenario_federated_and_centralised(
     abl = result["ablation"]
     assert [a["recipe"] for a in abl] == [label for label, _ in fashion_mnist.RECIPES]
     assert abl[0]["points"] is None and abl[-1]["final_accuracy"] == fed[2]["final_accuracy"]
-    assert len(calls) == 6 + sum(1 for _, ch in fashion_mnist.RECIPES if ch)
+    # the record-central scenario at each epsilon: its own rounds, rate and step
+    central_dp = fashion_mnist._scenario_values(fashion_mnist.CENTRAL_DP_SCENARIO)
+    noised_once = [c for c in calls if c["dp-mode"] == "record-central"]
+    assert [c["target-epsilon"] for c in noised_once] == [1.0, 3.0, 8.0]
+    assert all({k: c[k] for k in central_dp if k not in ("dp-mode", "target-epsilon",
+                                                         "max-epsilon")}
+               == {k: v for k, v in central_dp.items()
+                   if k not in ("dp-mode", "target-epsilon", "max-epsilon")}
+               for c in noised_once)
+    assert all(c["record-sampling-rate"] > 0 for c in noised_once)
+    assert len(calls) == 9 + sum(1 for _, ch in fashion_mnist.RECIPES if ch)
     assert abl[1]["points"] == pytest.approx(
         100 * (abl[1]["final_accuracy"] - abl[0]["final_accuracy"]))
     assert (tmp_path / fashion_mnist.PLOT).stat().st_size > 0
@@ -213,6 +224,8 @@ def test_the_fashion_mnist_frontier_runs_the_scenario_federated_and_centralised(
     headline = 100 * fed[2]["final_accuracy"]
     assert f"| federated | record | 3 | 3.00 | {headline:.1f} % |" in text
     assert "| centralised | none | - | - | 90.0 % | +0.0 |" in text
+    assert "| federated | record-central | 3 | 3.00 |" in text
+    assert "`record-central` rows: scenario `fashion-mnist-scatternet-central-dp`" in text
     assert fashion_mnist.RECIPES[1][0] in text and "points bought" in text
 
 

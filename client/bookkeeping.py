@@ -212,6 +212,15 @@ class BookKeepingDpSgd:
         return [torch.zeros_like(out) if g is None else g
                 for out, g in zip(outs, grads, strict=True)]
 
+    def _per_layer(self, errs: list[torch.Tensor]) -> tuple[list[Any], torch.Tensor]:
+        """Each layer's (squared norms, sum former) and the examples' squared norms."""
+        per_layer = [_per_example(layer, self._acts[i], errs[i])
+                     for i, layer in enumerate(self.layers)]
+        norms2 = per_layer[0][0]
+        for sq, _ in per_layer[1:]:
+            norms2 = norms2 + sq
+        return per_layer, norms2
+
     def step(self, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module) -> torch.Tensor:
         """One DP-SGD step on the batch ``(x, y)`` (possibly empty); returns the summed loss.
 
@@ -252,11 +261,17 @@ class BookKeepingDpSgd:
             finally:
                 if attached_here:
                     self._detach()
-            per_layer = [_per_example(layer, self._acts[i], errs[i])
-                         for i, layer in enumerate(self.layers)]
-            norms2 = per_layer[0][0]
-            for sq, _ in per_layer[1:]:
-                norms2 = norms2 + sq
+            per_layer, norms2 = self._per_layer(errs)
+            bad = ~torch.isfinite(norms2)
+            if bool(bad.any()):
+                # An example whose gradient is not finite (an overflowing input) adds
+                # nothing, rather than turning the whole sum into NaN: otherwise one
+                # example could make its client withdraw the round, a release whose
+                # sensitivity no clip bounds.
+                for i in range(len(self.layers)):
+                    self._acts[i] = _zero_rows(self._acts[i], bad)
+                    errs[i] = _zero_rows(errs[i], bad)
+                per_layer, norms2 = self._per_layer(errs)
             factor = (self.clip / (norms2.sqrt() + 1e-6)).clamp(max=1.0)
         sums = []
         for p in self._params:  # the optimizer's order: Opacus draws the noise in it
@@ -402,6 +417,12 @@ def _conv_per_example(layer: nn.Conv2d, a: torch.Tensor, e: torch.Tensor
         return noised(z, lambda z_last: torch.addmm(
             z_last, scaled, patches.reshape(batch * positions, -1)))
     return sq, conv_grad
+
+
+def _zero_rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``t`` with the examples in ``rows`` (a boolean mask over dim 0) set to zero."""
+    return torch.where(rows.view(-1, *([1] * (t.dim() - 1))), torch.zeros((), dtype=t.dtype,
+                                                                          device=t.device), t)
 
 
 def gaussian_noise(*, std: float, reference: torch.Tensor,

@@ -395,3 +395,25 @@ def test_a_double_precision_model_clips_exactly_and_takes_noise(model_name):
                      expected_batch_size=1, noise_generator=None).step(
         x, y, nn.CrossEntropyLoss(reduction="sum"))
     assert all(p.grad.dtype == torch.float64 for p in model.parameters())
+
+
+@pytest.mark.parametrize("value", [1e38, float("inf")])
+@pytest.mark.parametrize("model_name", [Model.MLP, Model.LOGREG, Model.CNN])
+def test_an_example_whose_gradient_overflows_adds_nothing_instead_of_poisoning_the_sum(
+        model_name, value):
+    # One example with features at 1e38 (or inf) makes its gradient infinite or NaN.
+    # Dropping it, not the whole sum, keeps one example from making its client withdraw
+    # a round (a release no clip bounds): the sum is that of the other examples.
+    model = build_model(model_name, num_features=64, num_classes=10, seed=0)
+    x, y = _batch(12, features=64)
+    bad = x.clone()
+    bad[5] = value
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    dp = BookKeepingDpSgd(model, opt, noise_multiplier=0.0, max_grad_norm=0.5,
+                          expected_batch_size=1, noise_generator=None)
+    got, _ = dp.clipped_sum(bad, y, nn.CrossEntropyLoss(reduction="sum"))
+    keep = torch.arange(12) != 5
+    expected = _naive_clipped_sum(model, x[keep], y[keep], 0.5)
+    for g, e in zip(got, expected, strict=True):
+        assert torch.isfinite(g).all()
+        assert torch.allclose(g.double(), e, atol=1e-6, rtol=1e-5)

@@ -64,6 +64,21 @@ def client_ledger(cfg: RunConfig, node_config: Mapping[str, Any], client_id: str
                                         signer=signer, multi_run=device)
 
 
+def replay_dir(cfg: RunConfig, node_config: Mapping[str, Any]) -> Path | None:
+    """Where this client keeps its last release for a replay (:mod:`client.replay`).
+
+    A device (a ledger path in its node config): next to its ledger, on the device
+    (``None``). A simulated client: a private state directory outside the run directory
+    (:func:`fedpriv.durable.private_dir`), never in it: the copy is what the client
+    released before the server's noise or masking.
+    """
+    if str(node_config.get(LEDGER_PATH_KEY, "") or "") or not cfg.deployment.run_dir:
+        return None
+    from fedpriv.durable import private_dir
+
+    return private_dir(cfg.deployment.run_dir, "replay")
+
+
 def client_budget(cfg: RunConfig) -> float:
     """The epsilon this client refuses to exceed.
 

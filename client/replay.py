@@ -12,8 +12,15 @@ refused rather than charged twice.
 
 The payload is written atomically *before* the ledger entry, so after any crash either
 the round was not charged (the payload is discarded and the round trained afresh) or it
-was charged and the payload is there. Files: ``<ledger dir>/replay/<scope>.safetensors``
-(one per scope: the last round only), data only (safetensors, no code).
+was charged and the payload is there. Files: ``<dir>/<scope>.safetensors`` (one per
+scope: the last round only), data only (safetensors, no code).
+
+The payload is what the client released *before* any noise the server adds or any
+masking: as sensitive as what the server sees. A device keeps it next to its own ledger
+(``<ledger dir>/replay``), on the device. A simulated client keeps it in a private
+state directory outside the run directory (:func:`fedpriv.durable.private_dir`), which
+the server removes when the run completes; and every client drops it as soon as the same
+run asks for a later round (the server committed the round: it never asks for it again).
 """
 
 from __future__ import annotations
@@ -59,8 +66,29 @@ class Payload:
 class ReplayCache:
     """The last charged round's payload of one client in one run."""
 
-    def __init__(self, ledger_path: str | Path, scope: str) -> None:
-        self.path = Path(ledger_path).parent / "replay" / f"{scope}.safetensors"
+    def __init__(self, ledger_path: str | Path, scope: str, *,
+                 directory: str | Path | None = None) -> None:
+        where = Path(directory) if directory is not None else Path(ledger_path).parent / "replay"
+        self.path = where / f"{scope}.safetensors"
+
+    def discard_before(self, *, run_id: str, server_round: int) -> None:
+        """Drop the kept payload if it is this run's and from a round before ``server_round``.
+
+        A server asking for a later round has committed the earlier one and will never
+        ask for it again, so the copy would only be a sensitive file left lying around.
+        """
+        from safetensors import safe_open
+
+        if not self.path.is_file():
+            return
+        try:
+            with safe_open(str(self.path), framework="numpy") as fh:
+                meta = fh.metadata() or {}
+            stale = meta.get("run_id") == run_id and int(meta["round"]) < server_round
+        except (OSError, ValueError, KeyError):
+            stale = True  # unreadable: no replay could use it
+        if stale:
+            self.path.unlink(missing_ok=True)
 
     def save(self, *, run_id: str, server_round: int, model: str, payload: Payload) -> None:
         """Keep ``payload`` as this run's ``server_round``, replacing the last (durably)."""

@@ -26,6 +26,7 @@ from client.privacy import (
     event_json,
     planned_event,
     privacy_generator,
+    replay_dir,
     user_update,
 )
 from client.replay import Payload, ReplayCache, model_digest
@@ -136,7 +137,8 @@ def train_reply(msg: Message, context: Context) -> Message:
         identity = head_identity(cfg, node_config)
         ledger = client_ledger(cfg, node_config, client_id, run_id,
                                signer=identity[1].public if identity else None)
-        cache = ReplayCache(ledger.path, ledger.scope)
+        cache = ReplayCache(ledger.path, ledger.scope, directory=replay_dir(cfg, node_config))
+        cache.discard_before(run_id=run_id, server_round=server_round)
         if _charged(ledger, run_id, server_round):
             payload = cache.load(run_id=run_id, server_round=server_round, model=digest)
             reason = "" if payload is not None else (

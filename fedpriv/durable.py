@@ -13,6 +13,7 @@ the same noisy update) and the server's checkpoint around each ledger commit.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["replace", "sync_directory", "write_bytes", "write_tensors"]
+__all__ = ["private_dir", "replace", "sync_directory", "write_bytes", "write_tensors"]
 
 
 def sync_directory(path: str | os.PathLike[str]) -> None:
@@ -70,3 +71,20 @@ def write_tensors(path: Path, arrays: Mapping[str, np.ndarray],
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def private_dir(run_dir: str | os.PathLike[str], kind: str) -> Path:
+    """A directory for ``kind`` of one run's state that must stay *out* of the run directory.
+
+    The run directory is what an operator keeps, copies and hands to an auditor; what a
+    simulated client released before the server's noise or masking (its replay copy,
+    :mod:`client.replay`) is as sensitive as what the server sees and must not be in it.
+    ``$FEDPRIV_STATE_DIR`` (default ``$XDG_STATE_HOME/fedpriv``, else
+    ``~/.local/state/fedpriv``) ``/<kind>/<first 16 hex of SHA-256 of the run
+    directory's absolute path>``: the same for every process of the run and for a
+    resumed run, another for every other run directory. Not created here.
+    """
+    root = os.environ.get("FEDPRIV_STATE_DIR") or str(
+        Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "fedpriv")
+    key = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+    return Path(root) / kind / key

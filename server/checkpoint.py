@@ -1,14 +1,19 @@
 """Per-round checkpoints around the ledger commit, and resuming a run from them.
 
-The protocol (see :mod:`server.rundir`): aggregate, write ``checkpoint-next``, append
-the round's DP events to the ledger, then commit the checkpoint with the ledger head
-signed by this process's key. :func:`resume_point` reconciles what a crash left:
+The protocol (see :mod:`server.rundir`): aggregate, append the round's DP events to the
+ledger, write ``checkpoint-next``, then commit the checkpoint with the ledger head signed
+by this process's key. A noised model reaches the disk only after its round is charged.
+:func:`resume_point` reconciles what a crash left:
 
-- a pending checkpoint of round ``C + 1`` that the ledger already charged is promoted:
-  the round's result is kept and it is not run (or charged) again;
-- a pending checkpoint the ledger never charged is discarded: the round runs again.
-  Clients that already charged it replay the update they released, uncharged
-  (:mod:`client.replay`), so no client is charged twice either.
+- a pending checkpoint of round ``C + 1`` (charged, since it is written after the
+  charge) is promoted: the round's result is kept and it is not run (or charged) again;
+- a round the ledger charged with no pending checkpoint (a crash between the two) runs
+  again and is not charged again (:meth:`server.strategy.FedPrivStrategy._account`);
+  its first result never left the process, so the re-run is the only release. Clients
+  that already charged it replay the update they released, uncharged
+  (:mod:`client.replay`), so no client is charged twice either;
+- a pending checkpoint the ledger never charged (left by an older version, which wrote
+  it first) is discarded and the round runs again.
 
 The strategy state that must survive is small and explicit: the adaptive clip norm,
 a server optimiser's moments (FedAdam's ``m_t``, ``v_t``; server momentum's
@@ -102,8 +107,8 @@ class Checkpointer:
         #: Run-level facts kept with every checkpoint (e.g. the initial accuracy).
         self.extra = extra
 
-    def before_charge(self, server_round: int, arrays: ArrayRecord) -> None:
-        """The round's aggregate, written before the ledger records the round."""
+    def before_commit(self, server_round: int, arrays: ArrayRecord) -> None:
+        """The round's aggregate, written once the ledger has charged the round."""
         state, info = capture_state(self.strategy)
         model = {k: v.numpy() for k, v in arrays.items()}
         self.run_dir.save_pending(server_round, model, state, info)

@@ -8,6 +8,7 @@ run ends.
 from __future__ import annotations
 
 import math
+import shutil
 import threading
 import time
 from logging import INFO, WARNING
@@ -24,6 +25,7 @@ from fedpriv.certs import ensure_identities
 from fedpriv.config import ClipMode, DpMode, Model, RunConfig, default_count_stddev
 from fedpriv.ddp_plan import DistributedPlan, distributed_plan, model_dimension
 from fedpriv.dp_plan import central_record_event, client_sampling_rate, with_user_noise
+from fedpriv.durable import private_dir
 from fedpriv.messages import TRAIN_LOSS
 from fedpriv.privacy import (
     AdaptiveClip,
@@ -242,6 +244,10 @@ def run_federation(
         summary = finish(status, reason)
         if privacy is not None:
             privacy.close()
+        if status == "completed" and cfg.deployment.run_dir:
+            # simulated clients' copies of what they released (client.replay): a completed
+            # run is never resumed, and they must not outlive it
+            shutil.rmtree(private_dir(cfg.deployment.run_dir, "replay"), ignore_errors=True)
     return summary
 
 

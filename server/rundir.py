@@ -13,13 +13,15 @@ Layout::
       summary.json     written when the run ends, however it ends
       attempts/        summaries of earlier attempts of a resumed run
 
-A round is checkpointed in two steps around its ledger commit, so that a run resumed
-after any crash charges no round twice (``fedpriv simulate --resume``): the aggregate
-is written to ``checkpoint-next.safetensors`` *before* the round's DP events are
-appended to the ledger; after the append it is renamed to ``checkpoint.safetensors``
-and ``checkpoint.json`` records the round with the ledger head, signed. On resume a
-pending checkpoint whose round the ledger already charged is promoted (the round's
-result is kept); one the ledger never charged is discarded and the round runs again.
+A round is checkpointed in two steps after its ledger commit, so that a run resumed
+after any crash charges no round twice and never holds two noised releases of one sum
+(``fedpriv simulate --resume``): once the round's DP events are appended to the ledger
+the aggregate is written to ``checkpoint-next.safetensors``, then renamed to
+``checkpoint.safetensors`` and ``checkpoint.json`` records the round with the ledger
+head, signed. On resume a pending checkpoint (its round charged) is promoted (the
+round's result is kept); a charged round without one runs again, uncharged (see
+:mod:`server.checkpoint`); one the ledger never charged (an older version's) is
+discarded and the round runs again.
 """
 
 from __future__ import annotations

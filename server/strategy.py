@@ -290,11 +290,17 @@ class FedPrivStrategy(Strategy):
             self._average(arrays)
         reports = self._reports(replies)
         result = arrays if arrays is not None else self.reference
-        if self.checkpoints is not None and result is not None:
-            self.checkpoints.before_charge(server_round, result)
+        # Charge, then write the pending checkpoint, then commit it: a noised model
+        # reaches the disk only once its round is charged. (Pending first would leave an
+        # uncharged noised model on disk after a crash; the resumed run would run the
+        # round again, and the clients would replay the same sum, noised afresh: two
+        # releases of one sum for one charge.) A crash after the charge and before the
+        # pending file runs the round again without a second charge (see _account): its
+        # first result never left this process.
         if self.privacy is not None:
             self._account(server_round, reports, released=not self.last_skipped)
         if self.checkpoints is not None and result is not None:
+            self.checkpoints.before_commit(server_round, result)
             self.checkpoints.after_charge(server_round)
         return arrays, metrics
 
@@ -468,6 +474,12 @@ class FedPrivStrategy(Strategy):
         """
         assert self.privacy is not None
         mode = self.privacy.cfg.privacy.dp_mode
+        if self.privacy.charged(server_round):
+            # a resumed run re-running a round the ledger charged before the crash (its
+            # result never reached the disk): the clients replay what they released, and
+            # the round is not charged again
+            self.last_epsilon = self.privacy.federation_epsilon()
+            return
         if mode in (DpMode.USER, DpMode.DISTRIBUTED, DpMode.RECORD_CENTRAL):
             if not released:
                 self.last_epsilon = self.privacy.federation_epsilon()

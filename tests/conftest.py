@@ -24,6 +24,15 @@ if "FEDPRIV_CACHE_DIR" not in os.environ:
 
     os.environ["FEDPRIV_CACHE_DIR"] = tempfile.mkdtemp(prefix="fedpriv-test-cache-")
     atexit.register(shutil.rmtree, os.environ["FEDPRIV_CACHE_DIR"], ignore_errors=True)
+# Simulated clients keep their replay copies in a private state directory
+# (fedpriv.durable.private_dir): the suite's go to a temporary one, not the user's.
+if "FEDPRIV_STATE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["FEDPRIV_STATE_DIR"] = tempfile.mkdtemp(prefix="fedpriv-test-state-")
+    atexit.register(shutil.rmtree, os.environ["FEDPRIV_STATE_DIR"], ignore_errors=True)
 
 import pytest  # noqa: E402
 

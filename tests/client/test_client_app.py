@@ -245,7 +245,11 @@ def test_distributed_dp_replays_the_identical_noised_vector(tmp_path, monkeypatc
     [ledger_path] = (tmp_path / "a").glob("clients/*/ledger.sqlite")
     with PrivacyLedger.open(ledger_path) as ledger:
         assert [r for r, _ in ledger.events()] == [2]
-    kept = ReplayCache(ledger_path, ledger_path.parent.name).load(
+    from client.privacy import replay_dir
+
+    assert not list((tmp_path / "a").rglob("*.safetensors"))  # nothing in the run directory
+    kept = ReplayCache(ledger_path, ledger_path.parent.name,
+                       directory=replay_dir(cfg, {})).load(
         run_id="r1", server_round=2, model=client_module.model_digest(
             {k: v.numpy() for k, v in model.state_dict().items()}))
     assert kept.kind == "encoded" and kept.arrays["x"].dtype == np.uint64

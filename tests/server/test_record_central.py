@@ -184,3 +184,67 @@ def test_the_federation_budget_stops_the_run_before_it_is_exceeded(tmp_path):
                                    steps=summary["rounds"] + 1, clip=0.5)], 1e-5)
     assert one_more > 3.0  # it stopped because the next step would not fit
     assert audit_run(path).ok
+
+
+@pytest.mark.parametrize("mode", ["record-central", "user"])
+def test_no_copy_of_what_a_client_released_is_left_in_or_beside_the_run(tmp_path, mode):
+    # A client's replay copy is its clipped sum (update) before the server's noise: in
+    # the run directory anyone who reads it could subtract it from the released model
+    # and recover the noise. It lives in a private state directory, and a completed run
+    # removes it.
+    from fedpriv.durable import private_dir
+
+    extra = {"dp-mode": mode, **({"noise-multiplier": 1.0} if mode == "user" else {})}
+    cfg, path, summary = run(tmp_path, **extra)
+    assert summary["status"] == "completed"
+    kept = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.safetensors"))
+    assert kept and all("/" not in p for p in kept), kept  # only the server's own files
+    assert not any(p.name == "replay" for p in path.rglob("*"))
+    assert not private_dir(path, "replay").exists()
+
+
+class _PowerCut(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("where", ["charge", "checkpoint"])
+def test_a_crash_around_the_charge_never_leaves_two_releases_of_one_sum(tmp_path,
+                                                                        monkeypatch, where):
+    # Found by a red-team review: the noised model used to reach the disk (the pending
+    # checkpoint) before its round was charged; a crash in between discarded it on resume
+    # and ran the round again, the clients replaying the same clipped sum for fresh noise:
+    # two releases of one sum, one charge. Now the charge comes first.
+    from server.checkpoint import Checkpointer
+    from server.privacy import FederationPrivacy
+
+    target = ((FederationPrivacy, "record_user_round") if where == "charge"
+              else (Checkpointer, "before_commit"))
+    original = getattr(*target)
+
+    def cut(self, server_round, *args):
+        if server_round == 2:
+            raise _PowerCut(f"power cut in {where}, round 2")
+        return original(self, server_round, *args)
+
+    monkeypatch.setattr(*target, cut)
+    with pytest.raises(_PowerCut):
+        run(tmp_path, rounds=3)
+    path = tmp_path / "run"
+    assert not (path / "checkpoint-next.safetensors").exists()  # nothing noised, uncharged
+    with PrivacyLedger.open(path / "ledger.sqlite") as fed:
+        charged = [r for r, _ in fed.events()]
+    assert charged == ([1] if where == "charge" else [1, 2])
+    monkeypatch.setattr(*target, original)
+    cfg = RunConfig.from_mapping({**BASE, "rounds": 3, "run-dir": str(path)}).resolved()
+    nodes = {i + 1: {"partition-id": i, "num-partitions": 3} for i in range(3)}
+    with task_identity():
+        summary = run_federation(LoopbackGrid(client_app, nodes), with_user_noise(cfg),
+                                 RunDirectory(path), scenario="t", reporter=LogReporter(),
+                                 resume=True)
+    assert summary["status"] == "completed"
+    with PrivacyLedger.open(path / "ledger.sqlite") as fed:
+        assert [r for r, _ in fed.events()] == [1, 2, 3]  # round 2 charged once
+    for ledger in sorted(path.glob("clients/*/ledger.sqlite")):
+        with PrivacyLedger.open(ledger) as own:
+            assert [r for r, _ in own.events()] == [1, 2, 3]
+    assert audit_run(path).ok

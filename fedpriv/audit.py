@@ -577,6 +577,11 @@ def audit_run(run_dir: str | Path, *, server_key: str | None = None,
         warnings.append("reproducible = true: client sampling, minibatch sampling and noise "
                         "were seeded from the run's seed; the epsilon holds only while that "
                         "seed is secret")
+    if summary.get("test_only_noise_scale") is not None:
+        warnings.append(f"the run had FEDPRIV_TEST_ONLY_NOISE_SCALE="
+                        f"{summary['test_only_noise_scale']:g} set: the noise actually added "
+                        "was scaled by it and the ledgers' epsilon is not what was spent "
+                        "(a switch for tests only)")
     empirical = None
     if int(summary.get("canaries") or 0) > 0:
         from fedpriv.empirical import estimate_run

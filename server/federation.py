@@ -8,6 +8,7 @@ run ends.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import threading
 import time
@@ -56,7 +57,7 @@ from server.strategy import FedPrivStrategy, RunInterrupted
 from strategies import build_strategy
 from strategies.central_dp import CentralDpSgd
 from strategies.distributed_dp import DistributedDpMean
-from strategies.dp_fedavg import DpFedAvg
+from strategies.dp_fedavg import TEST_ONLY_NOISE_SCALE, DpFedAvg
 from strategies.server_momentum import ServerMomentum
 from strategies.update_mean import UpdateMean
 
@@ -341,6 +342,19 @@ def _dp_or_mean(cfg: RunConfig, inner: Any, ddp: DistributedPlan | None = None) 
                     noise=_server_noise(cfg))
 
 
+def _test_only_noise() -> dict[str, float]:
+    """``{"test_only_noise_scale": s}`` when the tests' under-noising switch is set, else {}.
+
+    :data:`strategies.dp_fedavg.TEST_ONLY_NOISE_SCALE` scales the noise actually added
+    and never the ledger's record; a run that had it set says so in its summary, and
+    ``fedpriv audit`` warns.
+    """
+    raw = os.environ.get(TEST_ONLY_NOISE_SCALE, "")
+    if not raw or float(raw) == 1.0:
+        return {}
+    return {"test_only_noise_scale": float(raw)}
+
+
 def _server_noise(cfg: RunConfig) -> GaussianSource:
     """The server's Gaussian noise: OS entropy, seeded only if ``reproducible``."""
     if cfg.training.reproducible:
@@ -439,6 +453,7 @@ def _summary(cfg: RunConfig, scenario: str, state: dict[str, Any], status: str,
         "strategy": cfg.training.strategy.value,
         "dp_mode": cfg.privacy.dp_mode.value,
         "reproducible": cfg.training.reproducible,
+        **_test_only_noise(),
         "canaries": cfg.privacy.canaries,
         "secagg": _secagg_summary(cfg, state["secagg_rounds"]),
         "initial_accuracy": num(state["initial_accuracy"]),

@@ -248,3 +248,12 @@ def test_a_crash_around_the_charge_never_leaves_two_releases_of_one_sum(tmp_path
         with PrivacyLedger.open(ledger) as own:
             assert [r for r, _ in own.events()] == [1, 2, 3]
     assert audit_run(path).ok
+
+
+def test_a_run_with_the_tests_under_noising_switch_says_so_and_the_audit_warns(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv(TEST_ONLY_NOISE_SCALE, "0.5")
+    _, path, summary = run(tmp_path, rounds=1)
+    assert summary["test_only_noise_scale"] == 0.5
+    report = audit_run(path)
+    assert any("FEDPRIV_TEST_ONLY_NOISE_SCALE=0.5" in w for w in report.warnings)

@@ -2,16 +2,19 @@
 
 The protocol (see :mod:`server.rundir`): aggregate, append the round's DP events to the
 ledger, write ``checkpoint-next``, then commit the checkpoint with the ledger head signed
-by this process's key. A noised model reaches the disk only after its round is charged.
-:func:`resume_point` reconciles what a crash left:
+by this process's key. A noised model reaches the disk only after its round is charged,
+and a charged round is never run again. :func:`resume_point` reconciles what a crash
+left:
 
 - a pending checkpoint of round ``C + 1`` (charged, since it is written after the
   charge) is promoted: the round's result is kept and it is not run (or charged) again;
-- a round the ledger charged with no pending checkpoint (a crash between the two) runs
-  again and is not charged again (:meth:`server.strategy.FedPrivStrategy._account`);
-  its first result never left the process, so the re-run is the only release. Clients
-  that already charged it replay the update they released, uncharged
-  (:mod:`client.replay`), so no client is charged twice either;
+- a round the ledger charged with no pending checkpoint (a crash between the two) is
+  not run again either: it stays charged, its result is lost, and the model stays the
+  one kept before it (running it again would release a second result of one charge:
+  under distributed DP a second unmasked sum of the same replayed encodings);
+- a round nobody charged runs again. Clients that charged it (the server crashed before
+  its own charge) replay the update they released, uncharged (:mod:`client.replay`),
+  so no client is charged twice;
 - a pending checkpoint the ledger never charged (left by an older version, which wrote
   it first) is discarded and the round runs again.
 
@@ -37,6 +40,8 @@ __all__ = ["Checkpointer", "ResumeError", "ResumePoint", "check_resumable", "res
 
 #: FedAdam's moments, server momentum's v, the released model's moving average
 _MOMENTS = ("m_t", "v_t", "velocity", "ema")
+#: What clients report with each reply (public: ledger heads, signatures, epsilons).
+_HEADS = ("client_heads", "client_signatures", "clients_epsilon", "ledgers_in_run_dir")
 
 
 class ResumeError(RuntimeError):
@@ -107,6 +112,11 @@ class Checkpointer:
         #: Run-level facts kept with every checkpoint (e.g. the initial accuracy).
         self.extra = extra
 
+    def before_charge(self, server_round: int) -> None:
+        """The clients' reported heads, kept before the charge (public values only)."""
+        _, info = capture_state(self.strategy)
+        self.run_dir.save_heads(server_round, {k: info[k] for k in _HEADS})
+
     def before_commit(self, server_round: int, arrays: ArrayRecord) -> None:
         """The round's aggregate, written once the ledger has charged the round."""
         state, info = capture_state(self.strategy)
@@ -135,6 +145,8 @@ class ResumePoint:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     #: A round promoted from a pending checkpoint has no metrics line yet.
     needs_metrics: bool = False
+    #: The last round was charged but its result lost in the stop (kept as the model before).
+    lost: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -189,6 +201,14 @@ def resume_point(run_dir: RunDirectory, *, charged_through: int | None) -> Resum
     point = ResumePoint(round=last, model=None)
     if committed is not None:
         _, point.model, point.state, point.info = committed
+    # what clients reported in the round in flight: their ledgers hold it whatever became
+    # of the round, so the run's record of their heads must too
+    heads = run_dir.read_heads(last + 1)
+    for key in _HEADS:
+        if key in heads:
+            merged = point.info.get(key, [] if key == "ledgers_in_run_dir" else {})
+            point.info[key] = (sorted({*merged, *heads[key]}) if key == "ledgers_in_run_dir"
+                               else {**merged, **heads[key]})
     notes = point.notes
     if pending is not None:
         p_round = pending[0]
@@ -204,15 +224,29 @@ def resume_point(run_dir: RunDirectory, *, charged_through: int | None) -> Resum
         else:
             run_dir.discard_pending()
             notes.append(f"round {p_round} was not charged before the stop: it runs again")
-    if charged_through is not None and charged_through > point.round:
-        notes.append(f"the ledger holds charges for round {charged_through} beyond the "
-                     f"checkpoint (round {point.round}); they stay charged")
     if point.model is None:
         initial = run_dir.path / RunDirectory.INITIAL_MODEL
         if initial.exists():
             from safetensors.numpy import load_file
 
             point.model = load_file(initial)
+    if charged_through is not None and charged_through == point.round + 1:
+        # Charged, then the stop came before its result reached the disk. Running it
+        # again would release a second result of the same charge (under distributed DP
+        # a second unmasked sum of the same replayed encodings, over other survivors), so
+        # it is not run again: it stays charged and the model stays the last one kept.
+        lost = charged_through
+        keep = {k: v for k, v in (record or {}).items() if k != "round"}
+        if committed is not None:  # the kept model and state, relabelled as round `lost`
+            run_dir.save_pending(lost, point.model or {}, point.state, point.info)
+        run_dir.commit_checkpoint(lost, keep)
+        point.round, point.needs_metrics, point.lost = lost, True, True
+        notes.append(f"round {lost} was charged before the stop but its result was lost: "
+                     "it stays charged and is not run again (the model is the one kept "
+                     "before it)")
+    elif charged_through is not None and charged_through > point.round:
+        notes.append(f"the ledger holds charges for round {charged_through} beyond the "
+                     f"checkpoint (round {point.round}); they stay charged")
     if record is not None:
         point.signed = {k: record[k] for k in ("ledger_head", "signature") if k in record}
         point.signed["round"] = point.round

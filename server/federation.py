@@ -139,7 +139,8 @@ def run_federation(
         if server_round == 0 and point is not None:  # resumed: round 0 is point.round
             if point.needs_metrics:
                 record = {"round": point.round, "test_loss": loss, "test_accuracy": acc,
-                          "recovered": True, "elapsed_seconds": time.monotonic() - t0}
+                          "recovered": True, "elapsed_seconds": time.monotonic() - t0,
+                          **({"result_lost": True} if point.lost else {})}
                 run_dir.save_model({k: v.numpy() for k, v in arrays.items()},
                                    server_round=point.round)
                 run_dir.append_metrics(record)

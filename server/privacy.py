@@ -90,10 +90,6 @@ class FederationPrivacy:
                 "signature": self.signer.sign(run_id=self.ledger.run_id, scope=FEDERATION,
                                               seq=seq, head_hash=digest)}
 
-    def charged(self, server_round: int) -> bool:
-        """Whether the ledger already holds an event of ``server_round`` (any scope)."""
-        return any(rnd == server_round for rnd, _ in self.ledger.events())
-
     def last_round(self) -> int:
         """The last round the ledger charged (0: none)."""
         return max((rnd for rnd, _ in self.ledger.events()), default=0)

@@ -19,9 +19,9 @@ after any crash charges no round twice and never holds two noised releases of on
 the aggregate is written to ``checkpoint-next.safetensors``, then renamed to
 ``checkpoint.safetensors`` and ``checkpoint.json`` records the round with the ledger
 head, signed. On resume a pending checkpoint (its round charged) is promoted (the
-round's result is kept); a charged round without one runs again, uncharged (see
-:mod:`server.checkpoint`); one the ledger never charged (an older version's) is
-discarded and the round runs again.
+round's result is kept); a charged round without one is not run again (its result is
+lost; see :mod:`server.checkpoint`); one the ledger never charged (an older version's)
+is discarded and the round runs again.
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ class RunDirectory:
     CHECKPOINT = "checkpoint.json"
     STATE = "checkpoint.safetensors"
     PENDING = "checkpoint-next.safetensors"
+    #: The ledger heads clients reported in the round in flight, written before its charge
+    #: (public values: hashes, signatures, epsilons), so a stop cannot lose them.
+    HEADS = "checkpoint-next-heads.json"
     SUMMARY = "summary.json"
     ATTEMPTS = "attempts"
 
@@ -124,6 +127,24 @@ class RunDirectory:
         durable.write_bytes(self.path / self.CHECKPOINT,
                             json.dumps({**dict(record), "round": server_round}, indent=1,
                                        sort_keys=True).encode())
+        (self.path / self.HEADS).unlink(missing_ok=True)
+
+    def save_heads(self, server_round: int, heads: Mapping[str, Any]) -> None:
+        """Keep the clients' reported ledger heads of the round in flight (:data:`HEADS`)."""
+        durable.write_bytes(self.path / self.HEADS, json.dumps(
+            {**dict(heads), "round": server_round}, sort_keys=True).encode())
+
+    def read_heads(self, server_round: int) -> dict[str, Any]:
+        """:data:`HEADS` if it is ``server_round``'s (then removed), else ``{}``."""
+        path = self.path / self.HEADS
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        path.unlink(missing_ok=True)
+        if not isinstance(data, dict) or data.pop("round", None) != server_round:
+            return {}
+        return data
 
     def read_checkpoint(self) -> dict[str, Any] | None:
         """``checkpoint.json`` (None if absent)."""

@@ -294,9 +294,11 @@ class FedPrivStrategy(Strategy):
         # reaches the disk only once its round is charged. (Pending first would leave an
         # uncharged noised model on disk after a crash; the resumed run would run the
         # round again, and the clients would replay the same sum, noised afresh: two
-        # releases of one sum for one charge.) A crash after the charge and before the
-        # pending file runs the round again without a second charge (see _account): its
-        # first result never left this process.
+        # releases of one sum for one charge.) A round charged before a crash is never
+        # run again (server.checkpoint.resume_point); the heads clients reported in it
+        # are kept before the charge, so the run's record of their ledgers survives.
+        if self.checkpoints is not None and result is not None:
+            self.checkpoints.before_charge(server_round)  # the heads clients reported
         if self.privacy is not None:
             self._account(server_round, reports, released=not self.last_skipped)
         if self.checkpoints is not None and result is not None:
@@ -474,12 +476,6 @@ class FedPrivStrategy(Strategy):
         """
         assert self.privacy is not None
         mode = self.privacy.cfg.privacy.dp_mode
-        if self.privacy.charged(server_round):
-            # a resumed run re-running a round the ledger charged before the crash (its
-            # result never reached the disk): the clients replay what they released, and
-            # the round is not charged again
-            self.last_epsilon = self.privacy.federation_epsilon()
-            return
         if mode in (DpMode.USER, DpMode.DISTRIBUTED, DpMode.RECORD_CENTRAL):
             if not released:
                 self.last_epsilon = self.privacy.federation_epsilon()

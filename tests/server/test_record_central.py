@@ -6,6 +6,7 @@ once (not once per client), divided by the expected batch q N. Checked against a
 per-example loop, statistically for the noise, and in the ledgers and the audit.
 """
 
+import json
 import math
 
 import numpy as np
@@ -247,6 +248,13 @@ def test_a_crash_around_the_charge_never_leaves_two_releases_of_one_sum(tmp_path
     for ledger in sorted(path.glob("clients/*/ledger.sqlite")):
         with PrivacyLedger.open(ledger) as own:
             assert [r for r, _ in own.events()] == [1, 2, 3]
+    lines = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["round"] for m in lines] == [1, 2, 3]
+    # charged before the cut, its result lost: not run again (a second release of one
+    # charge), the model kept from round 1
+    assert bool(lines[1].get("result_lost")) == (where == "checkpoint")
+    if where == "checkpoint":
+        assert lines[1]["test_accuracy"] == lines[0]["test_accuracy"]
     assert audit_run(path).ok
 
 
@@ -257,3 +265,38 @@ def test_a_run_with_the_tests_under_noising_switch_says_so_and_the_audit_warns(
     assert summary["test_only_noise_scale"] == 0.5
     report = audit_run(path)
     assert any("FEDPRIV_TEST_ONLY_NOISE_SCALE=0.5" in w for w in report.warnings)
+
+
+def test_heads_reported_in_a_round_lost_after_its_charge_stay_on_record(tmp_path,
+                                                                        monkeypatch):
+    # User level, Poisson cohorts of ~2 of 4: the clients that charged the last round
+    # (lost in a cut after the charge) may never report again; the run must still hold
+    # their heads, or the audit would take their ledgers for rewritten ones.
+    from server.checkpoint import Checkpointer
+
+    original = Checkpointer.before_commit
+
+    def cut(self, server_round, *args):
+        if server_round == 2:
+            raise _PowerCut("power cut after the charge of round 2")
+        return original(self, server_round, *args)
+
+    values = {"dp-mode": "user", "clients": 4, "clients-per-round": 2, "model": "logreg",
+              "noise-multiplier": 1.0, "clip-norm": 1.0}
+    monkeypatch.setattr(Checkpointer, "before_commit", cut)
+    with pytest.raises(_PowerCut):
+        run(tmp_path, rounds=2, **values)
+    monkeypatch.setattr(Checkpointer, "before_commit", original)
+    path = tmp_path / "run"
+    cfg = RunConfig.from_mapping({**BASE, **values, "rounds": 2,
+                                  "run-dir": str(path)}).resolved()
+    nodes = {i + 1: {"partition-id": i, "num-partitions": 4} for i in range(4)}
+    with task_identity():
+        summary = run_federation(LoopbackGrid(client_app, nodes), with_user_noise(cfg),
+                                 RunDirectory(path), scenario="t", reporter=LogReporter(),
+                                 resume=True)
+    assert summary["status"] == "completed"
+    with PrivacyLedger.open(path / "ledger.sqlite") as fed:
+        assert [r for r, _ in fed.events()] == [1, 2]
+    report = audit_run(path)
+    assert report.ok, report.problems

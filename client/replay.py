@@ -91,8 +91,12 @@ class ReplayCache:
             self.path.unlink(missing_ok=True)
 
     def save(self, *, run_id: str, server_round: int, model: str, payload: Payload) -> None:
-        """Keep ``payload`` as this run's ``server_round``, replacing the last (durably)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Keep ``payload`` as this run's ``server_round``, replacing the last (durably).
+
+        The directory is made readable by its owner only (0700), as the file is.
+        """
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path.parent.chmod(0o700)
         meta = {"run_id": run_id, "round": str(server_round), "model": model,
                 "kind": payload.kind, "info": json.dumps(payload.info, sort_keys=True)}
         durable.write_tensors(self.path, payload.arrays, meta)  # the rename synced too

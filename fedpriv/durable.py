@@ -86,5 +86,8 @@ def private_dir(run_dir: str | os.PathLike[str], kind: str) -> Path:
     """
     root = os.environ.get("FEDPRIV_STATE_DIR") or str(
         Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "fedpriv")
+    if not Path(root).expanduser().is_absolute():
+        # every process of a run must find the same directory, whatever its working one
+        raise ValueError(f"FEDPRIV_STATE_DIR must be an absolute path, got {root!r}")
     key = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
-    return Path(root) / kind / key
+    return Path(root).expanduser() / kind / key

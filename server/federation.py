@@ -246,9 +246,9 @@ def run_federation(
         summary = finish(status, reason)
         if privacy is not None:
             privacy.close()
-        if status == "completed" and cfg.deployment.run_dir:
+        if status in ("completed", "stopped") and cfg.deployment.run_dir:
             # simulated clients' copies of what they released (client.replay): a completed
-            # run is never resumed, and they must not outlive it
+            # or budget-stopped run is never resumed, and they must not outlive it
             shutil.rmtree(private_dir(cfg.deployment.run_dir, "replay"), ignore_errors=True)
     return summary
 

@@ -70,3 +70,18 @@ def test_a_clients_replay_copy_and_the_servers_checkpoint_use_it(tmp_path, synce
     run.save_pending(1, {"w": np.ones(2)}, {}, {})
     run.commit_checkpoint(1, {"test_accuracy": 0.5})
     assert synced.count("dir") >= 3  # pending written, moved into place, checkpoint written
+
+
+def test_the_private_state_directory_is_absolute_and_the_same_for_every_process(
+        tmp_path, monkeypatch):
+    from fedpriv.durable import private_dir
+
+    monkeypatch.setenv("FEDPRIV_STATE_DIR", str(tmp_path / "state"))
+    one = private_dir(tmp_path / "run", "replay")
+    monkeypatch.chdir(tmp_path)
+    assert private_dir("run", "replay") == one  # a relative run dir resolves the same
+    assert one.parent == tmp_path / "state" / "replay"
+    assert private_dir(tmp_path / "other", "replay") != one
+    monkeypatch.setenv("FEDPRIV_STATE_DIR", "relative/state")
+    with pytest.raises(ValueError, match="absolute"):
+        private_dir(tmp_path / "run", "replay")

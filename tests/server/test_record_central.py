@@ -185,6 +185,9 @@ def test_the_federation_budget_stops_the_run_before_it_is_exceeded(tmp_path):
                                    steps=summary["rounds"] + 1, clip=0.5)], 1e-5)
     assert one_more > 3.0  # it stopped because the next step would not fit
     assert audit_run(path).ok
+    from fedpriv.durable import private_dir
+
+    assert not private_dir(path, "replay").exists()  # a stopped run is never resumed
 
 
 @pytest.mark.parametrize("mode", ["record-central", "user"])

@@ -33,15 +33,18 @@ BASE = {"rounds": 2, "clients": 3, "partition": "iid", "dp-mode": "record-centra
         "record-sampling-rate": 0.25, "lr": 0.5, "clip-norm": 0.5}
 
 
-def run(tmp_path, **overrides):
-    run_dir = RunDirectory(tmp_path / "run").create()
+def run(tmp_path, *, resume=False, **overrides):
+    """A run in ``tmp_path / "run"`` (``resume``: continue the one there)."""
+    run_dir = RunDirectory(tmp_path / "run")
+    if not resume:
+        run_dir.create()
     cfg = RunConfig.from_mapping({**BASE, **overrides, "run-dir": str(run_dir.path)}).resolved()
     cfg = with_user_noise(cfg)
     nodes = {i + 1: {"partition-id": i, "num-partitions": cfg.training.clients}
              for i in range(cfg.training.clients)}
     with task_identity():
         summary = run_federation(LoopbackGrid(client_app, nodes), cfg, run_dir,
-                                 scenario="t", reporter=LogReporter())
+                                 scenario="t", reporter=LogReporter(), resume=resume)
     return cfg, run_dir.path, summary
 
 
@@ -239,12 +242,7 @@ def test_a_crash_around_the_charge_never_leaves_two_releases_of_one_sum(tmp_path
         charged = [r for r, _ in fed.events()]
     assert charged == ([1] if where == "charge" else [1, 2])
     monkeypatch.setattr(*target, original)
-    cfg = RunConfig.from_mapping({**BASE, "rounds": 3, "run-dir": str(path)}).resolved()
-    nodes = {i + 1: {"partition-id": i, "num-partitions": 3} for i in range(3)}
-    with task_identity():
-        summary = run_federation(LoopbackGrid(client_app, nodes), with_user_noise(cfg),
-                                 RunDirectory(path), scenario="t", reporter=LogReporter(),
-                                 resume=True)
+    _, _, summary = run(tmp_path, resume=True, rounds=3)
     assert summary["status"] == "completed"
     with PrivacyLedger.open(path / "ledger.sqlite") as fed:
         assert [r for r, _ in fed.events()] == [1, 2, 3]  # round 2 charged once
@@ -290,14 +288,7 @@ def test_heads_reported_in_a_round_lost_after_its_charge_stay_on_record(tmp_path
     with pytest.raises(_PowerCut):
         run(tmp_path, rounds=2, **values)
     monkeypatch.setattr(Checkpointer, "before_commit", original)
-    path = tmp_path / "run"
-    cfg = RunConfig.from_mapping({**BASE, **values, "rounds": 2,
-                                  "run-dir": str(path)}).resolved()
-    nodes = {i + 1: {"partition-id": i, "num-partitions": 4} for i in range(4)}
-    with task_identity():
-        summary = run_federation(LoopbackGrid(client_app, nodes), with_user_noise(cfg),
-                                 RunDirectory(path), scenario="t", reporter=LogReporter(),
-                                 resume=True)
+    _, path, summary = run(tmp_path, resume=True, rounds=2, **values)
     assert summary["status"] == "completed"
     with PrivacyLedger.open(path / "ledger.sqlite") as fed:
         assert [r for r, _ in fed.events()] == [1, 2]

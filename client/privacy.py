@@ -300,11 +300,31 @@ def _dp_steps(dp_model: nn.Module, dp_opt: Any, dp_criterion: Any, dp_loader: An
         if global_params is not None:
             loss = loss + proximal_term(model, global_params, proximal_mu)
         loss.backward()
+        _drop_non_finite_examples(dp_opt)
         dp_opt.step()
         if len(yb):
             total += float(loss.detach()) * len(yb)
             count += len(yb)
     return total / count if count else float("nan")
+
+
+def _drop_non_finite_examples(dp_opt: Any) -> None:
+    """Opacus' per-example hooks: an example whose gradient is not finite adds nothing.
+
+    Its clip factor would be NaN and so would the whole noised sum, the model and the
+    client's release: one example could make its client withdraw the round, a release no
+    clip bounds. Book-keeping clipping does the same (:mod:`client.bookkeeping`). Ghost
+    clipping keeps no per-example gradients and is left as it is.
+    """
+    samples = [gs for p in getattr(dp_opt, "params", [])
+               if isinstance(gs := getattr(p, "grad_sample", None), torch.Tensor)]
+    bad: torch.Tensor | None = None
+    for gs in samples:
+        rows = ~torch.isfinite(gs.reshape(gs.shape[0], -1)).all(dim=1)
+        bad = rows if bad is None else bad | rows
+    if bad is not None and bool(bad.any()):
+        for gs in samples:
+            gs[bad] = 0
 
 
 def user_update(local: Mapping[str, torch.Tensor], global_: Mapping[str, torch.Tensor],

@@ -115,6 +115,28 @@ def test_opacus_samples_at_the_recorded_rate_and_takes_noise_only_steps():
         assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
+def test_opacus_hooks_drop_an_example_whose_gradient_is_not_finite():
+    # FedProx takes Opacus' per-example hooks. One example with an infinite feature must
+    # add nothing, not turn the model into NaN (which would make the client withdraw the
+    # round: a data-dependent release no clip bounds); every batch holds it (B = n).
+    from client.privacy import dp_sgd_train, planned_event, privacy_generator
+    from fedpriv.tasks import ArrayDataset
+
+    cfg = RunConfig.from_mapping({"clients": 4, "local-epochs": 1, "dp-mode": "record",
+                                  "batch-size": 64, "strategy": "fedprox",
+                                  "proximal-mu": 0.01}).resolved()
+    data = client_dataset(cfg, 0, 4).subset(np.arange(40))
+    x = np.array(data.x, copy=True)
+    x[7] = np.inf
+    bad = ArrayDataset(x=x, y=np.asarray(data.y))
+    event = planned_event(cfg, len(bad), cfg.privacy.clip_norm)
+    model = build_task_model(cfg, load_task_data(cfg))
+    dp_sgd_train(model, bad, cfg, event=event, device=torch.device("cpu"),
+                 sampling=privacy_generator(cfg, "cpu"), noise=privacy_generator(cfg, "cpu"),
+                 proximal_mu=0.01)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 def test_what_leaves_the_device_under_each_dp_mode(tmp_path):
     # No unnoised training loss leaves under any DP mode; no example count under user
     # level (the update is unweighted); record level keeps FedAvg's example weight.

@@ -382,7 +382,9 @@ def central_gradient_sum(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *
                          f"model={cfg.resolved_model.value} is not one")
     q = cfg.privacy.record_sampling_rate
     n = len(data)
-    chosen = (torch.rand(n, generator=sampling) < q).nonzero().reshape(-1).numpy()
+    # float64 uniforms: P[u < q] is q to 2^-53 (float32's grid would be off by up to 2^-24)
+    chosen = (torch.rand(n, generator=sampling, dtype=torch.float64) < q
+              ).nonzero().reshape(-1).numpy()
     optimizer = torch.optim.SGD(trainable, lr=0.0)  # holds the parameters; never steps
     dp = BookKeepingDpSgd(model, optimizer, noise_multiplier=0.0,
                           max_grad_norm=cfg.privacy.clip_norm, expected_batch_size=1,

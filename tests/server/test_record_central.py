@@ -294,3 +294,25 @@ def test_heads_reported_in_a_round_lost_after_its_charge_stay_on_record(tmp_path
         assert [r for r, _ in fed.events()] == [1, 2]
     report = audit_run(path)
     assert report.ok, report.problems
+
+
+def test_each_client_draws_its_sample_at_the_recorded_rate():
+    # Poisson sampling at q: over many rounds the number drawn is Binomial(n, q), and the
+    # clipped sum of a sample has norm at most C times its size.
+    from client.privacy import central_gradient_sum
+
+    cfg = RunConfig.from_mapping({**BASE, "record-sampling-rate": 0.25}).resolved()
+    data = client_dataset(cfg, 0, 3)
+    model = build_task_model(cfg)
+    generator = torch.Generator().manual_seed(3)
+    drawn = []
+    for _ in range(40):
+        update, _, k = central_gradient_sum(model, data, cfg, device=torch.device("cpu"),
+                                            sampling=generator)
+        norm = math.sqrt(sum(float((v.astype(np.float64) ** 2).sum())
+                             for v in update.values()))
+        assert norm <= 0.5 * k * (1 + 1e-5)
+        drawn.append(k)
+    n, q = len(data), 0.25
+    mean, sd = n * q, math.sqrt(n * q * (1 - q) / len(drawn))
+    assert abs(np.mean(drawn) - mean) < 4 * sd  # a 4-sigma band on the mean of 40 draws

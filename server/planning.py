@@ -90,5 +90,9 @@ def privacy_plan(cfg: RunConfig) -> dict[str, Any]:
     if cfg.training.reproducible:
         text += "; REPRODUCIBLE: sampling and noise are seeded, epsilon holds only while "
         text += "the seed is secret"
+    if cfg.training.fraction_evaluate > 0:
+        plan["unprotected_evaluation"] = True
+        text += ("; fraction-evaluate > 0: sampled clients send their loss and accuracy on "
+                 "their own data, unnoised; no epsilon covers those figures")
     plan["text"] = text
     return plan

@@ -316,3 +316,15 @@ def test_each_client_draws_its_sample_at_the_recorded_rate():
     n, q = len(data), 0.25
     mean, sd = n * q, math.sqrt(n * q * (1 - q) / len(drawn))
     assert abs(np.mean(drawn) - mean) < 4 * sd  # a 4-sigma band on the mean of 40 draws
+
+
+@pytest.mark.parametrize("mode", ["record", "record-central", "user"])
+def test_the_plan_says_federated_evaluation_is_not_covered_by_epsilon(mode):
+    from server.planning import privacy_plan
+
+    base = {**BASE, "dp-mode": mode}
+    plain = privacy_plan(with_user_noise(RunConfig.from_mapping(base).resolved()))
+    assert "unprotected_evaluation" not in plain and "fraction-evaluate" not in plain["text"]
+    cfg = with_user_noise(RunConfig.from_mapping({**base, "fraction-evaluate": 0.5}).resolved())
+    plan = privacy_plan(cfg)
+    assert plan["unprotected_evaluation"] and "no epsilon covers" in plan["text"]

@@ -8,7 +8,6 @@ secure-aggregation stages that need none of them.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -239,7 +238,7 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
         # noised vector itself, so a resumed run asking again gets exactly this release.
         update, _ = user_update(local_state, global_state, cfg.privacy.clip_norm)
         from fedpriv.ddp_plan import distributed_plan, model_dimension
-        from strategies.dp_fedavg import TEST_ONLY_NOISE_SCALE
+        from strategies.dp_fedavg import test_only_noise_scale
 
         keys = list(msg.content[ARRAYS].keys())  # the order the server decodes in
         plan = distributed_plan(cfg, model_dimension(cfg))
@@ -247,7 +246,7 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
             update, keys, plan=plan, run_id=cfg.deployment.run_id, server_round=server_round,
             rng=_rounding_rng(cfg, server_round, part),
             source=_noise_source(cfg, server_round, part),
-            noise_scale=float(os.environ.get(TEST_ONLY_NOISE_SCALE, "1") or 1))
+            noise_scale=test_only_noise_scale())
         return Payload(kind="encoded", arrays={"x": x}, info=info)
     if cfg.privacy.dp_mode is DpMode.USER or SECAGG in msg.content.config_records:
         if cfg.privacy.dp_mode is DpMode.USER:  # clipped, unweighted (McMahan et al. 2018)

@@ -24,6 +24,7 @@ the clipped gradients; ``target-epsilon`` calibrates sigma for ``rounds`` steps 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -143,7 +144,5 @@ def central_record_event(cfg: RunConfig) -> DpSgdEvent:
 
 def planned_central_epsilon(cfg: RunConfig) -> float:
     """Epsilon of a ``record-central`` run after all ``rounds`` steps."""
-    one = central_record_event(cfg)
-    event = DpSgdEvent(noise_multiplier=one.noise_multiplier, sampling_rate=one.sampling_rate,
-                       steps=cfg.training.rounds, clip=one.clip)
+    event = dataclasses.replace(central_record_event(cfg), steps=cfg.training.rounds)
     return epsilon([event], cfg.privacy.delta)

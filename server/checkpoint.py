@@ -56,15 +56,18 @@ def _chain(strategy: Any) -> list[Any]:
     return out
 
 
+def _reported_heads(strategy: Any) -> dict[str, Any]:
+    """What clients reported with their replies (the :data:`_HEADS` keys; public values)."""
+    return {"client_heads": dict(strategy.client_heads),
+            "client_signatures": dict(strategy.client_signatures),
+            "clients_epsilon": dict(strategy.clients_epsilon),
+            "ledgers_in_run_dir": sorted(strategy.ledgers_in_run_dir)}
+
+
 def capture_state(strategy: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The state of ``strategy`` (a FedPrivStrategy and its wrapped chain) to restore."""
     arrays: dict[str, np.ndarray] = {}
-    info: dict[str, Any] = {
-        "client_heads": dict(strategy.client_heads),
-        "client_signatures": dict(strategy.client_signatures),
-        "clients_epsilon": dict(strategy.clients_epsilon),
-        "ledgers_in_run_dir": sorted(strategy.ledgers_in_run_dir),
-    }
+    info: dict[str, Any] = _reported_heads(strategy)
     rng = getattr(strategy.sampler, "_rng", None)
     if rng is not None:
         info["sampler_state"] = rng.bit_generator.state
@@ -113,9 +116,12 @@ class Checkpointer:
         self.extra = extra
 
     def before_charge(self, server_round: int) -> None:
-        """The clients' reported heads, kept before the charge (public values only)."""
-        _, info = capture_state(self.strategy)
-        self.run_dir.save_heads(server_round, {k: info[k] for k in _HEADS})
+        """The clients' reported heads, kept before the charge (public values only).
+
+        Nothing without DP: no ledger charges a round, so no round can be lost after one.
+        """
+        if self.privacy is not None:
+            self.run_dir.save_heads(server_round, _reported_heads(self.strategy))
 
     def before_commit(self, server_round: int, arrays: ArrayRecord) -> None:
         """The round's aggregate, written once the ledger has charged the round."""

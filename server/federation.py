@@ -8,7 +8,6 @@ run ends.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import threading
 import time
@@ -57,7 +56,7 @@ from server.strategy import FedPrivStrategy, RunInterrupted
 from strategies import build_strategy
 from strategies.central_dp import CentralDpSgd
 from strategies.distributed_dp import DistributedDpMean
-from strategies.dp_fedavg import TEST_ONLY_NOISE_SCALE, DpFedAvg
+from strategies.dp_fedavg import DpFedAvg, test_only_noise_scale
 from strategies.server_momentum import ServerMomentum
 from strategies.update_mean import UpdateMean
 
@@ -350,10 +349,8 @@ def _test_only_noise() -> dict[str, float]:
     and never the ledger's record; a run that had it set says so in its summary, and
     ``fedpriv audit`` warns.
     """
-    raw = os.environ.get(TEST_ONLY_NOISE_SCALE, "")
-    if not raw or float(raw) == 1.0:
-        return {}
-    return {"test_only_noise_scale": float(raw)}
+    scale = test_only_noise_scale()
+    return {} if scale == 1.0 else {"test_only_noise_scale": scale}
 
 
 def _server_noise(cfg: RunConfig) -> GaussianSource:

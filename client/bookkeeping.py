@@ -57,6 +57,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from fedpriv.tasks.optim import StepOptimizer
 from fedpriv.tasks.scattering import Scattering2D
 
 __all__ = ["BookKeepingDpSgd", "gaussian_noise", "poisson_loader", "supports"]
@@ -117,8 +118,9 @@ class BookKeepingDpSgd:
     ----------
     model : nn.Module
         Trained in place; its parameters are the optimizer's.
-    optimizer : torch.optim.Optimizer
-        The plain optimizer (SGD, momentum...) that takes the noised mean gradient.
+    optimizer : StepOptimizer
+        The plain optimizer (``torch.optim.SGD`` or :class:`fedpriv.tasks.optim.Sgd`) that
+        takes the noised mean gradient.
     noise_multiplier, max_grad_norm : float
         sigma and C: each step adds N(0, (sigma C)^2) to every coordinate of the clipped sum.
     expected_batch_size : int
@@ -128,7 +130,7 @@ class BookKeepingDpSgd:
         Source of the Gaussian noise.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
+    def __init__(self, model: nn.Module, optimizer: StepOptimizer, *,
                  noise_multiplier: float, max_grad_norm: float, expected_batch_size: int,
                  noise_generator: torch.Generator | None) -> None:
         if not supports(model):

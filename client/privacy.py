@@ -21,6 +21,7 @@ from torch import nn
 
 from fedpriv.config import DpMode, Model, RunConfig
 from fedpriv.tasks import ArrayDataset, task_criterion, to_loader
+from fedpriv.tasks.optim import Sgd, StepOptimizer
 from fedpriv.tasks.training import proximal_term
 
 if TYPE_CHECKING:  # the accountant (dp-accounting, scipy) loads only under a DP mode
@@ -211,12 +212,15 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
              and cfg.resolved_model is not Model.LM_LORA)
     trainable = [p for p in model.parameters() if p.requires_grad]
     global_params = [p.detach().clone() for p in trainable] if proximal_mu else None
-    optimizer = torch.optim.SGD(trainable, lr=cfg.training.lr, momentum=cfg.training.momentum)
     loader = to_loader(data, cfg.training.batch_size, shuffle=True, generator=sampling)
     if (proximal_mu == 0.0 and cfg.resolved_model is not Model.LM_LORA
             and len(trainable) == len(list(model.parameters())) and supports(model)):
-        return _bookkeeping_steps(model, optimizer, loader, event, device, noise)
+        # torch.optim's update without importing torch._dynamo (fedpriv.tasks.optim)
+        sgd = Sgd(trainable, lr=cfg.training.lr, momentum=cfg.training.momentum)
+        return _bookkeeping_steps(model, sgd, loader, event, device, noise)
     from opacus import PrivacyEngine  # only off the book-keeping path (see its module)
+
+    optimizer = torch.optim.SGD(trainable, lr=cfg.training.lr, momentum=cfg.training.momentum)
 
     criterion = task_criterion(cfg)
     model.train()  # Opacus validates a model in training mode
@@ -243,7 +247,7 @@ def dp_sgd_train(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *,
                          device, global_params, proximal_mu)
 
 
-def _bookkeeping_steps(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
+def _bookkeeping_steps(model: nn.Module, optimizer: StepOptimizer, loader: Any,
                        event: DpSgdEvent, device: torch.device,
                        noise: torch.Generator) -> float:
     """``event.steps`` DP-SGD steps by book-keeping clipping over Poisson batches.
@@ -385,7 +389,7 @@ def central_gradient_sum(model: nn.Module, data: ArrayDataset, cfg: RunConfig, *
     # float64 uniforms: P[u < q] is q to 2^-53 (float32's grid would be off by up to 2^-24)
     chosen = (torch.rand(n, generator=sampling, dtype=torch.float64) < q
               ).nonzero().reshape(-1).numpy()
-    optimizer = torch.optim.SGD(trainable, lr=0.0)  # holds the parameters; never steps
+    optimizer = Sgd(trainable, lr=0.0)  # holds the parameters; never steps
     dp = BookKeepingDpSgd(model, optimizer, noise_multiplier=0.0,
                           max_grad_norm=cfg.privacy.clip_norm, expected_batch_size=1,
                           noise_generator=None)

@@ -73,6 +73,7 @@ from fedpriv.tasks import (
     to_loader,
     train_epochs,
 )
+from fedpriv.tasks.optim import Sgd
 from strategies.updates import numpy_record
 
 if TYPE_CHECKING:  # DP-only: the accountant (dp-accounting, scipy) loads under a DP mode
@@ -218,7 +219,8 @@ def _train_payload(cfg: RunConfig, msg: Message, node_config: dict, global_state
         loader = to_loader(data, cfg.training.batch_size, shuffle=True,
                            generator=privacy_generator(cfg, "cpu", server_round, part))
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(trainable, lr=cfg.training.lr, momentum=cfg.training.momentum)
+        # torch.optim.SGD's update without importing torch._dynamo (fedpriv.tasks.optim)
+        optimizer = Sgd(trainable, lr=cfg.training.lr, momentum=cfg.training.momentum)
         global_params = [p.detach().clone() for p in trainable] if mu > 0 else None
         loss = train_epochs(model, loader, optimizer, epochs=cfg.training.local_epochs,
                             device=device,

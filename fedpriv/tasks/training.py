@@ -11,6 +11,7 @@ from torch import nn
 from fedpriv.config import Device, Model, RunConfig
 from fedpriv.tasks.data import ArrayDataset
 from fedpriv.tasks.lm import LoraLanguageModel, SequenceNll
+from fedpriv.tasks.optim import StepOptimizer
 from fedpriv.tasks.ratings import AsymmetricSvd, RatingLoss, evaluate_ratings
 
 __all__ = ["evaluate", "proximal_term", "resolve_device", "task_criterion", "train_epochs"]
@@ -43,7 +44,7 @@ def resolve_device(device: Device) -> torch.device:
 def train_epochs(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
+    optimizer: StepOptimizer,
     *,
     epochs: int,
     device: torch.device,

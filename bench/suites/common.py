@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+#: The report every suite renders from the JSON files in RESULTS (``fedpriv bench``).
+REPORT = RESULTS.parent / "README.md"
 ROOT = Path(__file__).resolve().parents[2]
 
 

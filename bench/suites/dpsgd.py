@@ -4,7 +4,9 @@ model).
 
 Same model, batch size and number of steps for all of them (fixed batches, no Poisson
 sampling, so the work is identical); warm-up steps excluded. The ratio is DP-SGD's
-throughput over non-private SGD's. Two batch sizes: 64, and 1024, near the large batches
+throughput over non-private SGD's. Non-private and book-keeping steps take the client's
+optimizer (:class:`fedpriv.tasks.optim.Sgd`), Opacus' modes the ``torch.optim.SGD`` that
+its ``PrivacyEngine`` wraps: the same update. Two batch sizes: 64, and 1024, near the large batches
 DP-SGD is trained with (the Fashion-MNIST scenario's 2048; De et al. 2022), where per-step
 costs weigh less and per-example ones more.
 """
@@ -24,6 +26,7 @@ from torch import nn
 
 from fedpriv.config import Model
 from fedpriv.tasks import build_model, load_digits
+from fedpriv.tasks.optim import Sgd
 
 BATCH = 64
 #: Batch sizes measured, and the examples each configuration trains on (steps =
@@ -43,7 +46,10 @@ def _steps(mode: str, model_name: Model, steps: int, device: torch.device,
     x = torch.from_numpy(data.x).to(device)
     y = torch.from_numpy(data.y).to(device)
     model = build_model(model_name, num_features=64, num_classes=10, seed=0).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    # the client's optimizer where the client trains (non-private, book-keeping); Opacus
+    # wraps a torch.optim one. The same update either way (fedpriv.tasks.optim).
+    opt: Any = (Sgd(model.parameters(), lr=0.05) if mode in ("non-private", "bookkeeping")
+                else torch.optim.SGD(model.parameters(), lr=0.05))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y),
                                          batch_size=batch, shuffle=False, drop_last=True)
     criterion: Any = nn.CrossEntropyLoss()

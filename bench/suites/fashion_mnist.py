@@ -22,7 +22,7 @@ The scattering coefficients of every data layout are put in ``FEDPRIV_FEATURE_CA
 split computed once, the one-client layout gathered from the clients' rows.
 ``python -m bench.suites.fashion_mnist [--quick]`` runs this part alone and puts it
 under ``fashion_mnist`` in ``bench-utility.json``, keeping the digits results there, then
-renders ``bench/results/README.md`` again; ``--explore`` runs the variations that were
+renders ``bench/README.md`` again; ``--explore`` runs the variations that were
 tried and not kept (:data:`EXPLORED`) and are not in the results yet (``--again``: all of
 them), and adds them to the results already there, each row with its own date;
 ``--central-dp`` runs only the record-central rows and puts them in the results.
@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.suites.common import RESULTS, bench_config, meta, run_in_process
+from bench.suites.common import REPORT, RESULTS, bench_config, meta, run_in_process
 
 SCENARIO = "fashion-mnist-scatternet-dp"
 #: The same task with the noise added once a round by the server (dp-mode = record-central:
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     results = {name: json.loads((RESULTS / f"bench-{name}.json").read_text())
                for name in SUITES if (RESULTS / f"bench-{name}.json").exists()}
-    (RESULTS / "README.md").write_text(render(results))
+    REPORT.write_text(render(results))
     print(json.dumps(result["rows"], indent=1))
     return 0
 

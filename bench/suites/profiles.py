@@ -7,7 +7,7 @@ https://www.speedscope.app) and ``bench/profiles/<name>.json``: the share of the
 thread's samples per cost category (the innermost frame that matches a rule of
 :data:`RULES`, walking from the leaf to the root), per-round fixed costs against
 per-example costs, and the top functions by self and by inclusive time.
-``fedpriv bench`` renders the JSON into ``bench/results/README.md``.
+``fedpriv bench`` renders the JSON into ``bench/README.md``.
 """
 
 from __future__ import annotations

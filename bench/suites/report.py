@@ -1,4 +1,4 @@
-"""``bench/results/README.md``: every headline ratio, with the command that reproduces it."""
+"""``bench/README.md``: every headline ratio, with the command that reproduces it."""
 
 from __future__ import annotations
 
@@ -33,18 +33,38 @@ def render(results: dict[str, Any]) -> str:
 _LIMITS = {
     "full": "five message exchanges a round against plain FedAvg's one (the malicious-"
             "server protocol), each waiting for Flower's simulation engine, which picks "
-            "messages up every 0.1 s (see round)",
+            "messages up every 0.1 s (see round). Would lift it: a shorter scan in "
+            "Flower's engine (it has no knob: `vce_api.add_messages_to_queue` waits "
+            "0.1 s), or fewer exchanges: the next round's keys advertised in this round's "
+            "unmask reply would make four, still over 2× at 0.1 s an exchange",
     "deploy": "five exchanges a round, each paying a SuperNode's fixed 3 s idle poll and a "
-              "fresh ClientApp process, both Flower's (see deploy)",
+              "fresh ClientApp process, both Flower's (see deploy). Would lift it: a "
+              "SuperNode that pulls again at once after a reply (Flower's `time.sleep(3)` "
+              "has no knob) or fewer exchanges (four, as above)",
     "flower": "Flower's SecAgg+ (semi-honest) takes four exchanges, ours five (the "
               "consistency check a malicious server makes necessary), and both wait on the "
-              "same 0.1 s scan (see round)",
-    "mlp": "per step, one Gaussian draw per parameter (a quarter of a non-private step at "
-           "batch 64) and the hooks' Python, which larger batches amortise (see dpsgd and "
-           "its profile)",
-    "cnn": "its first convolution's per-example gradients are formed (64 positions of "
-           "3x3 patches per image), a cost that grows with the batch (see dpsgd and its "
-           "profile)",
+              "same 0.1 s scan (see round). Would lift it: three exchanges a round at most, "
+              "which the malicious-server protocol does not allow",
+    "mlp-64": "a DP step runs about twice a non-private step's tensor operations (per-"
+              "example norms, clip factors, a noise draw and a fused product per "
+              "parameter), and at batch 64 each costs its dispatch (~4 µs here) more than "
+              "its arithmetic; the noise draw alone is ~50 µs of a ~400 µs step (see dpsgd "
+              "and its profile). Would lift it: the step fused into a few kernels "
+              "(torch.compile, which loads the 70 MB compiler a device should not, or a C++ "
+              "extension)",
+    "mlp-1024": "the per-example norms and the scaling of each layer's output gradients by "
+                "the clip factors, which read every activation again after the backward "
+                "pass (~30% over a non-private step at batch 1024; the ratio moves by "
+                "±0.03 between runs around the goal; see dpsgd). Would lift it: one fused "
+                "kernel for norms and scaling",
+    "cnn-64": "its first convolution's per-example gradients are formed (64 positions of "
+              "3x3 patches per image) and, at batch 64, the per-parameter operations' "
+              "dispatch as for the MLP (see dpsgd and its profile). Would lift it: fusing, "
+              "as for the MLP",
+    "cnn-1024": "its first convolution's per-example gradients are formed (64 positions of "
+                "3x3 patches per image), a cost that grows with the batch (see dpsgd and "
+                "its profile). Would lift it: a fused per-example norm kernel for small "
+                "convolutions, which forms no gradient",
     "edge": "the scipy that dp-accounting's PLD imports (~70 MB), which the device needs "
             "for its own budget check (see edge)",
     "base": "central evaluation and a checkpoint every round (see round)",
@@ -88,7 +108,7 @@ def _goals(results: dict[str, Any]) -> list[str]:
                 if (r["mode"], r["model"], r["device"]) == ("bookkeeping", model, "cpu"):
                     add(f"DP-SGD / non-private throughput, {model.upper()}, batch "
                         f"{r.get('batch', 64)}", r["ratio_to_non_private"], 0.7, False,
-                        "dpsgd", model)
+                        "dpsgd", f"{model}-{r.get('batch', 64)}")
     if "deploy" in results:
         for r in results["deploy"]["rows"]:
             if r["variant"].startswith("fedpriv"):
@@ -142,7 +162,14 @@ def _dpsgd(p: dict[str, Any]) -> list[str]:
              for r in p["rows"]]
     rows += ["", "Same examples for all modes at a batch size (fixed batches of digits, one CPU "
              "thread, warm-up excluded; each ratio the median of back-to-back measurements "
-             "of all modes, repeated 3 times). DP-SGD pays for per-example gradient norms: "
+             "of all modes, repeated 3 times). Non-private and book-keeping steps take the "
+             "client's optimizer, `fedpriv.tasks.optim.Sgd` (torch.optim.SGD's update "
+             "without torch.optim's Python); Opacus' modes the torch.optim.SGD its engine "
+             "wraps. The lighter optimizer sped non-private steps up more than DP-SGD ones "
+             "(MLP, batch 64: +32% against +16%), so the ratios fell where the step is "
+             "short: the same sitting with torch.optim.SGD for every mode gave MLP 0.49 and "
+             "CNN 0.71 at batch 64, 0.71 and 0.72 at 1024 (2026-12-02T20:16). DP-SGD pays "
+             "for per-example gradient norms: "
              "Opacus' hooks materialise per-example gradients (einsum in the profile below);"
              " its ghost clipping computes the norms without them but runs a second backward"
              " pass. Book-keeping clipping (`client.bookkeeping`, Bu et al. 2023), which the"
@@ -214,7 +241,12 @@ def _round(p: dict[str, Any]) -> list[str]:
              "the plain app: its grid (`server/grid.py`) looks for replies 5 ms after "
              "sending, backing off to 0.1 s, where Flower's in-memory grid looks every "
              "0.1 s, and with rounds this short that wait is much of a plain round. "
-             "Record-level DP adds "
+             "Rounds therefore come in steps of the engine's 0.1 s scan (below): a "
+             "variant whose work per round is near one step takes one or two, so its ratio "
+             "jumps between runs (user-DP: 0.82× on a quiet machine at 20:05 on "
+             "2026-12-02, 1.38× in the run before, at 17:59, whose rounds took two steps; "
+             "in-process, without Ray or the scan, its rounds take 0.079 s against 0.045 s "
+             "without privacy on this machine). Record-level DP adds "
              "DP-SGD (book-keeping clipping; the dpsgd suite) and, per client and round, "
              "the device ledger: a budget check by the PLD accountant (each (σ, q) step's "
              "PLD and the Chernoff bound's log-MGFs are kept per process, so a new count "
@@ -313,7 +345,7 @@ def _utility(p: dict[str, Any]) -> list[str]:
         knob = r.get("target") if r["mode"] != "user" else r.get("noise_multiplier")
         rows.append(f"| {r['mode']} | {_f(knob, 'g')} | {_f(r['epsilon'], '.2f')} | "
                     f"{r['final_accuracy']:.3f} |")
-    rows += ["", f"digits, 10 clients (IID), {p['rounds']} rounds; plot: `utility.png`. "
+    rows += ["", f"digits, 10 clients (IID), {p['rounds']} rounds; plot: `results/utility.png`. "
              "Record-level targets are the whole run's ε, calibrated up front."]
     if "distributed" in p:
         rows += [""] + _distributed(p["distributed"])
@@ -388,7 +420,8 @@ def _fashion_mnist(p: dict[str, Any]) -> list[str]:
              "loopback grid, no Ray); run times are wall-clock on the shared machine; the "
              "first run to need a data layout's scattering coefficients computes them (or "
              "reads them from `FEDPRIV_FEATURE_CACHE`), and the centralised layout's are "
-             f"gathered from the clients'. Plot: `{p['plot']}`. {p.get('note', '')}".rstrip()]
+             f"gathered from the clients'. Plot: `results/{p['plot']}`. "
+             f"{p.get('note', '')}".rstrip()]
     cd = p.get("central_dp")
     if cd and any(r["mode"] == "record-central" for r in p["rows"]):
         k = cd["config"]
@@ -514,9 +547,26 @@ def _edge(p: dict[str, Any]) -> list[str]:
              "and would report the spawning parent's). Ratios are over the minimal Flower + "
              f"torch client (`bench/edge_minimal.py`); goal ≤ {p['goal_peak_ratio']}. "
              "Needless imports: packages a device's round has no use for (rich comes with "
-             "Flower itself).", "",
+             f"Flower itself).{_edge_optimizer(p['rows'])}", "",
              f"RSS growth importing the train path step by step (MB): {steps}."]
     return rows
+
+
+def _edge_optimizer(rows: list[dict[str, Any]]) -> str:
+    """What the minimal client's torch.optim costs, and record-DP over fedpriv's own floor."""
+    peak = {r["config"]: r["peak_rss_mb"] for r in rows if r["client"] == "fedpriv"}
+    minimal = rows[0]["peak_rss_mb"]
+    text = (" The minimal client builds `torch.optim.SGD`, as Flower's quickstart does; "
+            "torch's first optimizer imports `torch._dynamo` (sympy, mpmath: ~820 modules, "
+            "~70 MB resident, and most of its round's seconds), which fedpriv's client "
+            "spares itself by taking the same update from `fedpriv.tasks.optim.Sgd` "
+            "(tested equal to torch's bit for bit).")
+    if "no privacy" in peak and "record-DP" in peak:
+        text += (f" Against a client that spares it too (fedpriv without privacy, "
+                 f"{peak['no privacy']:.0f} MB against {minimal:.0f}), record-DP's peak is "
+                 f"{peak['record-DP'] / peak['no privacy']:.2f}×: the scipy that "
+                 "dp-accounting's PLD imports for the device's own budget check.")
+    return text
 
 
 def _movielens(p: dict[str, Any]) -> list[str]:

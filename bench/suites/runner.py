@@ -1,4 +1,4 @@
-"""Run the suites and write ``bench/results/<name>.json`` and ``bench/results/README.md``.
+"""Run the suites and write ``bench/results/<name>.json`` and ``bench/README.md``.
 
 ``fedpriv bench [NAME ...] [--quick]`` or ``python -m bench.suites [NAME ...] [--quick]``.
 """
@@ -22,7 +22,7 @@ from bench.suites import (
     scale,
     utility,
 )
-from bench.suites.common import RESULTS, meta, write
+from bench.suites.common import REPORT, RESULTS, meta, write
 from bench.suites.report import render
 
 __all__ = ["SUITES", "main", "run_suites"]
@@ -62,7 +62,7 @@ def run_suites(names: list[str], quick: bool) -> dict[str, Any]:
         if name not in results and (RESULTS / f"bench-{name}.json").exists():
             results[name] = json.loads((RESULTS / f"bench-{name}.json").read_text())
     results = {name: results[name] for name in SUITES if name in results}  # fixed order
-    (RESULTS / "README.md").write_text(render(results))
+    REPORT.write_text(render(results))
     return results
 
 
@@ -73,5 +73,5 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small settings (a few minutes)")
     args = p.parse_args(argv)
     run_suites(args.names, args.quick)
-    print((RESULTS / "README.md").read_text())
+    print(REPORT.read_text())
     return 0

@@ -329,14 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     """
     import argparse
 
-    from bench.suites.common import RESULTS, meta, write
+    from bench.suites.common import REPORT, RESULTS, meta, write
     from bench.suites.report import render as render_readme
     from bench.suites.runner import SUITES
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", default="all", choices=(
         "accuracy", "accuracy-user", "accuracy-none", "scale", "all", "render"),
-        help="render: only render bench/results/README.md again from the JSON files")
+        help="render: only render bench/README.md again from the JSON files")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--clients", type=int, nargs="*", default=None,
                    help=f"scale: the client counts to run (default {SCALE_CLIENTS})")
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     if {"accuracy", "scale"} & set(payload):
         results = {name: json.loads((RESULTS / f"bench-{name}.json").read_text())
                    for name in SUITES if (RESULTS / f"bench-{name}.json").exists()}
-        (RESULTS / "README.md").write_text(render_readme(results))
+        REPORT.write_text(render_readme(results))
     print(json.dumps({k: v for k, v in payload.items() if k != "config"}, indent=1))
     return 0
 

@@ -430,7 +430,9 @@ def test_the_goals_table_gives_every_ratio_its_goal_and_says_what_limits_a_misse
             {"device": "cpu", "model": "mlp", "mode": "bookkeeping", "examples_per_s": 1.0,
              "ratio_to_non_private": 0.5, "batch": 64},
             {"device": "cpu", "model": "cnn", "mode": "bookkeeping", "examples_per_s": 1.0,
-             "ratio_to_non_private": 0.75, "batch": 64}]},
+             "ratio_to_non_private": 0.75, "batch": 64},
+            {"device": "cpu", "model": "cnn", "mode": "bookkeeping", "examples_per_s": 1.0,
+             "ratio_to_non_private": 0.6, "batch": 1024}]},
         "edge": {"meta": meta, "goal_peak_ratio": 1.2, "examples": 1, "repeats": 1,
                  "rows": [{"client": "fedpriv", "config": "record-DP", "peak_ratio": 1.25}]},
     }
@@ -440,7 +442,10 @@ def test_the_goals_table_gives_every_ratio_its_goal_and_says_what_limits_a_misse
     mlp = next(ln for ln in text.splitlines() if "MLP, batch 64" in ln)
     cnn = next(ln for ln in text.splitlines() if "CNN, batch 64" in ln)
     edge = next(ln for ln in text.splitlines() if "edge client" in ln)
-    assert "0.50×" in mlp and "≥ 0.7" in mlp and "**no**" in mlp and "Gaussian" in mlp
+    assert "0.50×" in mlp and "≥ 0.7" in mlp and "**no**" in mlp and "noise draw" in mlp
+    assert "Would lift it" in mlp
     assert "0.75×" in cnn and "| yes |" in cnn and "positions" not in cnn
+    big = next(ln for ln in text.splitlines() if "CNN, batch 1024" in ln)  # its own reason
+    assert "**no**" in big and "grows with the batch" in big and "Would lift it" in big
     assert "1.25×" in edge and "≤ 1.2" in edge and "scipy" in edge
     assert "round" not in text  # no suite, no row

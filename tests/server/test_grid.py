@@ -1,6 +1,5 @@
 """PromptGrid: the same send-and-receive contract as Flower's grids, polled promptly."""
 
-import time
 
 import pytest
 from flwr.app import Message, Metadata, RecordDict
@@ -55,12 +54,17 @@ def test_every_reply_is_collected_once_and_polling_stops():
     assert inner.pulls == 5  # no pull after the last reply
 
 
-def test_a_silent_node_is_absent_after_the_timeout():
+def test_a_silent_node_is_absent_after_the_timeout(monkeypatch):
+    import server.grid as grid_module
+
+    clock = Clock()  # the grid's own clock: the test asserts when it gave up, not how fast
+    monkeypatch.setattr(grid_module.time, "sleep", clock.sleep)
+    monkeypatch.setattr(grid_module.time, "monotonic", clock.monotonic)
     inner = SlowNodes({"a": 1, "b": None})
-    t0 = time.monotonic()
     replies = PromptGrid(inner, interval=0.01).send_and_receive([], timeout=0.2)
     assert [r.metadata.reply_to_message_id for r in replies] == ["a"]
-    assert time.monotonic() - t0 >= 0.2 and inner.pulls > 2
+    # it waited the whole timeout for "b", polling all along, and not a poll longer
+    assert 0.2 <= clock.now < 0.2 + 0.01 + 1e-9 and inner.pulls > 2
 
 
 def test_the_rest_is_delegated_and_a_bad_interval_is_refused():

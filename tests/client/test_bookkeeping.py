@@ -322,6 +322,57 @@ def test_convolutions_clip_exactly_by_the_ghost_norm_and_by_formed_gradients(
         assert torch.allclose(p.grad.double(), e, atol=1e-6, rtol=1e-5), (p.shape, clip)
 
 
+@pytest.mark.parametrize("layer", [
+    nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(1, 3, (3, 2), stride=(2, 1), padding=(1, 0)),
+    nn.Conv2d(3, 2, 3, stride=2, padding=2, bias=False), nn.Conv2d(1, 2, 1)])
+def test_patches_copied_by_kernel_offset_are_the_channels_last_ones(layer):
+    from client.bookkeeping import _patches
+
+    a = torch.randn(5, layer.in_channels, 7, 6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(_patches(layer, a, by_offset=True), _patches(layer, a))
+
+
+class _GreyConvs(nn.Module):
+    """Single-channel convolutions (grey images), whose patches are copied by offset."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 3, 3, padding=1)
+        self.b = nn.Conv2d(1, 2, (2, 3), stride=(1, 2), bias=False)
+        self.head = nn.LazyLinear(10)
+
+    def forward(self, x):
+        img = x.view(-1, 1, 8, 8)
+        return self.head(torch.cat([torch.tanh(self.a(img)).flatten(1),
+                                    torch.relu(self.b(img)).flatten(1)], 1))
+
+
+@pytest.mark.parametrize("clip", [0.05, 100.0])
+def test_single_channel_convolutions_clip_exactly_with_patches_copied_by_offset(
+        monkeypatch, clip):
+    import client.bookkeeping as bk
+
+    calls = []
+    patches = bk._patches
+
+    def spy(layer, a, *, by_offset=False):
+        calls.append(by_offset)
+        return patches(layer, a, by_offset=by_offset)
+
+    monkeypatch.setattr(bk, "_BY_OFFSET_PATCHES", 1)  # every batch, however small
+    monkeypatch.setattr(bk, "_patches", spy)
+    model = _GreyConvs()
+    x, y = _batch(12, seed=6, features=64)
+    model(x)  # materialise the lazy head
+    expected = _naive_clipped_sum(model, x, y, clip)
+    BookKeepingDpSgd(model, torch.optim.SGD(model.parameters(), lr=0.0), noise_multiplier=0.0,
+                     max_grad_norm=clip, expected_batch_size=1, noise_generator=None).step(
+        x, y, nn.CrossEntropyLoss(reduction="sum"))
+    assert calls == [True, True]
+    for p, e in zip(model.parameters(), expected, strict=True):
+        assert torch.allclose(p.grad.double(), e, atol=1e-6, rtol=1e-5), (p.shape, clip)
+
+
 def test_the_ghost_norm_is_taken_where_it_is_cheaper():
     from client.bookkeeping import ghost_norm_pays
 

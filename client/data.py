@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from fedpriv.config import RunConfig
+from fedpriv.config import DpMode, RunConfig
 from fedpriv.messages import NODE_DATA_DIR, NODE_NUM_PARTITIONS, NODE_PARTITION_ID
 from fedpriv.tasks import ArrayDataset, client_dataset, load_npz_dir, task_spec
 
@@ -16,13 +17,30 @@ __all__ = ["client_identity", "local_data", "node_overrides"]
 #: Node-config keys a device owner sets that take precedence over the server's run config.
 NODE_DEVICE = "device"
 NODE_MAX_EPSILON = "client-max-epsilon"
+#: A device owner's consent to seeded privacy randomness (``reproducible = true``).
+NODE_REPRODUCIBLE = "reproducible"
+
+_log = logging.getLogger(__name__)
+
+
+def simulated(node_config: Mapping[str, Any]) -> bool:
+    """Whether this node is a simulation's: its server is the operator who runs it.
+
+    The simulation engine names its partition, and it has no data directory of its own.
+    """
+    return NODE_PARTITION_ID in node_config and not node_config.get(NODE_DATA_DIR)
 
 
 def node_overrides(cfg: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
-    """The run config as this node applies it: its own device and privacy budget.
+    """The run config as this node applies it: its own device, budget and randomness.
 
     The budget is the stricter of the node's and the server's: a device owner's limit
-    cannot be raised by the server.
+    cannot be raised by the server. Under a DP mode the server cannot make a deployed
+    node's sampling and noise predictable: ``reproducible = true`` from the server seeds
+    them from the run's ``seed``, which the server chose, so that it could subtract the
+    noise from the update. A deployed node keeps them secret (OS entropy) unless its own
+    node config sets ``reproducible = true``; a simulated node, whose server is the
+    operator running it, follows the run config.
     """
     values: dict[str, Any] = {}
     if NODE_DEVICE in node_config:
@@ -30,7 +48,20 @@ def node_overrides(cfg: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
     if NODE_MAX_EPSILON in node_config:
         own = float(node_config[NODE_MAX_EPSILON])
         values["client-max-epsilon"] = min(own, cfg.privacy.client_max_epsilon)
+    if (cfg.training.reproducible and cfg.privacy.dp_mode is not DpMode.NONE
+            and not simulated(node_config) and not _consents(node_config)):
+        _log.warning("the server asked for reproducible (seeded) privacy randomness; this "
+                     "node keeps its sampling and noise secret (set reproducible=true in "
+                     "its node config to allow it)")
+        values["reproducible"] = False
     return RunConfig.from_mapping(values, base=cfg) if values else cfg
+
+
+def _consents(node_config: Mapping[str, Any]) -> bool:
+    value = node_config.get(NODE_REPRODUCIBLE, False)
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return value is True
 
 
 def local_data(cfg: RunConfig, node_config: Mapping[str, Any]) -> ArrayDataset:

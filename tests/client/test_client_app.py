@@ -79,6 +79,51 @@ def test_record_level_sampling_and_noise_are_secret_unless_reproducible(
     assert same is reproducible
 
 
+@pytest.mark.parametrize("consent", [None, False, True, "true"])
+def test_a_server_cannot_make_a_deployed_nodes_noise_predictable(tmp_path, consent):
+    # A malicious server sends reproducible = true and a seed it knows: seeded from them,
+    # the node's sampling and noise would be the server's to subtract. A deployed node
+    # keeps them secret unless its own node config consents.
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "part.npz", x=rng.random((40, 64)), y=rng.integers(0, 10, 40))
+    cfg = RunConfig.from_mapping({
+        "clients": 4, "local-epochs": 1, "dp-mode": "record", "noise-multiplier": 1.0,
+        "reproducible": True, "seed": 4242, "lr": 0.1}).resolved()
+    model = build_task_model(cfg, load_task_data(cfg))
+    weights = []
+    for name in ("a", "b"):  # two devices with the same data, or one asked twice afresh
+        node = {"data-dir": str(data), "ledger-path": str(tmp_path / name / "ledger.sqlite")}
+        if consent is not None:
+            node["reproducible"] = consent
+        reply = client_app(train_message(cfg, model), context(node))
+        assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+        weights.append(reply.content[ARRAYS].to_numpy_ndarrays())
+    same = all(np.array_equal(x, y) for x, y in zip(*weights, strict=True))
+    assert same is (consent in (True, "true"))
+
+
+def test_only_a_deployed_node_under_dp_overrides_the_servers_reproducible():
+    from client.data import node_overrides
+
+    def applied(dp_mode, node):
+        extra = {"record-central": {"record-sampling-rate": 0.1},
+                 "distributed": {"secagg": True}}.get(dp_mode, {})
+        cfg = RunConfig.from_mapping({"dp-mode": dp_mode, "reproducible": True, **extra})
+        return node_overrides(cfg, node).training.reproducible
+
+    device = {"data-dir": "/data"}
+    for mode in ("record", "record-central", "user", "distributed"):
+        assert applied(mode, device) is False, mode
+        assert applied(mode, {**device, "reproducible": True}) is True, mode
+        assert applied(mode, {**device, "reproducible": "false"}) is False, mode
+        assert applied(mode, SIM_NODE) is True, mode  # the operator runs both sides
+        # a node with a partition id and its own data is a device
+        assert applied(mode, {**SIM_NODE, **device}) is False, mode
+    assert applied("none", device) is True  # no DP, nothing to keep secret
+
+
 def test_noise_generator_is_os_seeded_unless_reproducible():
     from client.privacy import privacy_generator
 

@@ -219,24 +219,32 @@ def advertise(msg: Message, context: Context) -> RecordDict:
     if server_round <= last:
         raise SecAggError(f"round {server_round} is not after round {last}, the last this "
                           "client took part in (replayed round)")
+    floor = 0
     if cfg.privacy.dp_mode is DpMode.DISTRIBUTED:
-        _check_plan(cfg, rec)
+        floor = _check_plan(cfg, rec)
     node, identity, roster = _identity(cfg, dict(context.node_config))
     client = ClientSecAgg(node_id=node, run_id=int(context.run_id), round_id=server_round,
                           params=_params(cfg, context.node_config), identity=identity,
                           roster=roster,
-                          modulus_bits=modulus_bits(cfg), max_cohort=cfg.training.clients)
+                          modulus_bits=modulus_bits(cfg), max_cohort=cfg.training.clients,
+                          min_sum=floor)
     adv = client.advertise_keys()
     context.state[_LAST] = ConfigRecord({"round": server_round})
     _save(context, client)
     return RecordDict({SECAGG: ConfigRecord(adv.to_dict())})
 
 
-def _check_plan(cfg: RunConfig, rec: dict[str, Any]) -> None:
-    """Distributed DP: refuse unless the server's plan is the one this client derives."""
+def _check_plan(cfg: RunConfig, rec: dict[str, Any]) -> int:
+    """Distributed DP: refuse unless the server's plan is the one this client derives.
+
+    Returns the plan's n_min: the fewest shares the client's noise is sized for and its
+    ledger charges, which the round's secure aggregation then enforces as a floor on any
+    sum the client helps unmask (``ClientSecAgg.min_sum``).
+    """
     from fedpriv.ddp_plan import distributed_plan, model_dimension
 
-    mine = distributed_plan(cfg, model_dimension(cfg)).digest
+    plan = distributed_plan(cfg, model_dimension(cfg))
+    mine = plan.digest
     theirs = rec.get("ddp_plan")
     if theirs != mine:
         raise SecAggError(
@@ -244,6 +252,22 @@ def _check_plan(cfg: RunConfig, rec: dict[str, Any]) -> None:
             f" is not the one this client derives from the run config ({mine[:12]}): its "
             "noise share would not give the epsilon the ledgers record, or the sum would "
             "not decode; refusing the round before any data is used")
+    return plan.min_clients
+
+
+def round_floor(context: Context, server_round: int) -> int | None:
+    """The survivor floor this round's secure aggregation was set up with, if any.
+
+    The train stage charges the ledger for the plan's n_min; it must be the floor the
+    round's keys were advertised under (stage 1), or a server could name one plan to the
+    masking stages and another to the ledger.
+    """
+    if _CLIENT not in context.state.config_records:
+        return None
+    state = context.state[_CLIENT]
+    if int(state["round"]) != server_round:  # type: ignore[call-overload]
+        return None
+    return int(state.get("min-sum", 0))  # type: ignore[call-overload]
 
 
 def _stage(msg: Message, context: Context, run: Any, *, last: bool = False) -> Any:

@@ -8,7 +8,7 @@ secure-aggregation stages that need none of them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from client.secagg import (
     head_identity,
     mask,
     maybe_vanish,
+    round_floor,
 )
 from fedpriv.config import DpMode, RunConfig, StrategyName
 from fedpriv.messages import (
@@ -77,7 +78,7 @@ from fedpriv.tasks.optim import Sgd
 from strategies.updates import numpy_record
 
 if TYPE_CHECKING:  # DP-only: the accountant (dp-accounting, scipy) loads under a DP mode
-    from fedpriv.privacy import DpEvent, PrivacyLedger
+    from fedpriv.privacy import DistributedNoiseEvent, DpEvent, PrivacyLedger
     from fedpriv.privacy.attest import HeadSigner
     from fedpriv.privacy.discrete import UniformSource
 
@@ -148,6 +149,9 @@ def train_reply(msg: Message, context: Context) -> Message:
         else:
             event = planned_event(cfg, len(local_data(cfg, node_config)), round_clip)
             reason = budget_refusal(ledger, event, cfg)  # before any data is touched
+            if not reason and cfg.privacy.dp_mode is DpMode.DISTRIBUTED:
+                reason = _floor_refusal(cast("DistributedNoiseEvent", event),
+                                        round_floor(context, server_round))
         if reason:
             privacy.update({REFUSED: True, REFUSED_REASON: reason,
                             **_signed_head(ledger, identity, node_config)})
@@ -178,6 +182,23 @@ def train_reply(msg: Message, context: Context) -> Message:
         ledger.close()
     return _reply(msg, {**content, METRICS: MetricRecord(metrics),
                         PRIVACY: ConfigRecord(privacy)})
+
+
+def _floor_refusal(event: DistributedNoiseEvent, floor: int | None) -> str:
+    """Why a distributed-DP round's charge would not match what its secure sum enforces.
+
+    The ledger charges the sum of ``event.clients`` noise shares; the round's secure
+    aggregation (set up at stage 1) refuses to help unmask any sum of fewer than
+    ``floor``. The two come from the plan of two different messages, so a server could
+    otherwise make the client charge for more shares than it then insists on.
+    """
+    if floor is None:
+        return ("no secure-aggregation state for this round (its keys were never "
+                "advertised); the noise share would not be masked")
+    if floor != event.clients:
+        return (f"the train message's plan charges a sum of {event.clients} noise shares, "
+                f"but this round's secure aggregation was set up for {floor}")
+    return ""
 
 
 def _charged(ledger: PrivacyLedger, run_id: str, server_round: int) -> bool:

@@ -92,6 +92,13 @@ class ClientSecAgg:
         b, computed by the client from the run's layout and ``max_cohort``.
     max_cohort : int
         The largest cohort the modulus was sized for (0: the roster's size).
+    min_sum : int
+        A floor its owner puts on how many clients' inputs any sum it helps unmask holds
+        (0: none beyond the protocol's ``min_survivors``). Distributed DP sizes each
+        client's noise share for ``n_min`` survivors and charges its ledger for that sum,
+        so the client refuses a cohort smaller than ``n_min`` (stage 2) and signs no
+        survivor set, or component of one, smaller (stage 4): a server that names a small
+        cohort cannot unmask a sum with fewer shares than every ledger records.
 
     Notes
     -----
@@ -107,6 +114,7 @@ class ClientSecAgg:
     roster: Roster
     modulus_bits: int
     max_cohort: int = 0
+    min_sum: int = 0
     setup: RoundSetup | None = None
     _c: KeyPair = field(default_factory=KeyPair)
     _s: KeyPair = field(default_factory=KeyPair)
@@ -124,6 +132,8 @@ class ClientSecAgg:
                               "key for this id")
         if not 1 <= self.modulus_bits <= 64:
             raise SecAggError(f"modulus_bits must be in [1, 64], got {self.modulus_bits}")
+        if self.min_sum < 0:
+            raise SecAggError(f"min_sum must be >= 0, got {self.min_sum}")
 
     # ------------------------------------------------------------ state as plain values
     def export(self) -> dict[str, Any]:
@@ -137,6 +147,7 @@ class ClientSecAgg:
         out: dict[str, Any] = {
             "node": self.node_id, "run": self.run_id, "round": self.round_id,
             "bits": self.modulus_bits, "max-cohort": self.max_cohort,
+            "min-sum": self.min_sum,
             "c-sk": self._c.private, "s-sk": self._s.private, "b": self._b,
             "stage": int(self._stage), "peers": peers,
             "peer-c": [self._peer_keys[v][0] for v in peers],
@@ -157,6 +168,7 @@ class ClientSecAgg:
                          round_id=int(state["round"]), params=params, identity=identity,
                          roster=roster, modulus_bits=int(state["bits"]),
                          max_cohort=int(state["max-cohort"]),
+                         min_sum=int(state["min-sum"]),
                          _c=KeyPair(bytes(state["c-sk"])), _s=KeyPair(bytes(state["s-sk"])),
                          _b=bytes(state["b"]), _stage=Stage(int(state["stage"])))
             client._peer_keys = {int(v): (bytes(c), bytes(s_)) for v, c, s_ in zip(
@@ -244,6 +256,10 @@ class ClientSecAgg:
         if len(cohort) > cap:
             raise SecAggAbort(f"node {me}: cohort of {len(cohort)} exceeds the {cap} the "
                               "modulus was sized for")
+        if len(cohort) < self.min_sum:
+            raise SecAggAbort(f"node {me}: cohort of {len(cohort)}, fewer than the "
+                              f"{self.min_sum} clients every sum this client helps unmask "
+                              "must hold")
         setup = derive_setup(self.params, round_id=self.round_id, cohort=cohort,
                              modulus_bits=self.modulus_bits, population=len(self.roster))
         if msg.threshold != setup.threshold:
@@ -332,7 +348,8 @@ class ClientSecAgg:
         """Stage 4 (ConsistencyCheck): sign the survivor set S once, if it is acceptable.
 
         S must lie in the cohort, include this client, hold at least ``min_survivors``
-        clients, and so must every connected component of the graph restricted to S
+        clients (and ``min_sum``, if larger), and so must every connected component of the
+        graph restricted to S
         (the server can learn the sum of each component, nothing finer); at least
         ``min_neighbours`` of the neighbours that shared with this client must be in S
         (so c colluders among them cannot cut it off from every honest client).
@@ -347,7 +364,7 @@ class ClientSecAgg:
         if me not in s:
             raise SecAggAbort(f"node {me}: survivor set leaves out this client, which sent "
                               "its masked input")
-        need = self.setup.min_survivors
+        need = max(self.setup.min_survivors, self.min_sum)
         if len(s) < need:
             raise SecAggAbort(f"node {me}: {len(s)} survivors; at least {need} are needed "
                               "so the sum covers enough honest clients")

@@ -46,12 +46,12 @@ class Enrolment:
     identities: Mapping[int, IdentityKey]
 
     def client(self, node: int, *, round_id: int, modulus_bits: int,
-               max_cohort: int = 0) -> ClientSecAgg:
+               max_cohort: int = 0, min_sum: int = 0) -> ClientSecAgg:
         """A fresh client state machine for ``node`` and round ``round_id``."""
         return ClientSecAgg(node_id=node, run_id=self.run_id, round_id=round_id,
                             params=self.params, identity=self.identities[node],
                             roster=self.roster, modulus_bits=modulus_bits,
-                            max_cohort=max_cohort)
+                            max_cohort=max_cohort, min_sum=min_sum)
 
 
 def enrol(ids: Sequence[int], *, params: SecurityParams | None = None,
@@ -97,7 +97,7 @@ class Transcript:
 
 def drive_round(inputs: Mapping[int, np.ndarray], *, enrolment: Enrolment, round_id: int,
                 modulus_bits: int, dropouts_after_stage: Mapping[int, set[int]] | None = None,
-                max_cohort: int = 0
+                max_cohort: int = 0, min_sum: int = 0
                 ) -> tuple[np.ndarray | SecAggAbort, ServerSecAgg, dict[int, ClientSecAgg],
                            list[Message]]:
     """Run the stages; return (sum or the abort, server, clients, messages sent).
@@ -105,7 +105,8 @@ def drive_round(inputs: Mapping[int, np.ndarray], *, enrolment: Enrolment, round
     ``dropouts_after_stage[s]`` are clients that complete stage ``s`` and then vanish
     (s = 0: they never advertise; 3: they sent y but never sign the survivor set; 4:
     they signed but never reveal). A client that aborts counts as dropped from then on.
-    ``max_cohort`` (default: the roster's size) is the largest cohort clients accept.
+    ``max_cohort`` (default: the roster's size) is the largest cohort clients accept;
+    ``min_sum`` the floor they put on any sum they help unmask (``ClientSecAgg.min_sum``).
     """
     drop = {s: set(v) for s, v in (dropouts_after_stage or {}).items()}
     gone: set[int] = set()
@@ -114,7 +115,7 @@ def drive_round(inputs: Mapping[int, np.ndarray], *, enrolment: Enrolment, round
                           modulus_bits=modulus_bits, length=d,
                           population=len(enrolment.roster))
     clients = {u: enrolment.client(u, round_id=round_id, modulus_bits=modulus_bits,
-                                   max_cohort=max_cohort) for u in inputs}
+                                   max_cohort=max_cohort, min_sum=min_sum) for u in inputs}
     sent: list[Message] = []
 
     def alive(stage_done: int, have: Mapping[int, object]) -> list[int]:

@@ -293,6 +293,10 @@ def test_distributed_dp_replays_the_identical_noised_vector(tmp_path, monkeypatc
     from fedpriv.privacy import PrivacyLedger
 
     monkeypatch.setattr(client_module, "mask", lambda msg, ctx, x: x)  # see what is masked
+    from fedpriv.ddp_plan import min_survivors
+
+    # the floor the (skipped) secure-aggregation stages would have been set up with
+    monkeypatch.setattr(client_module, "round_floor", lambda ctx, r: min_survivors(cfg))
 
     def ask(cfg, model):
         msg = train_message(cfg, model, server_round=2)
@@ -324,3 +328,32 @@ def test_distributed_dp_replays_the_identical_noised_vector(tmp_path, monkeypatc
     # a new run of the same round: fresh noise, a different vector
     other = cfg.with_values(run_dir=str(tmp_path / "b"))
     assert not np.array_equal(ask(other, model), first)
+
+
+def test_distributed_dp_charges_only_the_sum_its_secure_aggregation_enforces(tmp_path):
+    # The ledger charges a sum of n_min noise shares; the round's secure aggregation, set
+    # up at stage 1, is what refuses smaller sums. A train message whose plan differs
+    # from that floor (or a round whose keys were never advertised) is refused before
+    # any data is used, and nothing is charged.
+    from client.train import _floor_refusal
+    from fedpriv.ddp_plan import distributed_plan, model_dimension
+    from fedpriv.messages import PRIVACY, REFUSED, REFUSED_REASON, SECAGG
+    from fedpriv.privacy import PrivacyLedger
+
+    cfg = RunConfig.from_mapping({
+        "clients": 4, "local-epochs": 1, "partition": "iid", "model": "logreg",
+        "dp-mode": "distributed", "secagg": "true", "run-dir": str(tmp_path),
+        "run-id": "r1"}).resolved()
+    event = distributed_plan(cfg, model_dimension(cfg)).event(4)
+    assert _floor_refusal(event, 4) == ""
+    assert "set up for 3" in _floor_refusal(event, 3)
+    assert "never advertised" in _floor_refusal(event, None)
+    model = build_task_model(cfg, load_task_data(cfg))
+    msg = train_message(cfg, model)
+    msg.content = RecordDict({**dict(msg.content), SECAGG: ConfigRecord({"round_id": 1})})
+    reply = client_app(msg, context(SIM_NODE))
+    privacy = reply.content[PRIVACY]
+    assert privacy[REFUSED] is True and "never advertised" in str(privacy[REFUSED_REASON])
+    [ledger_path] = tmp_path.glob("clients/*/ledger.sqlite")
+    with PrivacyLedger.open(ledger_path) as ledger:
+        assert ledger.events() == []

@@ -319,3 +319,52 @@ def test_neighbour_keys_message_carries_signatures_of_the_right_length():
     with pytest.raises(SecAggError, match="64-byte"):
         NeighbourKeys(round_id=1, recipient=0, cohort=(0, 1), threshold=1, peers=(1,),
                       c_pks=(b"a" * 32,), s_pks=(b"b" * 32,), signatures=(b"s",))
+
+
+def test_a_survivor_floor_holds_against_a_small_cohort_and_small_survivor_sets():
+    # Distributed DP sizes each noise share for n_min survivors and charges every ledger
+    # for that sum; the clients put that floor on the protocol (min_sum). A server that
+    # names a smaller cohort, or gathers fewer survivors than the floor, unmasks nothing.
+    from fedpriv.secagg import drive_round
+
+    en = enrol(list(range(20)), params=SecurityParams(), run_id=3)
+    small = {u: x() for u in range(5)}  # the server names 5 of the 20 enrolled
+    total, _, clients, _ = drive_round(small, enrolment=en, round_id=ROUND,
+                                       modulus_bits=BITS, max_cohort=20, min_sum=12)
+    assert isinstance(total, SecAggAbort)
+    assert all(c.setup is None for c in clients.values())  # nobody shared a key
+    server = ServerSecAgg(round_id=ROUND, params=en.params, modulus_bits=BITS, length=D,
+                          population=20)
+    five = {u: en.client(u, round_id=ROUND, modulus_bits=BITS, max_cohort=20, min_sum=12)
+            for u in range(5)}
+    for c in five.values():
+        server.receive(c.advertise_keys())
+    with pytest.raises(SecAggAbort, match="cohort of 5, fewer than the 12"):
+        five[0].share_keys(server.neighbour_keys(0))
+    # without the floor the same round unmasks a sum of 4 (one client dropped after
+    # sharing): the protocol's own minimum for a cohort of 5
+    total, server, _, _ = drive_round(small, enrolment=en, round_id=ROUND,
+                                      modulus_bits=BITS, max_cohort=20,
+                                      dropouts_after_stage={2: {4}})
+    assert isinstance(total, np.ndarray) and len(server.masked) == 4
+    # a cohort of 12 of which 11 send a masked input: refused at stage 4
+    twelve = {u: x() for u in range(12)}
+    total, _, clients, _ = drive_round(twelve, enrolment=en, round_id=ROUND,
+                                       modulus_bits=BITS, max_cohort=20, min_sum=12,
+                                       dropouts_after_stage={2: {11}})
+    assert isinstance(total, SecAggAbort)  # the server recovers nothing
+    assert all(not c._survivors for c in clients.values())
+    total, _, _, _ = drive_round(twelve, enrolment=en, round_id=ROUND, modulus_bits=BITS,
+                                 max_cohort=20, min_sum=12)
+    assert isinstance(total, np.ndarray)  # all twelve survive: the sum holds 12 shares
+
+
+def test_the_floor_survives_the_clients_state_between_messages():
+    en = enrol(list(range(6)), params=SecurityParams(), run_id=3)
+    c = en.client(0, round_id=ROUND, modulus_bits=BITS, min_sum=5)
+    c.advertise_keys()
+    back = type(c).restore(c.export(), params=en.params, identity=en.identities[0],
+                           roster=en.roster)
+    assert back.min_sum == 5
+    with pytest.raises(SecAggError, match="min_sum must be >= 0"):
+        en.client(0, round_id=ROUND, modulus_bits=BITS, min_sum=-1)

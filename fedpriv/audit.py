@@ -392,6 +392,16 @@ def _read_summary(path: Path, problems: list[str]
     return summary, reported, head, client_heads
 
 
+def _ledger_flags(federation: Path) -> dict[str, Any]:
+    """The flags the federation ledger's genesis and resume entries record ({} if none)."""
+    if not federation.is_file():
+        return {}
+    from fedpriv.privacy import PrivacyLedger
+
+    with PrivacyLedger.open(federation) as ledger:
+        return ledger.flags()
+
+
 def _check_reported(reported: dict[str, Any], federation: Path,
                     scopes: list[ScopeAudit], problems: list[str]) -> None:
     fed = [s for s in scopes if s.ledger == str(federation)]
@@ -573,15 +583,18 @@ def audit_run(run_dir: str | Path, *, server_key: str | None = None,
                           Path(roster) if roster else None)
         if federation.is_file():
             _check_distributed_noise(root, summary, problems, warnings)
-    if summary.get("reproducible"):
-        warnings.append("reproducible = true: client sampling, minibatch sampling and noise "
-                        "were seeded from the run's seed; the epsilon holds only while that "
-                        "seed is secret")
-    if summary.get("test_only_noise_scale") is not None:
-        warnings.append(f"the run had FEDPRIV_TEST_ONLY_NOISE_SCALE="
-                        f"{summary['test_only_noise_scale']:g} set: the noise actually added "
-                        "was scaled by it and the ledgers' epsilon is not what was spent "
-                        "(a switch for tests only)")
+    # The federation ledger's genesis and resume entries carry the run's flags under the
+    # hash chain and the signed head; summary.json (unsigned) only repeats them.
+    flags = _ledger_flags(federation) if all(s.chain_ok for s in scopes) else {}
+    if summary.get("reproducible") or flags.get("reproducible"):
+        warnings.append("reproducible = true: the server's sampling and noise (and those of "
+                        "simulated clients) were seeded from the run's seed; the epsilon "
+                        "holds only while that seed is secret")
+    scale = flags.get("test_only_noise_scale", summary.get("test_only_noise_scale"))
+    if scale is not None:
+        problems.append(f"the run had FEDPRIV_TEST_ONLY_NOISE_SCALE={float(scale):g} set: "
+                        "the noise actually added was scaled by it, so the ledgers' epsilon "
+                        "is not what was spent (a switch for tests only)")
     empirical = None
     if int(summary.get("canaries") or 0) > 0:
         from fedpriv.empirical import estimate_run

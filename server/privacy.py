@@ -40,6 +40,26 @@ __all__ = ["BudgetExhausted", "FEDERATION", "FederationPrivacy"]
 FEDERATION = "federation"
 
 
+def run_flags(cfg: RunConfig) -> dict[str, Any]:
+    """What qualifies this process's epsilon, for the federation ledger's signed chain.
+
+    ``reproducible``: the server's sampling and noise are seeded from the run's seed;
+    ``test_only_noise_scale``: the tests' switch scaled the noise actually added, so the
+    ledgers' epsilon was not spent (``fedpriv audit`` fails such a run). Kept in the
+    genesis (and each resume) entry, where the hash chain and the signed head cover them:
+    unlike ``summary.json``, nobody can drop them without breaking a signature.
+    """
+    from strategies.dp_fedavg import test_only_noise_scale
+
+    flags: dict[str, Any] = {}
+    if cfg.training.reproducible:
+        flags["reproducible"] = True
+    scale = test_only_noise_scale()
+    if scale != 1.0:
+        flags["test_only_noise_scale"] = scale
+    return flags
+
+
 class BudgetExhausted(RuntimeError):
     """The next round would take the federation past ``max-epsilon``."""
 
@@ -73,6 +93,7 @@ class FederationPrivacy:
             self.ledger = PrivacyLedger.create(
                 path, run_id=run_id, scope=FEDERATION, delta=cfg.privacy.delta,
                 max_epsilon=cfg.privacy.max_epsilon, signer=self.signer.public,
+                flags=run_flags(cfg),
             )
             (run_path / self.KEY).write_text(self.signer.public.hex() + "\n")
         else:
@@ -80,7 +101,8 @@ class FederationPrivacy:
             head = resume_from["ledger_head"]
             self.ledger.append_resume(int(resume_from["round"]), signer=self.signer.public,
                                       prior_head=(int(head["seq"]), str(head["hash"])),
-                                      prior_signature=str(resume_from["signature"]))
+                                      prior_signature=str(resume_from["signature"]),
+                                      flags=run_flags(cfg))
         self.excluded: dict[int, str] = {}  # node id -> reason (client budget)
 
     def signed_head(self) -> dict[str, Any]:

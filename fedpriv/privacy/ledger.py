@@ -157,11 +157,14 @@ class PrivacyLedger:
     @classmethod
     def create(cls, path: str | Path, *, run_id: str, scope: str, delta: float,
                max_epsilon: float, signer: bytes | None = None,
-               multi_run: bool = False) -> PrivacyLedger:
+               multi_run: bool = False, flags: dict[str, Any] | None = None
+               ) -> PrivacyLedger:
         """A new ledger whose genesis entry records the scope, delta and budget.
 
         ``signer``: the 32-byte Ed25519 public key whose signatures of this ledger's head
-        an auditor should require (see :mod:`fedpriv.privacy.attest`).
+        an auditor should require (see :mod:`fedpriv.privacy.attest`). ``flags``: facts
+        about the run that qualify its epsilon (seeded randomness, a test switch), kept in
+        the genesis entry, where the hash chain and the signed head cover them.
         """
         if not 0.0 < delta < 1.0:
             raise ValueError(f"delta must be in (0, 1), got {delta!r}")
@@ -178,6 +181,8 @@ class PrivacyLedger:
         params: dict[str, Any] = {"delta": delta, "max_epsilon": _budget_text(max_epsilon)}
         if multi_run:
             params["multi_run"] = True
+        if flags:
+            params["flags"] = dict(flags)
         if signer is not None:
             if len(signer) != 32:
                 raise ValueError(f"signer must be a 32-byte public key, got {len(signer)}")
@@ -257,7 +262,8 @@ class PrivacyLedger:
                                  rows=[row])[0]
 
     def append_resume(self, round_: int, *, signer: bytes, prior_head: tuple[int, str],
-                      prior_signature: str) -> LedgerEntry:
+                      prior_signature: str, flags: dict[str, Any] | None = None
+                      ) -> LedgerEntry:
         """Record that a new process continues the run after ``round_`` with a new key.
 
         ``prior_head`` is the last head the previous key signed (``prior_signature``);
@@ -273,8 +279,11 @@ class PrivacyLedger:
             raise ValueError(f"prior_head ({seq}, {digest[:12]}...) is not an entry of "
                              f"{self.path}")
         genesis = self.genesis()
-        params = {"signer": signer.hex(), "prior_seq": seq, "prior_hash": digest,
-                  "prior_signature": str(prior_signature)}
+        params: dict[str, Any] = {"signer": signer.hex(), "prior_seq": seq,
+                                  "prior_hash": digest,
+                                  "prior_signature": str(prior_signature)}
+        if flags:  # the new process's own (see create)
+            params["flags"] = dict(flags)
         return self._append(run_id=genesis.run_id, round_=round_, scope=genesis.scope,
                             mechanism=RESUME, params=params)
 
@@ -355,6 +364,14 @@ class PrivacyLedger:
     def max_epsilon(self) -> float:
         """The budget the genesis entry fixes (``inf``: none)."""
         return float(json.loads(self.genesis().params)["max_epsilon"])
+
+    def flags(self) -> dict[str, Any]:
+        """The run flags the genesis and resume entries record, merged (later wins)."""
+        out: dict[str, Any] = {}
+        for e in self.entries():
+            if e.mechanism in (GENESIS, RESUME):
+                out.update(json.loads(e.params).get("flags") or {})
+        return out
 
     @property
     def genesis_signer(self) -> bytes | None:

@@ -141,6 +141,27 @@ def test_a_resume_entry_rotates_the_signer_and_is_no_event(tmp_path):
     led.close()
 
 
+def test_run_flags_live_in_the_chain_and_a_resume_adds_its_own(tmp_path):
+    led = PrivacyLedger.create(tmp_path / "f.sqlite", run_id="run-1", scope="federation",
+                               delta=1e-5, max_epsilon=8.0, signer=bytes(32),
+                               flags={"reproducible": True})
+    led.append(1, EV)
+    assert led.flags() == {"reproducible": True}
+    led.append_resume(1, signer=bytes(range(32)), prior_head=led.head(),
+                      prior_signature="ab", flags={"test_only_noise_scale": 0.0})
+    assert led.flags() == {"reproducible": True, "test_only_noise_scale": 0.0}
+    assert led.verify().ok
+    led.close()
+    # editing a flag out of the genesis breaks the chain
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "f.sqlite") as db:
+        db.execute("UPDATE entries SET params = replace(params, '\"reproducible\":true', "
+                   "'\"reproducible\":false') WHERE seq = 1")
+    with PrivacyLedger.open(tmp_path / "f.sqlite") as again:
+        assert again.flags()["reproducible"] is False and not again.verify().ok
+
+
 def test_append_many_chains_a_round_in_one_transaction_all_or_none(ledger):
     ev = DpSgdEvent(noise_multiplier=1.0, sampling_rate=0.1, steps=10, clip=1.0)
     written = ledger.append_many(1, [(ev, "client-0"), (ev, "client-1")])

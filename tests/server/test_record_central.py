@@ -259,13 +259,27 @@ def test_a_crash_around_the_charge_never_leaves_two_releases_of_one_sum(tmp_path
     assert audit_run(path).ok
 
 
-def test_a_run_with_the_tests_under_noising_switch_says_so_and_the_audit_warns(
+def test_a_run_with_the_tests_under_noising_switch_says_so_and_fails_its_audit(
         tmp_path, monkeypatch):
+    # The switch is recorded in the federation ledger's genesis, under the hash chain and
+    # the signed head: deleting it from the (unsigned) summary does not hide it.
+    import json
+
+    from fedpriv.privacy import PrivacyLedger
+
     monkeypatch.setenv(TEST_ONLY_NOISE_SCALE, "0.5")
     _, path, summary = run(tmp_path, rounds=1)
     assert summary["test_only_noise_scale"] == 0.5
+    with PrivacyLedger.open(path / "ledger.sqlite") as ledger:
+        assert ledger.flags() == {"test_only_noise_scale": 0.5}
     report = audit_run(path)
-    assert any("FEDPRIV_TEST_ONLY_NOISE_SCALE=0.5" in w for w in report.warnings)
+    assert not report.ok
+    assert any("FEDPRIV_TEST_ONLY_NOISE_SCALE=0.5" in p for p in report.problems)
+    del summary["test_only_noise_scale"]
+    (path / "summary.json").write_text(json.dumps(summary))
+    hidden = audit_run(path)
+    assert not hidden.ok
+    assert any("FEDPRIV_TEST_ONLY_NOISE_SCALE=0.5" in p for p in hidden.problems)
 
 
 def test_heads_reported_in_a_round_lost_after_its_charge_stay_on_record(tmp_path,

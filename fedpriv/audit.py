@@ -434,7 +434,7 @@ def _check_signatures(root: Path, summary: dict[str, Any],
     whose genesis names a key must have its head signed by that key, and that key must
     be the client's in the roster (``RUN_DIR/identities/roster.json`` or ``roster_path``).
     """
-    from fedpriv.privacy.attest import fingerprint, verify_head
+    from fedpriv.privacy.attest import fingerprint, verify_final, verify_head
 
     federation = root / "ledger.sqlite"
     if federation in facts:
@@ -445,10 +445,23 @@ def _check_signatures(root: Path, summary: dict[str, Any],
                             "re-hashed forgery of it would not be detected")
         else:
             sig = str(summary.get("ledger_head_signature") or "")
-            if not verify_head(signer, sig, run_id=run_id, scope="federation", seq=seq,
-                               head_hash=digest):
+            status, rounds = str(summary.get("status") or ""), summary.get("rounds")
+            final = isinstance(rounds, int) and rounds >= 0 and verify_final(
+                signer, sig, run_id=run_id, scope="federation", seq=seq, head_hash=digest,
+                status=status, rounds=rounds)
+            if final:
+                pass
+            elif verify_head(signer, sig, run_id=run_id, scope="federation", seq=seq,
+                             head_hash=digest):
+                problems.append(f"{federation}: its head (entry {seq}) is signed only as a "
+                                "checkpoint, not as the run's end: the ledger may have been "
+                                "cut back to an earlier signed head (or the run was made "
+                                "before final signatures)")
+            else:
                 problems.append(f"{federation}: its head (entry {seq}) carries no valid "
-                                "signature of the run's key: the ledger was rewritten")
+                                "signature of the run's key for summary.json's status "
+                                f"{status!r} after {rounds} rounds: the ledger or the "
+                                "summary was rewritten")
             _check_rotations(federation, fed, problems, warnings)
             first = fed.genesis_signer or signer
             key_file = root / "run-key.pub"

@@ -203,7 +203,7 @@ def run_federation(
                 return written[0]
             summary = _summary(cfg, scenario, state, status, reason, time.monotonic() - t0)
             if privacy is not None:
-                summary.update(privacy.summary())
+                summary.update(privacy.summary(status=status, rounds=int(summary["rounds"])))
                 summary["privacy_plan"] = plan
                 summary["epsilon"]["clients_max"] = max(strategy.clients_epsilon.values(),
                                                         default=None)

@@ -187,13 +187,19 @@ class FederationPrivacy:
             (event_from_dict(json.loads(str(rep["event"]))), str(rep["client-id"]))
             for rep in reports if rep.get("event")])
 
-    def summary(self) -> dict[str, Any]:
-        """``epsilon`` and ``ledger_head`` entries for summary.json."""
+    def summary(self, *, status: str, rounds: int) -> dict[str, Any]:
+        """``epsilon`` and ``ledger_head`` entries for summary.json.
+
+        The head is signed as the run's end (:meth:`HeadSigner.sign_final`: head, status
+        and rounds, a domain no checkpoint signature shares), so that a ledger cut back to
+        an earlier checkpoint's signed head cannot pass for the finished run.
+        """
         eps = self.scope_epsilons()
         clients = {k: v for k, v in eps.items() if k != FEDERATION}
         seq, digest = self.ledger.head()
-        signature = self.signer.sign(run_id=self.ledger.run_id, scope=FEDERATION, seq=seq,
-                                     head_hash=digest)
+        signature = self.signer.sign_final(run_id=self.ledger.run_id, scope=FEDERATION,
+                                           seq=seq, head_hash=digest, status=status,
+                                           rounds=rounds)
         return {
             "ledger_head_signature": signature,
             "server_key_fingerprint": fingerprint(self.signer.public),

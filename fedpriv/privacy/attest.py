@@ -13,6 +13,7 @@ and does not prove.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -21,20 +22,42 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-__all__ = ["HeadSigner", "fingerprint", "head_payload", "verify_head"]
+__all__ = ["HeadSigner", "final_payload", "fingerprint", "head_payload", "verify_final",
+           "verify_head"]
 
 _DOMAIN = b"fedpriv/ledger-head/v1\x00"
+#: A run's last word: its head *and* how the run ended. A head signature (every
+#: checkpoint's, a resume entry's endorsement) says "the ledger reached this head"; only
+#: this one says "and the run ended here", so a ledger cut back to an earlier signed head
+#: cannot pass for a finished run.
+_FINAL_DOMAIN = b"fedpriv/ledger-final/v1\x00"
 
 
 def head_payload(*, run_id: str, scope: str, seq: int, head_hash: str) -> bytes:
     """The bytes a head signature covers (domain-separated, length-prefixed fields)."""
-    if seq < 1:
-        raise ValueError(f"seq must be >= 1, got {seq}")
-    out = bytearray(_DOMAIN)
-    for text in (run_id, scope, head_hash):
+    return _payload(_DOMAIN, (run_id, scope, head_hash), (seq,))
+
+
+def final_payload(*, run_id: str, scope: str, seq: int, head_hash: str, status: str,
+                  rounds: int) -> bytes:
+    """The bytes a run's final signature covers: its head, status and rounds.
+
+    A separate domain from :func:`head_payload`'s.
+    """
+    if rounds < 0:
+        raise ValueError(f"rounds must be >= 0, got {rounds}")
+    return _payload(_FINAL_DOMAIN, (run_id, scope, head_hash, status), (seq, rounds))
+
+
+def _payload(domain: bytes, texts: tuple[str, ...], numbers: tuple[int, ...]) -> bytes:
+    if numbers[0] < 1:
+        raise ValueError(f"seq must be >= 1, got {numbers[0]}")
+    out = bytearray(domain)
+    for text in texts:
         raw = text.encode()
         out += len(raw).to_bytes(4, "big") + raw
-    out += seq.to_bytes(8, "big")
+    for number in numbers:
+        out += number.to_bytes(8, "big")
     return bytes(out)
 
 
@@ -64,13 +87,34 @@ class HeadSigner:
                                            head_hash=head_hash)).hex()
 
 
+    def sign_final(self, *, run_id: str, scope: str, seq: int, head_hash: str, status: str,
+                   rounds: int) -> str:
+        """Hex signature of :func:`final_payload` (once, when the run ends)."""
+        return self._key.sign(final_payload(run_id=run_id, scope=scope, seq=seq,
+                                            head_hash=head_hash, status=status,
+                                            rounds=rounds)).hex()
+
+
 def verify_head(public: bytes, signature_hex: str, *, run_id: str, scope: str, seq: int,
                 head_hash: str) -> bool:
     """Whether ``signature_hex`` is ``public``'s signature of that head."""
+    return _verify(public, signature_hex,
+                   lambda: head_payload(run_id=run_id, scope=scope, seq=seq,
+                                        head_hash=head_hash))
+
+
+def verify_final(public: bytes, signature_hex: str, *, run_id: str, scope: str, seq: int,
+                 head_hash: str, status: str, rounds: int) -> bool:
+    """Whether ``signature_hex`` is ``public``'s final signature of that head and ending."""
+    return _verify(public, signature_hex,
+                   lambda: final_payload(run_id=run_id, scope=scope, seq=seq,
+                                         head_hash=head_hash, status=status, rounds=rounds))
+
+
+def _verify(public: bytes, signature_hex: str, payload: Callable[[], bytes]) -> bool:
     try:
         key = Ed25519PublicKey.from_public_bytes(public)
-        key.verify(bytes.fromhex(signature_hex),
-                   head_payload(run_id=run_id, scope=scope, seq=seq, head_hash=head_hash))
+        key.verify(bytes.fromhex(signature_hex), payload())
     except (InvalidSignature, ValueError, TypeError):
         return False
     return True

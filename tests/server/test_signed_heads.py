@@ -94,3 +94,53 @@ def test_a_fully_rehashed_client_ledger_with_its_head_copied_fails(signed_run, t
     (path / "summary.json").write_text(json.dumps(summary))
     report = audit_run(path)
     assert any(f"no valid signature of {client}'s key" in p for p in report.problems)
+
+
+def test_a_ledger_cut_back_to_a_checkpoints_signed_head_fails(tmp_path, monkeypatch):
+    # Red-team F1: every checkpoint keeps the run key's signature of that round's head.
+    # Cutting the federation ledger back to round 1's head, pasting that signature into
+    # summary.json and recomputing epsilon must not pass for a finished run, even with the
+    # key pinned: only the run's final signature (head + status + rounds) is accepted.
+    from fedpriv.privacy import epsilon
+    from server.privacy import FederationPrivacy
+
+    heads = []
+    original = FederationPrivacy.signed_head
+
+    def keep(self):
+        signed = original(self)
+        heads.append(signed)
+        return signed
+
+    monkeypatch.setattr(FederationPrivacy, "signed_head", keep)
+    path, summary, _ = run(tmp_path, **{"dp-mode": "user", "rounds": 3})
+    pin = summary["server_key_fingerprint"]
+    assert audit_run(path, server_key=pin).ok
+    early = heads[1]  # round 1's checkpoint (heads[0]: round 0's)
+    seq = early["ledger_head"]["seq"]
+    conn = sqlite3.connect(path / "ledger.sqlite")
+    conn.execute("DELETE FROM entries WHERE seq > ?", (seq,))
+    conn.commit()
+    conn.close()
+    with PrivacyLedger.open(path / "ledger.sqlite") as led:
+        assert led.head() == (seq, early["ledger_head"]["hash"]) and led.verify().ok
+        cut_eps = epsilon([e for _, e in led.events()], led.delta)
+    forged = {**summary, "ledger_head": early["ledger_head"],
+              "ledger_head_signature": early["signature"], "rounds": 1,
+              "epsilon": {**summary["epsilon"], "federation": cut_eps}}
+    (path / "summary.json").write_text(json.dumps(forged))
+    report = audit_run(path, server_key=pin)
+    assert not report.ok
+    assert any("signed only as a checkpoint" in p for p in report.problems), report.problems
+
+
+def test_a_summary_whose_ending_was_edited_fails(signed_run, tmp_path):
+    # The final signature covers how the run ended: a summary claiming fewer rounds (or
+    # another status) than the run key signed no longer verifies.
+    path = copy_of(signed_run, tmp_path)
+    summary = json.loads((path / "summary.json").read_text())
+    assert audit_run(path).ok
+    (path / "summary.json").write_text(json.dumps({**summary, "rounds": summary["rounds"] - 1}))
+    report = audit_run(path)
+    assert any("no valid signature of the run's key for summary.json's status" in p
+               for p in report.problems), report.problems

@@ -51,6 +51,24 @@ def _plain(rounds: int, epochs: int, app: str = "plain") -> dict[str, Any]:
             "final_accuracy": data["final_accuracy"]}
 
 
+def _in_process(sets: tuple[str, ...]) -> float:
+    """Seconds per round of the same run in this process, on the loopback grid.
+
+    The real ServerApp and ClientApp code with the clients called one after another and no
+    simulation engine: the round's own work, without the engine's 0.1 s scans between a
+    message and its pickup (the difference to the Ray figure is those waits, and Ray's two
+    clients at once).
+    """
+    from bench.suites.common import bench_config, run_in_process
+
+    values = dict(kv.split("=", 1) for kv in sets)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        run_in_process(bench_config(values, run_dir), run_dir, scenario="bench-round")
+        lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return per_round([r["elapsed_seconds"] for r in lines if "elapsed_seconds" in r])
+
+
 def run(quick: bool) -> dict[str, Any]:
     """Seconds per round for the plain app, Flower's SecAgg+ with DP, and fedpriv's."""
     rounds, epochs = (3, 1) if quick else (10, 1)
@@ -62,6 +80,7 @@ def run(quick: bool) -> dict[str, Any]:
         summary, lines = simulate(*common, *sets)
         rows.append({"variant": name,
                      "seconds_per_round": per_round([r["elapsed_seconds"] for r in lines]),
+                     "in_process_seconds_per_round": _in_process((*common, *sets)),
                      "final_accuracy": summary["final_accuracy"], "sets": list(sets)})
     # the baseline once before and once after the others: its mean is what the ratios
     # divide by, and the two runs show how far the machine moved during the suite

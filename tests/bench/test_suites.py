@@ -330,7 +330,8 @@ def test_the_round_and_deploy_reports_carry_every_ratio():
         {"variant": "Flower SecAgg+ + DP", "seconds_per_round": 4.0, "ratio_to_plain": 4.0,
          "final_accuracy": 0.4},
         {"variant": "fedpriv all", "seconds_per_round": 2.0, "ratio_to_plain": 2.0,
-         "ratio_to_flower_secagg_dp": 0.5, "final_accuracy": 0.6}]}
+         "ratio_to_flower_secagg_dp": 0.5, "in_process_seconds_per_round": 0.25,
+         "final_accuracy": 0.6}]}
     dep = {"meta": meta, "rounds": 2, "nodes": 2, "local_epochs": 1, "transport": "insecure",
            "fedpriv_run_config": "secagg=true", "rows": [
                {"variant": "plain deployed", "seconds_per_round": 10.0, "ratio_to_plain": 1.0,
@@ -340,9 +341,10 @@ def test_the_round_and_deploy_reports_carry_every_ratio():
                 "ratio_to_plain": 4.0, "messages_per_round": 5, "final_accuracy": 0.7,
                 "stretches_s": {}}]}
     text = render({"round": rnd, "deploy": dep})
-    assert "| fedpriv all | 2.000 | 2.00 | 0.50 | 0.600 |" in text
+    assert "| fedpriv all | 2.000 | 2.00 | 0.50 | 0.250 | 0.600 |" in text
     assert "| plain Flower FedAvg (mean of 2 runs: 0.800, 1.200) | 1.000 | 1.00 |" in text
-    assert "| Flower SecAgg+ + DP | 4.000 | 4.00 | - | 0.400 |" in text
+    assert "| Flower SecAgg+ + DP | 4.000 | 4.00 | - | - | 0.400 |" in text
+    assert "no simulation engine: a round's own work" in text
     assert "| fedpriv deployed | 40.0 | 4.00 | 5 |" in text
     assert "fedpriv bench deploy --quick" in text and "time.sleep(3)" in text
 

@@ -95,13 +95,24 @@ class DpFedAvg(Delegating, Strategy):
         eligible population changes.
     noise : GaussianSource
         Where the noise comes from (``SecureGaussian`` in runs).
+    quantisation_slack : float
+        How far, in l2, a client's update may move on its way to the sum beyond its clip
+        (secure aggregation's stochastic rounding: at most ``step * sqrt(d)``). A client's
+        contribution to the sum is then bounded by ``C + slack``, not ``C``, and the noise
+        is ``z_Delta (C + slack)`` so that z stays the noise multiplier of the actual
+        sensitivity and the ledger's epsilon (z, C) stays true. 0 without secure
+        aggregation.
     """
 
     def __init__(self, inner: Strategy, *, noise_multiplier: float,
                  clip: float | AdaptiveClip, expected_cohort: float,
-                 noise: GaussianSource) -> None:
+                 noise: GaussianSource, quantisation_slack: float = 0.0) -> None:
         if not 0 < noise_multiplier < math.inf:
             raise ValueError(f"noise_multiplier must be in (0, inf), got {noise_multiplier!r}")
+        if not 0 <= quantisation_slack < math.inf:
+            raise ValueError(f"quantisation_slack must be in [0, inf), got "
+                             f"{quantisation_slack!r}")
+        self.quantisation_slack = float(quantisation_slack)
         self.inner = inner
         self.noise_multiplier = float(noise_multiplier)
         self.adaptive = clip if isinstance(clip, AdaptiveClip) else None
@@ -161,7 +172,7 @@ class DpFedAvg(Delegating, Strategy):
             return None, None
         total = sum_updates(replies) or self._empty_sum()
         clip = self.clip
-        std = self.update_noise_multiplier * clip
+        std = self.update_noise_multiplier * (clip + self.quantisation_slack)
         m = self.expected_cohort
         current = self._current
         new = {}

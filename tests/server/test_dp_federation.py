@@ -126,3 +126,43 @@ def test_dp_fedavg_adds_noise_of_std_z_c_over_m():
     assert abs(w.std() - sigma) < 6 * sigma / math.sqrt(2 * d)
     assert dp.last_round.count == 3
     _ = ConfigRecord  # imported for clarity of the message types involved
+
+
+def test_under_secure_aggregation_the_noise_covers_the_roundings_reach_too():
+    # Stochastic rounding to secagg's grid can move a clipped update by up to
+    # step * sqrt(d) in l2, so one client's contribution to the sum is bounded by C plus
+    # that, not C: the server's noise is z (C + slack), keeping z (what the ledgers
+    # record) the noise multiplier of the actual sensitivity.
+    from flwr.app import ArrayRecord, MetricRecord, RecordDict
+    from flwr.serverapp.strategy import FedAvg
+
+    from bench.loopback import instruction
+    from fedpriv.ddp_plan import model_dimension
+    from fedpriv.messages import METRICS, UNCLIPPED, UPDATE, UPDATE_WEIGHT
+    from fedpriv.privacy import SeededGaussian
+    from fedpriv.secagg import layout_for
+    from server.federation import _dp_or_mean, quantisation_slack
+    from strategies.dp_fedavg import DpFedAvg
+    from strategies.updates import numpy_record
+
+    cfg = RunConfig.from_mapping({"dp-mode": "user", "secagg": True, "secagg-bits": 8,
+                                  "clients": 4}).resolved()
+    slack = quantisation_slack(cfg)
+    step = 2 * cfg.secagg.clip_range / (2 ** 8 - 1)
+    assert slack == pytest.approx(step * math.sqrt(model_dimension(cfg)))
+    assert layout_for(cfg.secagg).quantizer.step == pytest.approx(step)
+    assert quantisation_slack(cfg.with_values(secagg=False)) == 0.0
+    built = _dp_or_mean(cfg, FedAvg())
+    assert isinstance(built, DpFedAvg) and built.quantisation_slack == slack
+    d, m, z, c = 50_000, 4, 2.0, 0.5
+    dp = DpFedAvg(FedAvg(fraction_train=1.0), noise_multiplier=z, clip=c, expected_cohort=m,
+                  noise=SeededGaussian(np.random.default_rng(0)), quantisation_slack=0.25)
+    dp._current = ArrayRecord({"w": numpy_record({"w": np.zeros(d, np.float32)})["w"]})
+    reply = instruction(RecordDict({UPDATE: numpy_record({"w": np.zeros(d, np.float32)}),
+                                    METRICS: MetricRecord({UPDATE_WEIGHT: 1.0,
+                                                           UNCLIPPED: 1.0})}),
+                        dst_node_id=1, message_type="train")
+    arrays, _ = dp.aggregate_train(1, [reply])
+    sigma = z * (c + 0.25) / m
+    assert dp.last_round.noise_std == pytest.approx(z * (c + 0.25))
+    assert abs(arrays["w"].numpy().std() - sigma) < 6 * sigma / math.sqrt(2 * d)

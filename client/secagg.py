@@ -219,27 +219,29 @@ def advertise(msg: Message, context: Context) -> RecordDict:
     if server_round <= last:
         raise SecAggError(f"round {server_round} is not after round {last}, the last this "
                           "client took part in (replayed round)")
-    floor = 0
+    floor, binding = 0, b""
     if cfg.privacy.dp_mode is DpMode.DISTRIBUTED:
-        floor = _check_plan(cfg, rec)
+        floor, binding = _check_plan(cfg, rec)
     node, identity, roster = _identity(cfg, dict(context.node_config))
     client = ClientSecAgg(node_id=node, run_id=int(context.run_id), round_id=server_round,
                           params=_params(cfg, context.node_config), identity=identity,
                           roster=roster,
                           modulus_bits=modulus_bits(cfg), max_cohort=cfg.training.clients,
-                          min_sum=floor)
+                          min_sum=floor, binding=binding)
     adv = client.advertise_keys()
     context.state[_LAST] = ConfigRecord({"round": server_round})
     _save(context, client)
     return RecordDict({SECAGG: ConfigRecord(adv.to_dict())})
 
 
-def _check_plan(cfg: RunConfig, rec: dict[str, Any]) -> int:
+def _check_plan(cfg: RunConfig, rec: dict[str, Any]) -> tuple[int, bytes]:
     """Distributed DP: refuse unless the server's plan is the one this client derives.
 
-    Returns the plan's n_min: the fewest shares the client's noise is sized for and its
-    ledger charges, which the round's secure aggregation then enforces as a floor on any
-    sum the client helps unmask (``ClientSecAgg.min_sum``).
+    Returns the plan's n_min (the fewest shares the client's noise is sized for and its
+    ledger charges, which the round's secure aggregation enforces as a floor on any sum
+    the client helps unmask: ``ClientSecAgg.min_sum``) and the plan's digest, which its
+    key advertisement carries and its neighbours' must (``ClientSecAgg.binding``): every
+    member of the cohort sized its share by the same plan.
     """
     from fedpriv.ddp_plan import distributed_plan, model_dimension
 
@@ -252,7 +254,7 @@ def _check_plan(cfg: RunConfig, rec: dict[str, Any]) -> int:
             f" is not the one this client derives from the run config ({mine[:12]}): its "
             "noise share would not give the epsilon the ledgers record, or the sum would "
             "not decode; refusing the round before any data is used")
-    return plan.min_clients
+    return plan.min_clients, mine.encode()
 
 
 def round_floor(context: Context, server_round: int) -> int | None:

@@ -99,6 +99,12 @@ class ClientSecAgg:
         so the client refuses a cohort smaller than ``n_min`` (stage 2) and signs no
         survivor set, or component of one, smaller (stage 4): a server that names a small
         cohort cannot unmask a sum with fewer shares than every ledger records.
+    binding : bytes
+        What every member of the round must agree on (the distributed-DP plan's digest):
+        signed into this client's key advertisement and required in its neighbours'
+        (:func:`fedpriv.secagg.identity.advert_payload`), so a server cannot size some
+        members' noise shares by another plan than others' (the floor counts shares,
+        and each must carry the variance the plan says).
 
     Notes
     -----
@@ -115,6 +121,7 @@ class ClientSecAgg:
     modulus_bits: int
     max_cohort: int = 0
     min_sum: int = 0
+    binding: bytes = b""
     setup: RoundSetup | None = None
     _c: KeyPair = field(default_factory=KeyPair)
     _s: KeyPair = field(default_factory=KeyPair)
@@ -147,7 +154,7 @@ class ClientSecAgg:
         out: dict[str, Any] = {
             "node": self.node_id, "run": self.run_id, "round": self.round_id,
             "bits": self.modulus_bits, "max-cohort": self.max_cohort,
-            "min-sum": self.min_sum,
+            "min-sum": self.min_sum, "binding": self.binding,
             "c-sk": self._c.private, "s-sk": self._s.private, "b": self._b,
             "stage": int(self._stage), "peers": peers,
             "peer-c": [self._peer_keys[v][0] for v in peers],
@@ -168,7 +175,7 @@ class ClientSecAgg:
                          round_id=int(state["round"]), params=params, identity=identity,
                          roster=roster, modulus_bits=int(state["bits"]),
                          max_cohort=int(state["max-cohort"]),
-                         min_sum=int(state["min-sum"]),
+                         min_sum=int(state["min-sum"]), binding=bytes(state["binding"]),
                          _c=KeyPair(bytes(state["c-sk"])), _s=KeyPair(bytes(state["s-sk"])),
                          _b=bytes(state["b"]), _stage=Stage(int(state["stage"])))
             client._peer_keys = {int(v): (bytes(c), bytes(s_)) for v, c, s_ in zip(
@@ -228,7 +235,7 @@ class ClientSecAgg:
             raise SecAggError(f"node {self.node_id}: keys already advertised")
         sig = self.identity.sign(advert_payload(
             run_id=self.run_id, round_id=self.round_id, sender=self.node_id,
-            c_pk=self._c.public, s_pk=self._s.public))
+            c_pk=self._c.public, s_pk=self._s.public, binding=self.binding))
         self._stage = Stage.ADVERTISE
         return AdvertiseKeys(round_id=self.round_id, sender=self.node_id,
                              c_pk=self._c.public, s_pk=self._s.public, signature=sig)
@@ -274,11 +281,11 @@ class ClientSecAgg:
         for v, c, s, sig in zip(msg.peers, msg.c_pks, msg.s_pks, msg.signatures,
                                 strict=True):
             payload = advert_payload(run_id=self.run_id, round_id=self.round_id, sender=v,
-                                     c_pk=c, s_pk=s)
+                                     c_pk=c, s_pk=s, binding=self.binding)
             if not self.roster.verify(v, payload, sig):
                 raise SecAggAbort(f"node {me}: the keys given for node {v} do not carry its "
-                                  "signature (substituted or forged keys, or another run "
-                                  "or round)")
+                                  "signature (substituted or forged keys, another run or "
+                                  "round, or a member shown another plan)")
         keys = dict(zip(msg.peers, zip(msg.c_pks, msg.s_pks, strict=True), strict=True))
         t = setup.threshold
         if len(keys) < t:

@@ -46,12 +46,12 @@ class Enrolment:
     identities: Mapping[int, IdentityKey]
 
     def client(self, node: int, *, round_id: int, modulus_bits: int,
-               max_cohort: int = 0, min_sum: int = 0) -> ClientSecAgg:
+               max_cohort: int = 0, min_sum: int = 0, binding: bytes = b"") -> ClientSecAgg:
         """A fresh client state machine for ``node`` and round ``round_id``."""
         return ClientSecAgg(node_id=node, run_id=self.run_id, round_id=round_id,
                             params=self.params, identity=self.identities[node],
                             roster=self.roster, modulus_bits=modulus_bits,
-                            max_cohort=max_cohort, min_sum=min_sum)
+                            max_cohort=max_cohort, min_sum=min_sum, binding=binding)
 
 
 def enrol(ids: Sequence[int], *, params: SecurityParams | None = None,

@@ -56,10 +56,19 @@ def _u64(name: str, value: int) -> bytes:
 
 
 def advert_payload(*, run_id: int, round_id: int, sender: int, c_pk: bytes,
-                   s_pk: bytes) -> bytes:
-    """What a key advertisement signs: domain, run, round, client id, c_pk, s_pk."""
-    return (b"fedpriv-secagg|advertise|" + _u64("run_id", run_id)
-            + _u64("round_id", round_id) + _u64("sender", sender) + c_pk + s_pk)
+                   s_pk: bytes, binding: bytes = b"") -> bytes:
+    """What a key advertisement signs: domain, run, round, client id, c_pk, s_pk.
+
+    ``binding`` (when not empty): what the round's inputs must agree on beyond the
+    protocol, e.g. the distributed-DP plan each client sized its noise share for. A
+    client verifies its neighbours' advertisements with its *own* binding, so a cohort
+    whose members were shown different plans cannot share keys.
+    """
+    out = (b"fedpriv-secagg|advertise|" + _u64("run_id", run_id)
+           + _u64("round_id", round_id) + _u64("sender", sender) + c_pk + s_pk)
+    if binding:
+        out += b"|binding|" + _u64("length", len(binding)) + binding
+    return out
 
 
 def cohort_digest(cohort: Iterable[int]) -> bytes:

@@ -68,9 +68,9 @@ class ServerSecAgg:
         U3: ``{u: y_u}`` of clients that sent a masked input (the survivors S).
     signatures : dict
         U4: ``{u: signature of S}``.
-    roster, run_id : optional
+    roster, run_id, binding : optional
         When given, advertisements are checked against the roster (see
-        :meth:`on_advertise`).
+        :meth:`on_advertise`), with the round's ``binding`` (as the clients check them).
     reveals : dict
         U5: ``{u: {v: ((x, y), "b" | "s")}}``, the shares each survivor revealed.
     transcript : list
@@ -84,6 +84,7 @@ class ServerSecAgg:
     population: int = 0
     threads: int = 2
     roster: Roster | None = None
+    binding: bytes = b""
     run_id: int | None = None
     setup: RoundSetup | None = None
     keys: dict[int, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
@@ -146,7 +147,8 @@ class ServerSecAgg:
             if msg.sender not in self.roster:
                 raise SecAggError(f"node {msg.sender} is not in the roster")
             payload = advert_payload(run_id=self.run_id or 0, round_id=self.round_id,
-                                     sender=msg.sender, c_pk=msg.c_pk, s_pk=msg.s_pk)
+                                     sender=msg.sender, c_pk=msg.c_pk, s_pk=msg.s_pk,
+                                     binding=self.binding)
             if self.run_id is not None and not self.roster.verify(msg.sender, payload,
                                                                   msg.signature):
                 raise SecAggError(f"node {msg.sender}: advertisement signature does not "

@@ -368,3 +368,42 @@ def test_the_floor_survives_the_clients_state_between_messages():
     assert back.min_sum == 5
     with pytest.raises(SecAggError, match="min_sum must be >= 0"):
         en.client(0, round_id=ROUND, modulus_bits=BITS, min_sum=-1)
+
+
+def test_members_shown_different_plans_cannot_share_keys():
+    # Red-team F-B: the floor counts shares, so a server that sizes most members' noise
+    # shares by a weaker plan (another noise multiplier, the same n_min) would unmask a sum
+    # with far less noise than the victim's ledger assumes. Each advertisement signs the
+    # plan the client derived (binding) and each client checks its neighbours' with its
+    # own: one member shown another plan makes the round fail at stage 2.
+    en = enrol(list(range(6)), params=SecurityParams(), run_id=3)
+    server = ServerSecAgg(round_id=ROUND, params=en.params, modulus_bits=BITS, length=D)
+    plans = {u: (b"plan-victim" if u == 0 else b"plan-weak") for u in range(6)}
+    clients = {u: en.client(u, round_id=ROUND, modulus_bits=BITS, max_cohort=6,
+                            binding=plans[u]) for u in range(6)}
+    for c in clients.values():
+        server.receive(c.advertise_keys())
+    keys = {u: server.neighbour_keys(u) for u in clients}
+    with pytest.raises(SecAggAbort, match="shown another plan"):
+        clients[0].share_keys(keys[0])  # the victim refuses the others' keys
+    for u in range(1, 6):  # and every other member refuses the victim's
+        if 0 in keys[u].peers:
+            with pytest.raises(SecAggAbort, match="node 0 do not carry its signature"):
+                clients[u].share_keys(keys[u])
+    # the same plan everywhere: the round goes through, and the binding survives restore
+    same = {u: en.client(u, round_id=ROUND + 1, modulus_bits=BITS, max_cohort=6,
+                         binding=b"plan") for u in range(6)}
+    server = ServerSecAgg(round_id=ROUND + 1, params=en.params, modulus_bits=BITS, length=D)
+    for c in same.values():
+        server.receive(c.advertise_keys())
+    for u, c in same.items():
+        server.receive(c.share_keys(server.neighbour_keys(u)))
+    back = type(same[0]).restore(same[0].export(), params=en.params,
+                                 identity=en.identities[0], roster=en.roster)
+    assert back.binding == b"plan"
+    # a server holding the roster checks advertisements with the round's binding too
+    strict = ServerSecAgg(round_id=ROUND, params=en.params, modulus_bits=BITS, length=D,
+                          roster=en.roster, run_id=3, binding=b"plan-weak")
+    with pytest.raises(SecAggError, match="does not verify"):
+        strict.receive(en.client(0, round_id=ROUND, modulus_bits=BITS,
+                                 binding=b"plan-victim").advertise_keys())

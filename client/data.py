@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,8 @@ NODE_DEVICE = "device"
 NODE_MAX_EPSILON = "client-max-epsilon"
 #: A device owner's consent to seeded privacy randomness (``reproducible = true``).
 NODE_REPRODUCIBLE = "reproducible"
+#: The DP mode a device owner requires of every run (the server cannot change it).
+NODE_DP_MODE = "dp-mode"
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +58,33 @@ def node_overrides(cfg: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
                      "its node config to allow it)")
         values["reproducible"] = False
     return RunConfig.from_mapping(values, base=cfg) if values else cfg
+
+
+def node_refusal(cfg: RunConfig, node_config: Mapping[str, Any]) -> str:
+    """Why this node will not train under ``cfg`` at all (``""``: it may).
+
+    The server chooses the run config, ``dp-mode`` included: without this a server could
+    switch a device to ``dp-mode = none`` (the whole model back, unnoised, no ledger, the
+    device's own budget never checked) or from distributed to user level (its clipped
+    update in the clear). A node whose config pins ``dp-mode`` trains only under that
+    mode; a node with a finite ``client-max-epsilon`` (a device that keeps a privacy
+    budget) never trains without DP.
+    """
+    pinned = str(node_config.get(NODE_DP_MODE, "") or "")
+    if pinned:
+        allowed = [m.value for m in DpMode]
+        if pinned not in allowed:
+            raise ValueError(f"node config dp-mode must be one of {allowed}, got {pinned!r}")
+        if pinned != cfg.privacy.dp_mode.value:
+            return (f"this node's config pins dp-mode={pinned}; the run asks for "
+                    f"dp-mode={cfg.privacy.dp_mode.value}")
+    if cfg.privacy.dp_mode is DpMode.NONE and NODE_MAX_EPSILON in node_config:
+        budget = float(node_config[NODE_MAX_EPSILON])
+        if math.isfinite(budget):
+            return (f"this node keeps a privacy budget (client-max-epsilon={budget:g}); the "
+                    "run asks for dp-mode=none, which would send its model trained on local "
+                    "data unnoised and unaccounted")
+    return ""
 
 
 def _consents(node_config: Mapping[str, Any]) -> bool:

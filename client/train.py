@@ -15,7 +15,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from client.canary import canary_reply, is_canary
-from client.data import client_identity, local_data, node_overrides
+from client.data import client_identity, local_data, node_overrides, node_refusal
 from client.privacy import (
     LEDGER_PATH_KEY,
     budget_refusal,
@@ -123,6 +123,9 @@ def train_reply(msg: Message, context: Context) -> Message:
     cfg, server_round = config_from_record(msg.content[CONFIG])
     node_config = dict(context.node_config)
     cfg = node_overrides(cfg, node_config)
+    refusal = node_refusal(cfg, node_config)
+    if refusal:  # before any data is touched; the server sees the node fail with this
+        raise PermissionError(f"the node refuses the round: {refusal}")
     round_clip = float(msg.content[CONFIG].get(ROUND_CLIP_NORM, cfg.privacy.clip_norm))
     if is_canary(cfg, node_config):
         return _reply(msg, canary_reply(cfg, node_config, msg, round_clip))
@@ -342,6 +345,9 @@ def _content(cfg: RunConfig, msg: Message, context: Context, payload: Payload,
 def evaluate_reply(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on the client's local data."""
     cfg, _ = config_from_record(msg.content[CONFIG])
+    refusal = node_refusal(cfg, context.node_config)
+    if refusal:
+        raise PermissionError(f"the node refuses to evaluate: {refusal}")
     if is_canary(cfg, context.node_config):
         raise RuntimeError("a canary client holds no data to evaluate on")
     data = model_inputs(cfg, local_data(cfg, context.node_config))

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from fedpriv.cli.common import EXIT_OK, fail, stderr
+from fedpriv.config import DpMode
 
 __all__ = ["deploy_app"]
 
@@ -81,6 +82,9 @@ def deploy_supernode(
     max_epsilon: Annotated[float, typer.Option(
         "--max-epsilon", help="This device's own privacy budget (inf: none).")] = math.inf,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
+    dp_mode: Annotated[str, typer.Option(
+        "--dp-mode", help="The DP mode this device requires of every run ('' : any; the "
+        "server cannot change it).")] = "",
     port: Annotated[int, typer.Option("--port", help="Local ClientApp API port.")] = 9094,
     threads: Annotated[int, typer.Option(
         "--threads", help="CPU threads for training (0: one per core, torch's default). "
@@ -107,9 +111,14 @@ def deploy_supernode(
         raise fail(f"--max-epsilon must be > 0, got {max_epsilon:g}")
     if threads < 0:
         raise fail(f"--threads must be >= 0 (0: one per core), got {threads}")
+    modes = [m.value for m in DpMode]
+    if dp_mode and dp_mode not in modes:
+        raise fail(f"--dp-mode must be one of {modes} (or empty), got {dp_mode!r}")
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
     node_config = (f'data-dir="{data_dir.resolve()}" ledger-path="{ledger.resolve()}" '
                    f'device="{device}" client-max-epsilon={max_epsilon!r}')
+    if dp_mode:
+        node_config += f' dp-mode="{dp_mode}"'
     try:  # the node's secure-aggregation identity and the roster, out of band
         secagg = node_secagg_config(certs, name)
     except CertError as err:

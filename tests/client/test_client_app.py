@@ -357,3 +357,37 @@ def test_distributed_dp_charges_only_the_sum_its_secure_aggregation_enforces(tmp
     [ledger_path] = tmp_path.glob("clients/*/ledger.sqlite")
     with PrivacyLedger.open(ledger_path) as ledger:
         assert ledger.events() == []
+
+
+def test_a_server_cannot_switch_a_budgeted_or_pinned_device_off_dp(tmp_path):
+    # Red-team F-A: the server chooses dp-mode. Sent dp-mode=none, a device with its own
+    # budget trained and returned its model unnoised, with no ledger and no budget check.
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "part.npz", x=rng.random((40, 64)), y=rng.integers(0, 10, 40))
+    device = {"data-dir": str(data), "ledger-path": str(tmp_path / "ledger.sqlite")}
+    plain = RunConfig.from_mapping({"clients": 4, "local-epochs": 1}).resolved()
+    model = build_task_model(plain, load_task_data(plain))
+
+    def train(cfg, node):
+        return client_app(train_message(cfg, model), context(node))
+
+    # the ClientApp raises before touching data; a SuperNode sends the server the error
+    with pytest.raises(PermissionError, match="client-max-epsilon=1"):
+        train(plain, {**device, "client-max-epsilon": 1.0})
+    assert not (tmp_path / "ledger.sqlite").exists()
+    assert not train(plain, {**device, "client-max-epsilon": float("inf")}).has_error()
+    user = RunConfig.from_mapping({"clients": 4, "local-epochs": 1, "dp-mode": "user"}
+                                  ).resolved()
+    pinned = {**device, "dp-mode": "record"}
+    with pytest.raises(PermissionError, match="pins dp-mode=record"):
+        train(user, pinned)
+    with pytest.raises(PermissionError, match="refuses to evaluate"):
+        client_app(train_message(plain, model, message_type="evaluate"),
+                   context({**device, "client-max-epsilon": 1.0}))
+    with pytest.raises(ValueError, match="dp-mode must be one of"):
+        train(plain, {**device, "dp-mode": "strong"})
+    record = RunConfig.from_mapping({"clients": 4, "local-epochs": 1, "dp-mode": "record",
+                                     "noise-multiplier": 1.0}).resolved()
+    assert not train(record, pinned).has_error()  # the mode it pins: trains

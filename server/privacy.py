@@ -202,7 +202,11 @@ class FederationPrivacy:
                                            rounds=rounds)
         return {
             "ledger_head_signature": signature,
-            "server_key_fingerprint": fingerprint(self.signer.public),
+            # the key to pin is the run's first (the genesis names it; a resumed run's
+            # later keys are endorsed by it): `fedpriv audit --server-key` checks that one
+            "server_key_fingerprint": fingerprint(self.ledger.genesis_signer
+                                                  or self.signer.public),
+            "current_key_fingerprint": fingerprint(self.signer.public),
             "epsilon": {
                 "federation": self.federation_epsilon(),
                 "clients_max": max(clients.values(), default=None),

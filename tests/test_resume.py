@@ -117,7 +117,12 @@ def test_kill_9_mid_run_then_resume_charges_every_round_exactly_once(tmp_path):
                 per_client.setdefault(entry.scope, []).append(entry.round)
         assert len(fed.rotations()) == 1
     assert all(r == list(range(1, ROUNDS + 1)) for r in per_client.values()), per_client
-    audit = subprocess.run([FEDPRIV, "audit", str(out), "--json"], capture_output=True,
+    # the fingerprint the resumed run prints and records is the one to pin: the run's
+    # first key (red-team F-C: it was the new process's, which the audit then refused)
+    assert summary["server_key_fingerprint"] != summary["current_key_fingerprint"]
+    assert f"--server-key {summary['server_key_fingerprint']}" in resumed.stdout
+    audit = subprocess.run([FEDPRIV, "audit", str(out), "--json", "--server-key",
+                            summary["server_key_fingerprint"]], capture_output=True,
                            text=True, env=ENV, timeout=120)
     assert audit.returncode == 0, audit.stdout + audit.stderr
     report = json.loads(audit.stdout)

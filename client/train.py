@@ -99,6 +99,28 @@ def _signed_head(ledger: PrivacyLedger, identity: tuple[int, HeadSigner] | None,
     return out
 
 
+#: Beside a client's ledger: its head signed with the identity key, rewritten at every
+#: charge, so that a ledger whose client charged a round and then dropped before its reply
+#: (the server never saw that head) still proves it was not rewritten (``fedpriv audit``).
+HEAD_FILE_SUFFIX = ".head.json"
+
+
+def _keep_signed_head(ledger: PrivacyLedger, identity: tuple[int, HeadSigner] | None
+                      ) -> None:
+    if identity is None or ledger.signer != identity[1].public:
+        return
+    import json
+
+    from fedpriv.durable import write_bytes
+
+    seq, digest = ledger.head()
+    record = {"seq": seq, "hash": digest, "signer": identity[0],
+              "signature": identity[1].sign(run_id=ledger.run_id, scope=ledger.scope,
+                                            seq=seq, head_hash=digest)}
+    write_bytes(ledger.path.with_name(ledger.path.name + HEAD_FILE_SUFFIX),
+                json.dumps(record).encode())
+
+
 def _reply(msg: Message, records: dict) -> Message:
     return Message(RecordDict(records), reply_to=msg)
 
@@ -174,6 +196,7 @@ def train_reply(msg: Message, context: Context) -> Message:
             cache.save(run_id=run_id, server_round=server_round, model=digest,
                        payload=payload)
             ledger.append(server_round, event, run_id=run_id)
+            _keep_signed_head(ledger, identity)
     content, metrics = _content(cfg, msg, context, payload, server_round)
     if ledger is not None:
         from fedpriv.privacy import epsilon

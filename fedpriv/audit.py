@@ -499,13 +499,32 @@ def _check_signatures(root: Path, summary: dict[str, Any],
         entry = signatures.get(client) or {}
         if not verify_head(signer, str(entry.get("signature") or ""), run_id=run_id,
                            scope=client, seq=seq, head_hash=digest):
-            problems.append(f"{path}: its head (entry {seq}) carries no valid signature of "
-                            f"{client}'s key: the ledger was rewritten")
+            # A client that charged a round and dropped before replying never reported
+            # that head; it keeps its own signed head beside its ledger.
+            kept = _kept_head(path)
+            if kept and verify_head(signer, str(kept.get("signature") or ""),
+                                    run_id=run_id, scope=client, seq=seq, head_hash=digest):
+                warnings.append(f"{path}: its head (entry {seq}) was not reported to the "
+                                "server (the client charged a round and dropped before "
+                                "replying); its own signed head file verifies it")
+                entry = kept
+            else:
+                problems.append(f"{path}: its head (entry {seq}) carries no valid signature "
+                                f"of {client}'s key: the ledger was rewritten")
         if roster is not None:
             listed = roster.keys.get(int(entry.get("signer", -1)))
             if listed != signer:
                 problems.append(f"{path}: the key its genesis names is not {client}'s key "
                                 f"in the roster {candidate}")
+
+
+def _kept_head(path: Path) -> dict[str, Any] | None:
+    """The signed head a client keeps beside its ledger (``client.train``), if readable."""
+    try:
+        kept = json.loads(path.with_name(path.name + ".head.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return kept if isinstance(kept, dict) else None
 
 
 def _check_rotations(path: Path, fed: LedgerFacts, problems: list[str],

@@ -225,3 +225,26 @@ def test_a_client_refuses_a_plan_other_than_the_one_it_derives(tmp_path, monkeyp
     assert summary["distributed_dp"]["survivors_by_round"] == [3]
     assert [e.clients for _, e in events(path / "ledger.sqlite")] == [3]
     assert audit_run(path).ok
+
+
+def test_a_client_that_charged_then_dropped_is_not_taken_for_a_rewritten_ledger(tmp_path):
+    # Red-team F-D: a client that vanishes at stage 3 has already charged its ledger, and
+    # the server never sees that head: the audit called the honest run's ledger
+    # rewritten. The client keeps its own signed head beside its ledger.
+    from pathlib import Path
+
+    _, summary, path, _ = run(tmp_path, rounds=3, clients=6,
+                              **{"noise-multiplier": 0.5, "dropout-rate": 0.6})
+    report = audit_run(path)
+    assert report.ok, report.problems
+    unreported = [w for w in report.warnings if "was not reported to the server" in w]
+    assert unreported
+    ledger = Path(unreported[0].split(":")[0])
+    # the kept head proves only the ledger it was signed for: a charge removed (the
+    # ledger rewritten after the head) or the file gone, and the audit fails
+    kept = ledger.with_name(ledger.name + ".head.json")
+    record = json.loads(kept.read_text())
+    kept.write_text(json.dumps({**record, "signature": "00" * 64}))
+    assert not audit_run(path).ok
+    kept.unlink()
+    assert not audit_run(path).ok

@@ -22,6 +22,8 @@ NODE_MAX_EPSILON = "client-max-epsilon"
 NODE_REPRODUCIBLE = "reproducible"
 #: The DP mode a device owner requires of every run (the server cannot change it).
 NODE_DP_MODE = "dp-mode"
+#: A device owner's consent to federated evaluation under DP (``evaluate = true``).
+NODE_EVALUATE = "evaluate"
 
 _log = logging.getLogger(__name__)
 
@@ -87,8 +89,27 @@ def node_refusal(cfg: RunConfig, node_config: Mapping[str, Any]) -> str:
     return ""
 
 
-def _consents(node_config: Mapping[str, Any]) -> bool:
-    value = node_config.get(NODE_REPRODUCIBLE, False)
+def evaluation_refusal(cfg: RunConfig, node_config: Mapping[str, Any]) -> str:
+    """Why this node will not answer an ``evaluate`` message (``""``: it will).
+
+    Federated evaluation sends the loss and accuracy of the global model on the node's
+    own data, unnoised: no epsilon covers them. Under a DP mode a deployed node answers
+    only if its own node config sets ``evaluate = true``; a simulated node follows the
+    run (its plan says ``unprotected_evaluation``).
+    """
+    refusal = node_refusal(cfg, node_config)
+    if refusal:
+        return refusal
+    if (cfg.privacy.dp_mode is not DpMode.NONE and not simulated(node_config)
+            and not _consents(node_config, NODE_EVALUATE)):
+        return ("under DP, evaluation would send the loss and accuracy on this node's data "
+                "unnoised, which no epsilon covers; set evaluate=true in its node config "
+                "to allow it")
+    return ""
+
+
+def _consents(node_config: Mapping[str, Any], key: str = NODE_REPRODUCIBLE) -> bool:
+    value = node_config.get(key, False)
     if isinstance(value, str):
         return value.strip().lower() == "true"
     return value is True

@@ -15,7 +15,13 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from client.canary import canary_reply, is_canary
-from client.data import client_identity, local_data, node_overrides, node_refusal
+from client.data import (
+    client_identity,
+    evaluation_refusal,
+    local_data,
+    node_overrides,
+    node_refusal,
+)
 from client.privacy import (
     LEDGER_PATH_KEY,
     budget_refusal,
@@ -368,7 +374,7 @@ def _content(cfg: RunConfig, msg: Message, context: Context, payload: Payload,
 def evaluate_reply(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on the client's local data."""
     cfg, _ = config_from_record(msg.content[CONFIG])
-    refusal = node_refusal(cfg, context.node_config)
+    refusal = evaluation_refusal(cfg, context.node_config)
     if refusal:
         raise PermissionError(f"the node refuses to evaluate: {refusal}")
     if is_canary(cfg, context.node_config):

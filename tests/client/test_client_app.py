@@ -391,3 +391,26 @@ def test_a_server_cannot_switch_a_budgeted_or_pinned_device_off_dp(tmp_path):
     record = RunConfig.from_mapping({"clients": 4, "local-epochs": 1, "dp-mode": "record",
                                      "noise-multiplier": 1.0}).resolved()
     assert not train(record, pinned).has_error()  # the mode it pins: trains
+
+
+def test_a_deployed_node_under_dp_evaluates_only_with_its_consent(tmp_path):
+    # Federated evaluation sends the loss and accuracy on the node's own data unnoised;
+    # under DP a device answers a server's evaluate only if its node config allows it.
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "part.npz", x=rng.random((40, 64)), y=rng.integers(0, 10, 40))
+    device = {"data-dir": str(data), "ledger-path": str(tmp_path / "ledger.sqlite")}
+    user = RunConfig.from_mapping({"clients": 4, "local-epochs": 1, "dp-mode": "user"}
+                                  ).resolved()
+    model = build_task_model(user, load_task_data(user))
+
+    def evaluate(cfg, node):
+        return client_app(train_message(cfg, model, message_type="evaluate"), context(node))
+
+    with pytest.raises(PermissionError, match="no epsilon covers"):
+        evaluate(user, device)
+    assert not evaluate(user, {**device, "evaluate": True}).has_error()
+    assert not evaluate(user, SIM_NODE).has_error()  # simulation: the run's plan says so
+    plain = RunConfig.from_mapping({"clients": 4, "local-epochs": 1}).resolved()
+    assert not evaluate(plain, device).has_error()  # no DP, no claim, no budget

@@ -30,12 +30,12 @@ import math
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from fedpriv.audit_signatures import LedgerFacts, check_signatures
 from fedpriv.privacy import (
     Accountant,
     GaussianSumEvent,
-    KeyRotation,
     LedgerError,
     PrivacyLedger,
     epsilon,
@@ -182,17 +182,6 @@ def _budget(value: float) -> float | None:
     return None if math.isinf(value) else value
 
 
-class LedgerFacts(NamedTuple):
-    """What the signature check needs of a ledger whose chain verified (read once)."""
-
-    run_id: str
-    signer: bytes | None
-    seq: int
-    digest: str
-    genesis_signer: bytes | None = None
-    rotations: tuple[KeyRotation, ...] = ()
-
-
 def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
                   problems: list[str], facts: dict[Path, LedgerFacts]) -> list[ScopeAudit]:
     try:
@@ -219,7 +208,8 @@ def _audit_ledger(path: Path, expected_head: tuple[int, str] | None,
                 problems.append(f"{path}: entry {rot.seq} (resume) endorses a head that is "
                                 f"not entry {rot.prior_seq} of this chain")
         facts[path] = LedgerFacts(ledger.run_id, ledger.signer, *ledger.head(),
-                                  genesis_signer=ledger.genesis_signer, rotations=rotations)
+                                  genesis_signer=ledger.genesis_signer, rotations=rotations,
+                                  flags=ledger.flags())
         out = []
         for scope in ledger.scopes() or [ledger.scope]:
             events = ledger.events(scope)
@@ -392,16 +382,6 @@ def _read_summary(path: Path, problems: list[str]
     return summary, reported, head, client_heads
 
 
-def _ledger_flags(federation: Path) -> dict[str, Any]:
-    """The flags the federation ledger's genesis and resume entries record ({} if none)."""
-    if not federation.is_file():
-        return {}
-    from fedpriv.privacy import PrivacyLedger
-
-    with PrivacyLedger.open(federation) as ledger:
-        return ledger.flags()
-
-
 def _check_reported(reported: dict[str, Any], federation: Path,
                     scopes: list[ScopeAudit], problems: list[str]) -> None:
     fed = [s for s in scopes if s.ledger == str(federation)]
@@ -420,138 +400,6 @@ def _check_reported(reported: dict[str, Any], federation: Path,
         problems.append(f"summary.json reports federation epsilon {claimed}, the "
                         f"{which} gives {independent:.4f} (more than "
                         f"{AGREEMENT:.0%} apart)")
-
-
-def _check_signatures(root: Path, summary: dict[str, Any],
-                      facts: dict[Path, LedgerFacts], problems: list[str],
-                      warnings: list[str], server_key: str | None,
-                      roster_path: Path | None) -> None:
-    """Signed heads (fedpriv.privacy.attest): a re-hashed forgery has no valid signature.
-
-    The federation ledger's genesis names the run's head-signing key; summary.json must
-    carry its signature of the ledger's actual head, ``run-key.pub`` must be that key,
-    and ``server_key`` (a fingerprint recorded at run time) pins it. Each client ledger
-    whose genesis names a key must have its head signed by that key, and that key must
-    be the client's in the roster (``RUN_DIR/identities/roster.json`` or ``roster_path``).
-    """
-    from fedpriv.privacy.attest import fingerprint, verify_final, verify_head
-
-    federation = root / "ledger.sqlite"
-    if federation in facts:
-        fed = facts[federation]
-        run_id, signer, seq, digest = fed.run_id, fed.signer, fed.seq, fed.digest
-        if signer is None:
-            warnings.append(f"{federation}: unsigned (made before signed heads); a fully "
-                            "re-hashed forgery of it would not be detected")
-        else:
-            sig = str(summary.get("ledger_head_signature") or "")
-            status, rounds = str(summary.get("status") or ""), summary.get("rounds")
-            final = isinstance(rounds, int) and rounds >= 0 and verify_final(
-                signer, sig, run_id=run_id, scope="federation", seq=seq, head_hash=digest,
-                status=status, rounds=rounds)
-            if final:
-                pass
-            elif verify_head(signer, sig, run_id=run_id, scope="federation", seq=seq,
-                             head_hash=digest):
-                problems.append(f"{federation}: its head (entry {seq}) is signed only as a "
-                                "checkpoint, not as the run's end: the ledger may have been "
-                                "cut back to an earlier signed head (or the run was made "
-                                "before final signatures)")
-            else:
-                problems.append(f"{federation}: its head (entry {seq}) carries no valid "
-                                "signature of the run's key for summary.json's status "
-                                f"{status!r} after {rounds} rounds: the ledger or the "
-                                "summary was rewritten")
-            _check_rotations(federation, fed, problems, warnings)
-            first = fed.genesis_signer or signer
-            key_file = root / "run-key.pub"
-            try:
-                on_disk = bytes.fromhex(key_file.read_text().strip())
-            except (OSError, ValueError):
-                on_disk = b""
-            if on_disk != first:
-                problems.append(f"{key_file} is not the key the federation ledger's "
-                                "genesis names")
-            if server_key and fingerprint(first) != server_key.strip().lower():
-                problems.append(f"the federation ledger is signed by key "
-                                f"{fingerprint(first)}, not the pinned {server_key}")
-            elif not server_key:
-                warnings.append(f"server key {fingerprint(first)} is not pinned: pass "
-                                "--server-key with the fingerprint `fedpriv simulate` "
-                                "printed to rule out a wholesale replacement")
-    roster = None
-    candidate = roster_path or root / "identities" / "roster.json"
-    if candidate.is_file():
-        from fedpriv.certs import CertError, load_roster
-
-        try:
-            roster = load_roster(candidate)
-        except CertError as err:
-            problems.append(str(err))
-    signatures = summary.get("client_ledger_signatures") or {}
-    for path in sorted((root / "clients").glob("*/ledger.sqlite")):
-        client = path.parent.name
-        if path not in facts:
-            continue  # already reported by the chain check
-        run_id, signer, seq, digest = facts[path][:4]
-        if signer is None:
-            continue
-        entry = signatures.get(client) or {}
-        if not verify_head(signer, str(entry.get("signature") or ""), run_id=run_id,
-                           scope=client, seq=seq, head_hash=digest):
-            # A client that charged a round and dropped before replying never reported
-            # that head; it keeps its own signed head beside its ledger.
-            kept = _kept_head(path)
-            if kept and verify_head(signer, str(kept.get("signature") or ""),
-                                    run_id=run_id, scope=client, seq=seq, head_hash=digest):
-                warnings.append(f"{path}: its head (entry {seq}) was not reported to the "
-                                "server (the client charged a round and dropped before "
-                                "replying); its own signed head file verifies it")
-                entry = kept
-            else:
-                problems.append(f"{path}: its head (entry {seq}) carries no valid signature "
-                                f"of {client}'s key: the ledger was rewritten")
-        if roster is not None:
-            listed = roster.keys.get(int(entry.get("signer", -1)))
-            if listed != signer:
-                problems.append(f"{path}: the key its genesis names is not {client}'s key "
-                                f"in the roster {candidate}")
-
-
-def _kept_head(path: Path) -> dict[str, Any] | None:
-    """The signed head a client keeps beside its ledger (``client.train``), if readable."""
-    try:
-        kept = json.loads(path.with_name(path.name + ".head.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return kept if isinstance(kept, dict) else None
-
-
-def _check_rotations(path: Path, fed: LedgerFacts, problems: list[str],
-                     warnings: list[str]) -> None:
-    """Each resume's new key must be endorsed by the key before it (see KeyRotation).
-
-    The previous key signed the head ``(prior_seq, prior_hash)`` it had committed to; a
-    forger without that key cannot splice a chain of its own behind a resume.
-    """
-    from fedpriv.privacy.attest import fingerprint, verify_head
-
-    key = fed.genesis_signer
-    for rot in fed.rotations:
-        if key is None or not verify_head(key, rot.prior_signature, run_id=fed.run_id,
-                                          scope="federation", seq=rot.prior_seq,
-                                          head_hash=rot.prior_hash):
-            problems.append(f"{path}: entry {rot.seq} (resume after round {rot.round}) is "
-                            "not endorsed by the previous head-signing key: the chain "
-                            "after it is not the run's")
-        gap = rot.seq - rot.prior_seq - 1
-        warnings.append(
-            f"resumed after round {rot.round}: head-signing key {fingerprint(rot.signer)} "
-            f"took over at entry {rot.seq}, endorsed by key "
-            f"{fingerprint(key) if key else '?'} at entry {rot.prior_seq}"
-            + (f"; entries {rot.prior_seq + 1}-{rot.seq - 1} were charged after that "
-               "signature, before the stop (kept)" if gap > 0 else ""))
-        key = rot.signer
 
 
 def audit_run(run_dir: str | Path, *, server_key: str | None = None,
@@ -611,13 +459,14 @@ def audit_run(run_dir: str | Path, *, server_key: str | None = None,
         _check_reported(reported, federation, scopes, problems)
     warnings: list[str] = []
     if all(s.chain_ok for s in scopes):
-        _check_signatures(root, summary, facts, problems, warnings, server_key,
-                          Path(roster) if roster else None)
+        check_signatures(root, summary, facts, problems, warnings, server_key,
+                         Path(roster) if roster else None)
         if federation.is_file():
             _check_distributed_noise(root, summary, problems, warnings)
     # The federation ledger's genesis and resume entries carry the run's flags under the
     # hash chain and the signed head; summary.json (unsigned) only repeats them.
-    flags = _ledger_flags(federation) if all(s.chain_ok for s in scopes) else {}
+    flags = (facts[federation].flags if federation in facts
+             and all(s.chain_ok for s in scopes) else {})
     if summary.get("reproducible") or flags.get("reproducible"):
         warnings.append("reproducible = true: the server's sampling and noise (and those of "
                         "simulated clients) were seeded from the run's seed; the epsilon "

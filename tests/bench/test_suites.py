@@ -438,9 +438,9 @@ def test_the_goals_table_gives_every_ratio_its_goal_and_says_what_limits_a_misse
         "edge": {"meta": meta, "goal_peak_ratio": 1.2, "examples": 1, "repeats": 1,
                  "rows": [{"client": "fedpriv", "config": "record-DP", "peak_ratio": 1.25}]},
     }
-    from bench.suites.report import _goals
+    from bench.suites.goals import goals_table
 
-    text = "\n".join(_goals(results))
+    text = "\n".join(goals_table(results))
     mlp = next(ln for ln in text.splitlines() if "MLP, batch 64" in ln)
     cnn = next(ln for ln in text.splitlines() if "CNN, batch 64" in ln)
     edge = next(ln for ln in text.splitlines() if "edge client" in ln)

@@ -54,7 +54,7 @@ def node_overrides(cfg: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
         own = float(node_config[NODE_MAX_EPSILON])
         values["client-max-epsilon"] = min(own, cfg.privacy.client_max_epsilon)
     if (cfg.training.reproducible and cfg.privacy.dp_mode is not DpMode.NONE
-            and not simulated(node_config) and not _consents(node_config)):
+            and not simulated(node_config) and not _consents(node_config, NODE_REPRODUCIBLE)):
         _log.warning("the server asked for reproducible (seeded) privacy randomness; this "
                      "node keeps its sampling and noise secret (set reproducible=true in "
                      "its node config to allow it)")
@@ -108,7 +108,7 @@ def evaluation_refusal(cfg: RunConfig, node_config: Mapping[str, Any]) -> str:
     return ""
 
 
-def _consents(node_config: Mapping[str, Any], key: str = NODE_REPRODUCIBLE) -> bool:
+def _consents(node_config: Mapping[str, Any], key: str) -> bool:
     value = node_config.get(key, False)
     if isinstance(value, str):
         return value.strip().lower() == "true"

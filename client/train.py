@@ -111,18 +111,17 @@ def _signed_head(ledger: PrivacyLedger, identity: tuple[int, HeadSigner] | None,
 HEAD_FILE_SUFFIX = ".head.json"
 
 
-def _keep_signed_head(ledger: PrivacyLedger, identity: tuple[int, HeadSigner] | None
-                      ) -> None:
-    if identity is None or ledger.signer != identity[1].public:
+def _keep_signed_head(ledger: PrivacyLedger, signed: dict[str, bool | int | str]) -> None:
+    """Write the head :func:`_signed_head` signed beside the ledger (when it was signed)."""
+    if LEDGER_SIGNATURE not in signed:
         return
     import json
 
     from fedpriv.durable import write_bytes
 
-    seq, digest = ledger.head()
-    record = {"seq": seq, "hash": digest, "signer": identity[0],
-              "signature": identity[1].sign(run_id=ledger.run_id, scope=ledger.scope,
-                                            seq=seq, head_hash=digest)}
+    seq, digest = str(signed[LEDGER_HEAD]).split(":", 1)
+    record = {"seq": int(seq), "hash": digest, "signer": signed[SIGNER_ID],
+              "signature": signed[LEDGER_SIGNATURE]}
     write_bytes(ledger.path.with_name(ledger.path.name + HEAD_FILE_SUFFIX),
                 json.dumps(record).encode())
 
@@ -162,6 +161,7 @@ def train_reply(msg: Message, context: Context) -> Message:
     run_id = cfg.deployment.run_id or str(context.run_id)
 
     ledger = event = cache = identity = None
+    signed: dict[str, bool | int | str] = {}  # the head signed at this round's charge
     payload: Payload | None = None
     privacy: dict[str, bool | float | str] = {CLIENT_ID: client_id}
     if cfg.privacy.dp_mode is not DpMode.NONE:
@@ -202,7 +202,8 @@ def train_reply(msg: Message, context: Context) -> Message:
             cache.save(run_id=run_id, server_round=server_round, model=digest,
                        payload=payload)
             ledger.append(server_round, event, run_id=run_id)
-            _keep_signed_head(ledger, identity)
+            signed = _signed_head(ledger, identity, node_config)  # the head sent, too
+            _keep_signed_head(ledger, signed)
     content, metrics = _content(cfg, msg, context, payload, server_round)
     if ledger is not None:
         from fedpriv.privacy import epsilon
@@ -210,7 +211,7 @@ def train_reply(msg: Message, context: Context) -> Message:
         spent = epsilon([ev for _, ev in ledger.events()], ledger.delta)
         privacy.update({REFUSED: False, CLIENT_EPSILON: spent,
                         DP_EVENT: str(payload.info["event"]),
-                        **_signed_head(ledger, identity, node_config)})
+                        **(signed or _signed_head(ledger, identity, node_config))})
         ledger.close()
     return _reply(msg, {**content, METRICS: MetricRecord(metrics),
                         PRIVACY: ConfigRecord(privacy)})

@@ -33,6 +33,15 @@ def train_message(cfg, model, message_type="train", server_round=1):
 SIM_NODE = {"partition-id": 1, "num-partitions": 4}
 
 
+def device_data(tmp_path):
+    """A deployed device's data directory: one .npz of 40 digits-shaped examples."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "part.npz", x=rng.random((40, 64)), y=rng.integers(0, 10, 40))
+    return data
+
+
 def test_train_reply_is_a_trained_model_with_metrics(small_cfg):
     model = build_task_model(small_cfg, load_task_data(small_cfg))
     reply = client_app(train_message(small_cfg, model), context(SIM_NODE))
@@ -84,10 +93,7 @@ def test_a_server_cannot_make_a_deployed_nodes_noise_predictable(tmp_path, conse
     # A malicious server sends reproducible = true and a seed it knows: seeded from them,
     # the node's sampling and noise would be the server's to subtract. A deployed node
     # keeps them secret unless its own node config consents.
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data"
-    data.mkdir()
-    np.savez(data / "part.npz", x=rng.random((40, 64)), y=rng.integers(0, 10, 40))
+    data = device_data(tmp_path)
     cfg = RunConfig.from_mapping({
         "clients": 4, "local-epochs": 1, "dp-mode": "record", "noise-multiplier": 1.0,
         "reproducible": True, "seed": 4242, "lr": 0.1}).resolved()
@@ -362,10 +368,7 @@ def test_distributed_dp_charges_only_the_sum_its_secure_aggregation_enforces(tmp
 def test_a_server_cannot_switch_a_budgeted_or_pinned_device_off_dp(tmp_path):
     # Red-team F-A: the server chooses dp-mode. Sent dp-mode=none, a device with its own
     # budget trained and returned its model unnoised, with no ledger and no budget check.
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data"
-    data.mkdir()
-    np.savez(data / "part.npz", x=rng.random((40, 64)), y=rng.integers(0, 10, 40))
+    data = device_data(tmp_path)
     device = {"data-dir": str(data), "ledger-path": str(tmp_path / "ledger.sqlite")}
     plain = RunConfig.from_mapping({"clients": 4, "local-epochs": 1}).resolved()
     model = build_task_model(plain, load_task_data(plain))
@@ -396,10 +399,7 @@ def test_a_server_cannot_switch_a_budgeted_or_pinned_device_off_dp(tmp_path):
 def test_a_deployed_node_under_dp_evaluates_only_with_its_consent(tmp_path):
     # Federated evaluation sends the loss and accuracy on the node's own data unnoised;
     # under DP a device answers a server's evaluate only if its node config allows it.
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data"
-    data.mkdir()
-    np.savez(data / "part.npz", x=rng.random((40, 64)), y=rng.integers(0, 10, 40))
+    data = device_data(tmp_path)
     device = {"data-dir": str(data), "ledger-path": str(tmp_path / "ledger.sqlite")}
     user = RunConfig.from_mapping({"clients": 4, "local-epochs": 1, "dp-mode": "user"}
                                   ).resolved()
